@@ -1,0 +1,1 @@
+"""Contrastive alignment of text and image embeddings into one joint space."""

@@ -1,0 +1,1 @@
+"""Collaborative filtering: interaction matrix from SQL, implicit ALS/BPR, hybrid scoring."""

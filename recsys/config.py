@@ -1,0 +1,214 @@
+"""Typed, frozen configuration.
+
+One :class:`Config` is built at start-up from ``config.yaml`` and ``RECSYS_*`` environment overrides
+and then passed explicitly; library code never reads ``os.environ`` itself.
+
+Environment overrides address one leaf key each: the upper-cased path joined by ``_`` with the prefix
+``RECSYS_``. ``database.url`` is ``RECSYS_DATABASE_URL``, ``data_dir`` is ``RECSYS_DATA_DIR``,
+``ingest.chunk_size`` is ``RECSYS_INGEST_CHUNK_SIZE``. Values are parsed as YAML scalars (so ``true``,
+``42`` and ``[a, b]`` work) and then validated like the file. ``RECSYS_CONFIG`` names the file itself.
+Unknown keys, unknown ``RECSYS_*`` variables and wrong types fail with a message naming the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from recsys.cf.settings import CFConfig
+from recsys.encoders.settings import EncodersConfig
+from recsys.errors import ConfigError
+from recsys.index.settings import IndexConfig
+from recsys.settings_base import Section as _Section
+
+__all__ = ["CFConfig", "Config", "EncodersConfig", "IndexConfig", "load_config"]
+
+ENV_PREFIX = "RECSYS_"
+# Variables with the prefix that are not config keys.
+RESERVED_ENV = frozenset({"RECSYS_CONFIG", "RECSYS_TEST_POSTGRES_URL", "RECSYS_SHARED_DATA"})
+
+
+class DatabaseConfig(_Section):
+    url: str | None = None
+    """SQLAlchemy URL. ``None``: a SQLite file ``recsys.sqlite`` under ``data_dir``."""
+    echo: bool = False
+
+
+class ItemMapping(_Section):
+    """Which input columns hold which item field (see ``recsys ingest items --help``)."""
+
+    id: str = "item_id"
+    title: str | None = None
+    text: tuple[str, ...] = ()
+    category: str | None = None
+    image: str | None = None
+    price: str | None = None
+    available: str | None = None
+    attributes: tuple[str, ...] | None = None
+    """Columns kept in the item's JSON attributes; ``None`` keeps every unmapped column."""
+
+
+class EventMapping(_Section):
+    user: str = "user_id"
+    item: str = "item_id"
+    timestamp: str = "timestamp"
+    event_type: str | None = None
+    """Column holding the event type; when ``None`` every row gets ``default_event_type``."""
+    default_event_type: str = "interaction"
+    value: str | None = None
+    event_id: str | None = None
+    """Column with a unique event id. Without one, the idempotency key is derived from the row."""
+    attributes: tuple[str, ...] | None = None
+
+
+class Preset(_Section):
+    items: ItemMapping = ItemMapping()
+    events: EventMapping = EventMapping()
+
+
+class IngestConfig(_Section):
+    chunk_size: int = Field(50_000, gt=0)
+    max_rejects: int = Field(1_000_000, ge=0)
+    """Stop (after writing what was good) once this many rows were rejected."""
+    presets: dict[str, Preset] = {}
+
+
+class ServiceConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
+    api_keys: tuple[str, ...] = ()
+    read_requires_key: bool = False
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    max_k: int = Field(500, gt=0)
+
+
+class Config(_Section):
+    data_dir: Path = Path(".recsys")
+    """Holds the SQLite file and artifacts by default. Relative paths are relative to the cwd."""
+    artifacts_dir: Path | None = None
+    """``None``: ``<data_dir>/artifacts``."""
+    event_types: dict[str, float] = {
+        "view": 1.0,
+        "click": 1.0,
+        "add_to_cart": 4.0,
+        "purchase": 8.0,
+        "rating": 1.0,
+        "interaction": 1.0,
+    }
+    """Allowed event types and their weight in the interaction matrix."""
+    database: DatabaseConfig = DatabaseConfig()
+    ingest: IngestConfig = IngestConfig()
+    encoders: EncodersConfig = EncodersConfig()
+    cf: CFConfig = CFConfig()
+    index: IndexConfig = IndexConfig()
+    service: ServiceConfig = ServiceConfig()
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.data_dir / 'recsys.sqlite').as_posix()}"
+
+    @property
+    def artifacts_path(self) -> Path:
+        return self.artifacts_dir if self.artifacts_dir is not None else self.data_dir / "artifacts"
+
+
+def _leaf_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
+    """Map ``RECSYS_A_B`` names to the key path ``("a", "b")`` for every leaf of the schema."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, field in model.model_fields.items():
+        path = (*prefix, name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(_leaf_paths(ann, path))
+        else:
+            out[ENV_PREFIX + "_".join(path).upper()] = path
+    return out
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    leaves = _leaf_paths(Config)
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX) or var in RESERVED_ENV:
+            continue
+        path = leaves.get(var)
+        if path is None:
+            raise ConfigError(
+                f"unknown environment override {var}; config keys can be overridden as "
+                f"{', '.join(sorted(leaves))}"
+            )
+        value: Any = text
+        if text.strip() in ("", "null", "~"):
+            value = None
+        elif text.lstrip()[:1] in ("[", "{"):
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{var}: cannot parse {text!r} as a YAML list or mapping: {exc}") from exc
+        # Scalars stay strings: pydantic converts "42", "true", "0.5" to the key's type or says why not.
+        node = raw
+        for key in path[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def _format_validation(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key {key!r}")
+        else:
+            got = err.get("input")
+            lines.append(f"{source}: {key}: {err['msg']} (got {got!r})")
+    return "; ".join(lines)
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration.
+
+    Args:
+        path: YAML file; ``None`` uses ``env["RECSYS_CONFIG"]`` if set, else ``./config.yaml`` if it
+            exists, else the built-in defaults (which ``config.yaml`` in the repository mirrors).
+        env: environment to take ``RECSYS_*`` overrides from (the caller passes ``os.environ``).
+
+    Raises:
+        ConfigError: unreadable file, unknown key, wrong type; the message names the key.
+    """
+    env = dict(env or {})
+    if path is None and env.get("RECSYS_CONFIG"):
+        path = env["RECSYS_CONFIG"]
+    if path is None and Path("config.yaml").is_file():
+        path = "config.yaml"
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+        raw = loaded
+    raw = _apply_env(raw, env)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source)) from None

@@ -1,0 +1,1 @@
+"""Offline evaluation protocols and metrics (pure functions of arrays)."""

@@ -1,0 +1,1 @@
+"""Candidate retrieval indexes: ScaNN, with an exact brute-force fallback."""

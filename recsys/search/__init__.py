@@ -1,0 +1,1 @@
+"""Multimodal product search over the catalogue embeddings."""

@@ -1,0 +1,1 @@
+"""Storage: SQL schema, engine and migrations, artifact registry."""
