@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -112,4 +113,28 @@ class Artifact(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
+
+
+class ItemEmbedding(Base):
+    """One item's vector in one space (``text`` / ``image``) from one encoder version.
+
+    ``encoder`` is the encoder's version string (name + weights hash); ``content_hash`` is the item's
+    hash when it was embedded, so a changed item is re-embedded. A failed input (missing or broken
+    image) is stored with ``vector = NULL`` and the reason in ``error``, so it is not retried until
+    the item changes.
+    """
+
+    __tablename__ = "item_embeddings"
+    __table_args__ = (UniqueConstraint("item_id", "space", "encoder", name="uq_item_embeddings_item_space_encoder"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    space: Mapped[str] = mapped_column(String(32))
+    encoder: Mapped[str] = mapped_column(String(255), index=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """``dim`` little-endian float32 values; NULL when ``error`` is set."""
+    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
