@@ -74,7 +74,27 @@ class IngestConfig(_Section):
     chunk_size: int = Field(50_000, gt=0)
     max_rejects: int = Field(1_000_000, ge=0)
     """Stop (after writing what was good) once this many rows were rejected."""
-    presets: dict[str, Preset] = {}
+    presets: dict[str, Preset] = {
+        "movielens": Preset(
+            items=ItemMapping(id="item_id", title="title", text=("title", "genres"), category="genres", image="image"),
+            events=EventMapping(
+                user="user_id", item="item_id", timestamp="timestamp", value="rating", default_event_type="rating"
+            ),
+        ),
+        "hm": Preset(
+            items=ItemMapping(
+                id="article_id",
+                title="prod_name",
+                text=("prod_name", "product_type_name", "colour_group_name", "section_name", "detail_desc"),
+                category="product_type_name",
+                image="image",
+            ),
+            events=EventMapping(
+                user="customer_id", item="article_id", timestamp="t_dat", default_event_type="purchase"
+            ),
+        ),
+    }
+    """Named column mappings (``recsys ingest items FILE --preset hm``); options override single fields."""
 
 
 class ServiceConfig(_Section):
