@@ -72,13 +72,21 @@ class Preset(_Section):
 
 class IngestConfig(_Section):
     chunk_size: int = Field(50_000, gt=0)
-    max_rejects: int = Field(1_000_000, ge=0)
-    """Stop (after writing what was good) once this many rows were rejected."""
     presets: dict[str, Preset] = {
         "movielens": Preset(
             items=ItemMapping(id="item_id", title="title", text=("title", "genres"), category="genres", image="image"),
             events=EventMapping(
                 user="user_id", item="item_id", timestamp="timestamp", value="rating", default_event_type="rating"
+            ),
+        ),
+        "demo": Preset(
+            items=ItemMapping(
+                id="item_id", title="title", text=("title", "description"), category="category", image="image",
+                price="price", available="available",
+            ),
+            events=EventMapping(
+                user="user_id", item="item_id", timestamp="timestamp", event_type="event_type", value="value",
+                event_id="event_id",
             ),
         ),
         "hm": Preset(

@@ -91,8 +91,8 @@ class Event(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event_key: Mapped[str] = mapped_column(String(255), unique=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("items.id", ondelete="CASCADE"), index=True)
     event_type: Mapped[str] = mapped_column(String(64))
     value: Mapped[float | None] = mapped_column(Float)
     ts: Mapped[int] = mapped_column(BigInteger)
@@ -129,7 +129,7 @@ class ItemEmbedding(Base):
     __table_args__ = (UniqueConstraint("item_id", "space", "encoder", name="uq_item_embeddings_item_space_encoder"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("items.id", ondelete="CASCADE"))
     space: Mapped[str] = mapped_column(String(32))
     encoder: Mapped[str] = mapped_column(String(255), index=True)
     content_hash: Mapped[str] = mapped_column(String(64))

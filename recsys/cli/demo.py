@@ -1,0 +1,81 @@
+"""``recsys demo``: generate a small shop and run every pipeline stage on it.
+
+This is the project's "main job" on a fresh machine: it needs no data and no network, and uses the
+embedded default database (a SQLite file under the data directory) unless configured otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from recsys.config import Config
+from recsys.demo.catalogue import generate_demo
+from recsys.ingest import ingest_events, ingest_items
+from recsys.store import db as store_db
+
+
+def _step(title: str) -> Callable[[Callable[[], str]], str]:
+    def run(fn: Callable[[], str]) -> str:
+        t0 = time.perf_counter()
+        click.echo(f"==> {title}")
+        out = fn()
+        click.echo(f"    {out}  [{time.perf_counter() - t0:.1f} s]")
+        return out
+
+    return run
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+@click.command("demo")
+@click.option("--items", "n_items", default=300, show_default=True, help="number of generated items")
+@click.option("--users", "n_users", default=200, show_default=True, help="number of generated users")
+@click.option("--seed", default=0, show_default=True)
+@click.pass_obj
+def demo(obj, n_items: int, n_users: int, seed: int) -> None:  # type: ignore[no-untyped-def]
+    """Generate a demo shop, load it and run every pipeline stage on it."""
+    config: Config = obj.config
+    out_dir = Path(config.data_dir) / "demo"
+    engine = store_db.engine_from_config(config)
+    click.echo(f"data directory: {config.data_dir}   database: {engine.url.render_as_string(hide_password=True)}")
+
+    made = []
+
+    def generate() -> str:
+        files = generate_demo(out_dir, n_items=n_items, n_users=n_users, seed=seed)
+        made.append(files)
+        return f"{files.n_items} items ({files.n_images} with images), {files.n_users} users, {files.n_events} events in {files.out_dir}"
+
+    _step("generate the demo shop")(generate)
+    files = made[0]
+    _step("migrate the database")(lambda: (store_db.upgrade(engine), f"schema at revision {store_db.current_revision(engine)}")[1])
+    preset = config.ingest.presets["demo"]
+    rejects = config.data_dir / "rejects"
+
+    def load_items() -> str:
+        rep = ingest_items(engine, files.items_csv, preset.items, reject_path=rejects / "demo-items.jsonl")
+        return rep.summary()
+
+    def load_events() -> str:
+        rep = ingest_events(engine, files.events_csv, preset.events, config.event_types, reject_path=rejects / "demo-events.jsonl")
+        return rep.summary()
+
+    _step("ingest items")(load_items)
+    _step("ingest events")(load_events)
+
+    for module, title, runner in _later_stages():
+        if _has(module):
+            _step(title)(lambda runner=runner: runner(config, engine))
+    click.echo("done.")
+
+
+def _later_stages() -> list[tuple[str, str, Callable[[Config, object], str]]]:
+    """Stages from later pipeline parts, run when their modules are installed."""
+    return []

@@ -1,0 +1,1 @@
+"""A small synthetic shop (catalogue, product pictures, users and events) for demos and tests."""
