@@ -223,3 +223,21 @@ def test_unreadable_or_wrong_format_fails_before_writing(
         ingest_items(engine, path, ITEMS, fmt=fmt, reject_path=tmp_path / "r.jsonl")
     assert count(engine, Item) == 0
     assert not (tmp_path / "r.jsonl").exists()
+
+
+@pytest.mark.parametrize("block", [1 << 24, 64])
+def test_fast_csv_path_falls_back_per_row_on_a_broken_record(
+    sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """A malformed record in a large file: rows before it land once, it is rejected, rows after it land."""
+    import recsys.ingest.readers as readers
+
+    monkeypatch.setattr(readers, "ARROW_BLOCK_BYTES", block)
+    load_items(sqlite_engine, tmp_path)
+    lines = [f"u{i},A1,{1700000000 + i},view," for i in range(40)]
+    lines[30] = "u30,A1,1700000030,view,,surplus"
+    path = write_csv(tmp_path / "events.csv", "user,sku,when,kind,rating\n" + "\n".join(lines) + "\n")
+    rep = ingest_events(sqlite_engine, path, EVENTS, TYPES, reject_path=tmp_path / "r.jsonl", chunk_size=8)
+    assert (rep.rows, rep.inserted, rep.rejected) == (40, 39, 1)
+    assert [(r["line"], r["reason"]) for r in read_rejects(tmp_path / "r.jsonl")] == [(32, "has 6 fields, the header has 5")]
+    assert count(sqlite_engine, Event) == 39

@@ -3,8 +3,10 @@
 The idempotency key (``events.event_key``) is, in this order:
 
 1. ``id:<value>`` when the mapping names an event-id column (``--event-id``);
-2. otherwise ``h:<digest>:<n>``, where ``digest`` hashes the row's values (user, item, type, timestamp,
-   value and any extra columns) and ``n`` counts the identical rows before it *in the same file*.
+2. otherwise ``h:<time>:<digest>:<n>``, where ``time`` is the event's unix time in hex (so that a
+   time-ordered log inserts into the key's index in order), ``digest`` hashes the row's values (user,
+   item, type, timestamp, value and any extra columns) and ``n`` counts the identical rows before it
+   *in the same file*.
    Two identical rows in one file (a customer who bought two of an article that day) are two events,
    ``...:0`` and ``...:1``; re-ingesting the file yields the same keys and adds nothing; a later file
    that repeats the same row once more than before adds exactly that one.
@@ -52,17 +54,18 @@ def ensure_users(conn: Connection, external_ids: list[str], known: dict[str, int
         return 0
     users = User.__table__
     dialect = conn.dialect.name
-    rows = [{"external_id": u, "attributes": {}} for u in missing]
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        conn.execute(pg_insert(users).on_conflict_do_nothing(index_elements=["external_id"]), rows)
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        conn.execute(sqlite_insert(users).on_conflict_do_nothing(index_elements=["external_id"]), rows)
+    if dialect in ("postgresql", "sqlite"):
+        # Straight to the driver: this runs for every new user of a big log.
+        conflict = "ON CONFLICT (external_id) DO NOTHING"
+        mark = "%s" if dialect == "postgresql" else "?"
+        cur = conn.connection.driver_connection.cursor()
+        cur.executemany(
+            f"INSERT INTO users (external_id, attributes, created_at) VALUES ({mark}, '{{}}', CURRENT_TIMESTAMP) {conflict}",
+            [(u,) for u in missing],
+        )
+        cur.close()
     else:
-        conn.execute(users.insert(), rows)
+        conn.execute(users.insert(), [{"external_id": u, "attributes": {}} for u in missing])
     for start in range(0, len(missing), 5_000):
         part = missing[start : start + 5_000]
         known.update((k, v) for k, v in conn.execute(select(users.c.external_id, users.c.id).where(users.c.external_id.in_(part))))
@@ -134,7 +137,8 @@ class _FrameParser:
             out = col.str.strip()
         else:
             out = col.map(lambda v: _safe(to_id, v, "id"))
-        ok = out.notna().to_numpy() & (out.fillna("").str.len() > 0).to_numpy() & (out.fillna("").str.len() <= 255).to_numpy()
+        lengths = out.str.len().fillna(0).to_numpy()
+        ok = (lengths > 0) & (lengths <= 255)
         return out, ok
 
     def _timestamps(self, col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +175,8 @@ class _FrameParser:
         ts, ok = self._timestamps(frame[m.timestamp])
         flag(~ok, m.timestamp, "cannot parse the timestamp; expected unix seconds or an ISO 8601 date/time")
         if m.event_type:
-            etype = frame[m.event_type].map(to_text)
+            col = frame[m.event_type]
+            etype = col.str.strip() if pd.api.types.infer_dtype(col, skipna=False) == "string" else col.map(to_text)
         else:
             etype = pd.Series([m.default_event_type] * n, index=frame.index, dtype=object)
         flag(~etype.isin(list(self.allowed)).to_numpy(), m.event_type or "event_type",
@@ -217,7 +222,8 @@ class _FrameParser:
                 digest = hashlib.blake2b(blob.encode("utf-8"), digest_size=16).hexdigest()
                 k = occ.get(digest, 0)
                 occ[digest] = k + 1
-                keys.append(f"h:{digest}:{k}")
+                # The time prefix keeps the unique index's inserts close together for time-ordered logs.
+                keys.append(f"h:{t:011x}:{digest}:{k}")
         parsed = _Parsed(keys, g_user, [int(x) for x in item_id[good].tolist()], g_type, g_val, g_ts, g_attrs)
         return parsed, sorted(errors)
 
