@@ -347,3 +347,55 @@ def _insert_events_pg(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
         inserted = cur.rowcount
         cur.execute("TRUNCATE events_stage")
     return max(inserted, 0)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """Outcome of :func:`append_event_records`: ``errors`` holds ``(index, field, reason)`` per bad record."""
+
+    inserted: int
+    duplicates: int
+    errors: list[tuple[int, str | None, str]]
+    users: list[str]
+    """External ids of the users whose events were accepted (new or already present)."""
+
+
+def append_event_records(
+    engine: Engine,
+    records: list[dict[str, Any]],
+    mapping: EventMapping,
+    allowed_types: Mapping[str, float],
+) -> AppendResult:
+    """Append a batch of events given as dicts (the API's ``POST /v1/events``), with the file rules.
+
+    Keys follow the module's rule with "the same batch" in place of "the same file". Good records are
+    committed in one transaction before this returns; bad ones are reported, not written.
+    """
+    import pandas as pd
+
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    for needed in (mapping.user, mapping.item, mapping.timestamp):
+        if needed not in columns:
+            columns.append(needed)
+    frame = pd.DataFrame.from_records(records, columns=columns).astype(object)
+    used = {mapping.user, mapping.item, mapping.timestamp, mapping.event_type, mapping.value, mapping.event_id}
+    extra = list(mapping.attributes) if mapping.attributes is not None else [c for c in columns if c not in used]
+    with engine.connect() as conn:
+        items = load_item_ids(conn)
+        users = {k: v for k, v in conn.execute(select(User.external_id, User.id))}
+    parsed, flagged = _FrameParser(mapping, allowed_types, extra)(frame, items)
+    validator = _RowValidator(mapping, allowed_types, items)
+    errors: list[tuple[int, str | None, str]] = []
+    for i, field, reason in flagged:
+        try:
+            validator({k: v for k, v in records[i].items()})
+        except RowError as err:
+            field, reason = err.field, err.reason
+        errors.append((i, field, reason))
+    inserted = 0
+    if parsed.user:
+        with engine.begin() as conn:
+            ensure_users(conn, parsed.user, users)
+            rows = list(zip(parsed.key, [users[u] for u in parsed.user], parsed.item_id, parsed.etype, parsed.value, parsed.ts, parsed.attrs))
+            inserted = _insert_events(conn, rows)
+    return AppendResult(inserted, len(parsed.user) - inserted, errors, list(dict.fromkeys(parsed.user)))
