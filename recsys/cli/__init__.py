@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "train": "recsys.cli.train:train",
     "evaluate": "recsys.cli.evaluate:evaluate",
     "index": "recsys.cli.index:index",
+    "serve": "recsys.cli.serve:serve",
 }
 
 

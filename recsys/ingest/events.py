@@ -374,8 +374,8 @@ def append_event_records(
     import pandas as pd
 
     columns = list(dict.fromkeys(k for r in records for k in r))
-    for needed in (mapping.user, mapping.item, mapping.timestamp):
-        if needed not in columns:
+    for needed in (mapping.user, mapping.item, mapping.timestamp, mapping.event_type, mapping.value, mapping.event_id):
+        if needed and needed not in columns:
             columns.append(needed)
     frame = pd.DataFrame.from_records(records, columns=columns).astype(object)
     used = {mapping.user, mapping.item, mapping.timestamp, mapping.event_type, mapping.value, mapping.event_id}

@@ -171,3 +171,41 @@ def _upsert(engine: Engine, table: Any, good: dict[str, dict[str, Any]], report:
     report.inserted += len(new_rows)
     report.updated += len(changed)
     report.unchanged += len(good) - len(new_rows) - len(changed)
+
+
+def upsert_item_records(engine: Engine, records: list[dict[str, Any]]) -> tuple[IngestReport, list[str]]:
+    """Upsert items given as dicts with the fields of :class:`~recsys.store.models.Item` (``id``,
+    ``title``, ``description``, ``category``, ``image``, ``price``, ``available``, ``attributes``).
+
+    The API's ``PUT /v1/items`` path. Returns the report and the external ids that were inserted or
+    changed (those need embedding). Image values are stored as given (URLs or paths the service reads).
+    """
+    t0 = time.perf_counter()
+    report = IngestReport("items", "api")
+    good: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        values = {
+            "title": to_text(rec.get("title")),
+            "description": to_text(rec.get("description")),
+            "category": to_text(rec.get("category")) or None,
+            "attributes": dict(rec.get("attributes") or {}),
+            "image": to_text(rec.get("image")) or None,
+            "price": rec.get("price"),
+            "available": bool(rec.get("available", True)),
+        }
+        values["content_hash"] = content_hash(values)
+        values["external_id"] = to_id(rec.get("id"), "id")
+        good[values["external_id"]] = values
+        report.rows += 1
+    with engine.connect() as conn:
+        before = {
+            k: h
+            for k, h in conn.execute(
+                select(Item.external_id, Item.content_hash).where(Item.external_id.in_(list(good)))
+            )
+        }
+    if good:
+        _upsert(engine, Item.__table__, good, report)
+    report.seconds = time.perf_counter() - t0
+    changed = [k for k, v in good.items() if before.get(k) != v["content_hash"]]
+    return report, changed

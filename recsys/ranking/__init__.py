@@ -1,0 +1,1 @@
+"""Per-user reranking of retrieved candidates: features, filters, diversity, reasons, paging."""

@@ -1,0 +1,394 @@
+"""What the service holds in memory and the service functions its routes call.
+
+:class:`Runtime` loads the catalogue (content vectors from ``item_embeddings``, fused through the
+active alignment when there is one), the active CF model, popularity from the events table and a
+retrieval index over the item vectors. It answers similar items, home-feed pages, search, event
+batches and item upserts. A newer active CF or alignment artifact in the registry is picked up by
+``refresh_if_changed`` (checked at most every few seconds) without a restart.
+
+User state is read from SQL on every feed request and folded in (implicit's ``recalculate_user``), so a
+posted event changes the next page without retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, func, select
+
+from recsys.config import Config
+from recsys.errors import ArtifactError, RecsysError, UnknownIdError
+from recsys.ranking.cursor import decode_cursor, encode_cursor
+from recsys.ranking.rerank import FeedWeights, UserSignals, blend, reasons_for, select as select_rows, user_features, zscore
+from recsys.store.artifacts import active_artifact
+from recsys.store.models import Event, Item
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    id: str
+    score: float
+    title: str | None
+    category: str | None
+    reasons: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    items: list[RankedItem]
+
+
+@dataclass(frozen=True)
+class Feed(Ranked):
+    cold_start: bool = False
+    next_cursor: str | None = None
+
+
+@dataclass
+class _State:
+    """One consistent snapshot: swapped as a whole on reload."""
+
+    ids: tuple[str, ...]
+    titles: tuple[str, ...]
+    categories: tuple[str | None, ...]
+    available: np.ndarray
+    content: np.ndarray  # (n, d) L2-normalised
+    item_factors: np.ndarray | None  # (n, k): CF factors; mapped from content for items CF never saw
+    popularity_z: np.ndarray
+    freshness: np.ndarray
+    row: dict[str, int]
+    internal_to_row: dict[int, int]
+    cf_model: Any
+    cf_version: str | None
+    align_version: str | None
+    search: Any
+    similar_vectors: np.ndarray
+    similar_index: Any
+    versions: dict[str, str | None] = field(default_factory=dict)
+
+
+class Runtime:
+    """Loaded models and indexes, plus the service functions. Thread-safe for reads."""
+
+    def __init__(self, config: Config, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+        self.weights = FeedWeights()
+        self._lock = threading.Lock()
+        self._state: _State | None = None
+        self._load_error: str | None = None
+        self._checked = 0.0
+        self._secret = hashlib.sha256(f"recsys-cursor:{config.database_url}".encode()).digest()
+        self._text_encoder: Any = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> Runtime:
+        from recsys.store.db import engine_from_config
+
+        rt = cls(config, engine_from_config(config))
+        rt.reload()
+        return rt
+
+    # ------------------------------------------------------------------ loading
+    def reload(self) -> None:
+        """Load everything anew and swap it in; on failure keep serving the old state and report not ready."""
+        try:
+            state = self._build()
+        except RecsysError as exc:
+            self._load_error = str(exc)
+            log.warning("runtime not ready: %s", exc)
+            return
+        with self._lock:
+            self._state = state
+            self._load_error = None
+        log.info("runtime loaded: %d items, versions %s", len(state.ids), state.versions)
+
+    def refresh_if_changed(self, every_s: float = 2.0) -> bool:
+        """Reload when the registry's active cf/align versions differ from the loaded ones."""
+        now = time.monotonic()
+        if now - self._checked < every_s:
+            return False
+        self._checked = now
+        try:
+            cf = active_artifact(self.engine, "cf")
+            al = active_artifact(self.engine, "align")
+        except Exception:  # noqa: BLE001 - the database being down is reported by readiness, not here
+            return False
+        st = self._state
+        current = (cf.version if cf else None, al.version if al else None)
+        if st is None or current != (st.cf_version, st.align_version):
+            self.reload()
+            return True
+        return False
+
+    def _build(self) -> _State:
+        from recsys.cf.train import load_cf
+        from recsys.search.loader import build_product_search
+
+        search = build_product_search(self.engine, self.config, text_encoder=self._text_encoder_obj())
+        cat = search.catalogue
+        n = len(cat)
+        row = {item: i for i, item in enumerate(cat.ids)}
+        with self.engine.connect() as conn:
+            internal = {ext: iid for ext, iid in conn.execute(select(Item.external_id, Item.id))}
+            created = {ext: ts for ext, ts in conn.execute(select(Item.external_id, Item.created_at))}
+            counts = dict(
+                conn.execute(select(Event.item_id, func.count(func.distinct(Event.user_id))).group_by(Event.item_id)).all()
+            )
+        internal_to_row = {internal[e]: r for e, r in row.items() if e in internal}
+        pop = np.zeros(n, dtype=np.float32)
+        for iid, c in counts.items():
+            r = internal_to_row.get(iid)
+            if r is not None:
+                pop[r] = np.log1p(c)
+        now = time.time()
+        age_days = np.array([(now - created[e].timestamp()) / 86400 if created.get(e) else 365.0 for e in cat.ids])
+        freshness = np.exp(-np.maximum(age_days, 0) / 30.0).astype(np.float32)
+        record = active_artifact(self.engine, "cf")
+        cf_model = None
+        factors = None
+        if record is not None:
+            cf_model = load_cf(self.engine)
+            factors = self._map_factors(cf_model, cat.ids, cat.vectors)
+        similar = self._similar_vectors(cat.vectors, factors)
+        from recsys.index.factory import build_index
+
+        index = build_index(similar, self.config.index)
+        align = active_artifact(self.engine, "align")
+        versions = {
+            "cf": record.version if record else None,
+            "align": align.version if align else None,
+            "index": f"{'scann' if type(index).__name__.startswith('Scann') else 'exact'}-{n}-{hashlib.sha1(similar.tobytes()).hexdigest()[:10]}",
+        }
+        return _State(
+            cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, zscore(pop), freshness,
+            row, internal_to_row, cf_model, versions["cf"], versions["align"], search, similar, index, versions,
+        )
+
+    def _text_encoder_obj(self) -> Any:
+        if self._text_encoder is None:
+            from recsys.encoders.factory import build_text_encoder
+
+            self._text_encoder = build_text_encoder(self.config.encoders.text, self.config.encoders.device)
+        return self._text_encoder
+
+    @staticmethod
+    def _map_factors(cf_model: Any, ids: Sequence[str], content: np.ndarray) -> np.ndarray:
+        """CF factors per catalogue row; rows CF never saw get a ridge map of their content (cold items)."""
+        k = cf_model.item_factors.shape[1]
+        out = np.zeros((len(ids), k), dtype=np.float32)
+        known = np.array([i in cf_model.items for i in ids], dtype=bool)
+        if known.any():
+            cols = cf_model.items.rows([i for i, ok in zip(ids, known) if ok])
+            out[known] = cf_model.item_factors[cols]
+        if (~known).any() and known.sum() > 1:
+            x = content[known].astype(np.float64)
+            lam = 10.0
+            w = np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ out[known].astype(np.float64))
+            out[~known] = (content[~known] @ w).astype(np.float32)
+        return out
+
+    def _similar_vectors(self, content: np.ndarray, factors: np.ndarray | None) -> np.ndarray:
+        """Item->item space: content blended with normalised CF factors (co-interaction similarity)."""
+        parts = [content * np.float32(np.sqrt(0.7))]
+        if factors is not None:
+            norm = np.linalg.norm(factors, axis=1, keepdims=True)
+            parts.append(np.where(norm > 0, factors / np.maximum(norm, 1e-12), 0).astype(np.float32) * np.float32(np.sqrt(0.3)))
+        v = np.hstack(parts).astype(np.float32)
+        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        return v
+
+    def _st(self) -> _State:
+        st = self._state
+        if st is None:
+            raise ArtifactError(f"the service is not ready: {self._load_error or 'nothing loaded'}")
+        return st
+
+    # ------------------------------------------------------------------ status
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        checks: dict[str, Any] = {}
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported as a failed check
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        st = self._state
+        checks["artifacts"] = "ok" if st is not None else f"not loaded: {self._load_error}"
+        if st is not None:
+            checks["items"] = len(st.ids)
+            checks["cf"] = st.cf_version or "none (content and popularity only)"
+        return checks["database"] == "ok" and st is not None, checks
+
+    def versions(self) -> dict[str, str | None]:
+        st = self._state
+        return dict(st.versions) if st else {}
+
+    # ------------------------------------------------------------------ helpers
+    def _allowed(self, st: _State, category: str | None, exclude: Sequence[str], available_only: bool) -> np.ndarray:
+        allowed = st.available.copy() if available_only else np.ones(len(st.ids), dtype=bool)
+        if category is not None:
+            allowed &= np.fromiter((c == category for c in st.categories), bool, len(st.ids))
+        for e in exclude:
+            r = st.row.get(e)
+            if r is not None:
+                allowed[r] = False
+        return allowed
+
+    def _item(self, st: _State, r: int, score: float, reasons: list[dict[str, Any]]) -> RankedItem:
+        return RankedItem(st.ids[r], float(score), st.titles[r], st.categories[r], reasons)
+
+    # ------------------------------------------------------------------ similar items
+    def similar_items(self, item_id: str, *, k: int, category: str | None = None, exclude: Sequence[str] = (),
+                      available_only: bool = True) -> Ranked:
+        st = self._st()
+        r = st.row.get(item_id)
+        if r is None:
+            raise UnknownIdError(f"unknown item id {item_id!r}")
+        allowed = self._allowed(st, category, [*exclude, item_id], available_only)
+        ids, scores = st.similar_index.search(st.similar_vectors[r], k, allow=allowed)
+        items = [
+            self._item(st, int(i), float(s), [{"type": "similar_to", "item": item_id}])
+            for i, s in zip(np.asarray(ids).ravel(), np.asarray(scores).ravel()) if int(i) >= 0
+        ]
+        return Ranked(items)
+
+    # ------------------------------------------------------------------ home feed
+    def _user_signals(self, st: _State, user_id: str) -> tuple[UserSignals, np.ndarray]:
+        from recsys.store.models import User
+
+        types = self.config.event_types
+        with self.engine.connect() as conn:
+            uid = conn.execute(select(User.id).where(User.external_id == user_id)).scalar_one_or_none()
+            rows = [] if uid is None else conn.execute(
+                select(Event.item_id, Event.event_type, Event.ts).where(Event.user_id == uid).order_by(Event.ts.desc(), Event.id.desc())
+            ).all()
+        hist, weights, ext = [], [], []
+        for rank, (iid, etype, _ts) in enumerate(rows):
+            r = st.internal_to_row.get(iid)
+            w = types.get(etype, 0.0)
+            if r is None or w <= 0:
+                continue
+            hist.append(r)
+            weights.append(w * (1.0 + 2.0 * np.exp(-len(set(hist)) / 10.0)))
+            ext.append(st.ids[r])
+        seen = np.unique(np.asarray(hist, dtype=np.int64))
+        cf_vec = None
+        if st.cf_model is not None and hist:
+            warm = [(e, w) for e, w in zip(ext, weights) if e in st.cf_model.items]
+            if warm:
+                agg: dict[str, float] = {}
+                for e, w in warm:
+                    agg[e] = agg.get(e, 0.0) + w
+                cf_vec = st.cf_model.vector_for(list(agg), list(agg.values()))
+        return UserSignals(np.asarray(hist, dtype=np.int64), np.asarray(weights, dtype=np.float32), cf_vec), seen
+
+    def recommend(self, user_id: str, *, k: int, exclude_seen: bool = True, category: str | None = None,
+                  exclude: Sequence[str] = (), diversity: float = 0.0, max_per_category: int | None = None,
+                  cursor: str | None = None) -> Feed:
+        st = self._st()
+        served = decode_cursor(cursor, user_id, self._secret) if cursor else []
+        signals, seen = self._user_signals(st, user_id)
+        cold = len(signals.history) == 0
+        feats = user_features(signals, st.item_factors, st.content, st.popularity_z, st.freshness, st.categories)
+        weights = FeedWeights(cf=0, content=0, popularity=1.0) if cold else self.weights
+        scores = blend(feats, weights)
+        allowed = self._allowed(st, category, exclude, True)
+        if exclude_seen and len(seen):
+            allowed[seen] = False
+        if served:
+            allowed[np.asarray(served, dtype=np.int64)[np.asarray(served) < len(allowed)]] = False
+        rows = select_rows(scores, allowed, k, vectors=st.content, diversity=diversity, categories=st.categories,
+                           max_per_category=max_per_category)
+        items = [
+            self._item(st, int(r), float(scores[r]), [{"type": "popular"}] if cold else reasons_for(int(r), feats, weights, (), st.ids))
+            for r in rows
+        ]
+        more = int(allowed.sum()) > len(rows)
+        nxt = encode_cursor(user_id, [*served, *[int(r) for r in rows]], self._secret) if more and len(rows) else None
+        return Feed(items, cold_start=cold, next_cursor=nxt)
+
+    # ------------------------------------------------------------------ search
+    def search(self, *, text: str | None, image: Any, user_id: str | None, k: int, category: str | None = None,
+               available_only: bool = True, price_min: float | None = None, price_max: float | None = None,
+               text_weight: float = 0.5) -> Ranked:
+        st = self._st()
+        search = st.search
+        q_parts = []
+        if text is not None:
+            q_parts.append((text_weight if image is not None else 1.0, search.query_vector(text=text)))
+        if image is not None:
+            q_parts.append((1.0 - text_weight if text is not None else 1.0, search.query_vector(image=image)))
+        q = sum(w * v for w, v in q_parts)
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        scores = (st.content @ q.astype(np.float32)).astype(np.float32)
+        personal = False
+        if user_id is not None:
+            signals, _ = self._user_signals(st, user_id)
+            if len(signals.history):
+                feats = user_features(signals, st.item_factors, st.content, st.popularity_z, st.freshness, st.categories)
+                scores = scores + np.float32(0.05) * blend(feats, self.weights)
+                personal = True
+        allowed = self._allowed(st, category, (), available_only)
+        if price_min is not None or price_max is not None:
+            allowed &= self._price_mask(st, price_min, price_max)
+        rows = select_rows(scores, allowed, k)
+        reasons = [{"type": "query_match"}] + ([{"type": "personalised"}] if personal else [])
+        return Ranked([self._item(st, int(r), float(scores[r]), reasons) for r in rows])
+
+    def _price_mask(self, st: _State, lo: float | None, hi: float | None) -> np.ndarray:
+        with self.engine.connect() as conn:
+            prices = {e: p for e, p in conn.execute(select(Item.external_id, Item.price))}
+        p = np.array([prices.get(e) if prices.get(e) is not None else np.nan for e in st.ids], dtype=np.float64)
+        ok = ~np.isnan(p)
+        if lo is not None:
+            ok &= p >= lo
+        if hi is not None:
+            ok &= p <= hi
+        return ok
+
+    # ------------------------------------------------------------------ writes
+    def record_events(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        from recsys.config import EventMapping
+        from recsys.ingest import append_event_records
+
+        now = int(time.time())
+        rows = [{**r, "timestamp": r.get("timestamp") if r.get("timestamp") is not None else now} for r in records]
+        mapping = EventMapping(event_type="event_type", value="value", event_id="event_id")
+        if not any(r.get("event_id") for r in rows):
+            mapping = mapping.model_copy(update={"event_id": None})
+        res = append_event_records(self.engine, rows, mapping, self.config.event_types)
+        return {
+            "inserted": res.inserted,
+            "duplicates": res.duplicates,
+            "rejected": [{"index": i, "field": f, "reason": reason} for i, f, reason in res.errors],
+        }
+
+    def upsert_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Store the items, embed the new or changed ones at once, and make them servable (reload)."""
+        from recsys.embed import run_embed
+        from recsys.ingest.items import upsert_item_records
+
+        report, changed = upsert_item_records(self.engine, items)
+        embedded = 0
+        if changed:
+            rep = run_embed(self.engine, self.config.encoders, text_encoder=self._text_encoder_obj(), image_encoder=self._image_encoder_obj())
+            embedded = sum(sp.embedded for sp in rep.spaces)
+            self.reload()
+        return {"inserted": report.inserted, "updated": report.updated, "unchanged": report.unchanged, "embedded": embedded}
+
+    def _image_encoder_obj(self) -> Any:
+        if getattr(self, "_image_encoder", None) is None:
+            from recsys.encoders.factory import build_image_encoder
+
+            self._image_encoder = build_image_encoder(self.config.encoders.image, self.config.encoders.device)
+        return self._image_encoder

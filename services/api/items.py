@@ -1,0 +1,36 @@
+"""Items: the similar-items widget and upserts."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from services.api.common import parse_json, parse_query, require_key, runtime
+from services.api.serialize import ranked_json
+from services.schemas import ItemIn, ItemsBody, SimilarQuery
+
+bp = Blueprint("items", __name__, url_prefix="/v1/items")
+
+
+@bp.get("/<item_id>/similar")
+@require_key(write=False)
+def similar(item_id: str):  # type: ignore[no-untyped-def]
+    q = parse_query(SimilarQuery)
+    rt = runtime()
+    ranked = rt.similar_items(item_id, k=q.k, category=q.category, exclude=q.exclude, available_only=q.available_only)
+    return jsonify(ranked_json(ranked, rt.versions()))
+
+
+@bp.put("/<item_id>")
+@require_key(write=True)
+def put_item(item_id: str):  # type: ignore[no-untyped-def]
+    body = parse_json(ItemIn)
+    result = runtime().upsert_items([{"id": item_id, **body.model_dump()}])
+    return jsonify(result)
+
+
+@bp.put("")
+@require_key(write=True)
+def put_items():  # type: ignore[no-untyped-def]
+    body = parse_json(ItemsBody)
+    result = runtime().upsert_items([it.model_dump() for it in body.items])
+    return jsonify(result)

@@ -1,0 +1,16 @@
+"""Runtime results to JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def ranked_json(ranked: Any, versions: dict[str, str | None]) -> dict[str, Any]:
+    return {
+        "items": [
+            {"id": it.id, "score": round(float(it.score), 6), "title": it.title, "category": it.category, "reasons": it.reasons}
+            for it in ranked.items
+        ],
+        "model_version": versions.get("cf"),
+        "index_version": versions.get("index"),
+    }

@@ -1,0 +1,75 @@
+"""``create_app(config)``: the Flask application factory.
+
+Loaded models and indexes live in ``app.extensions["recsys"]`` (a :class:`recsys.serving.Runtime`),
+never in module globals. Routes are thin: parse and validate, call the runtime, serialise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Flask, g, request
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from recsys.config import Config
+from services.errors import register_error_handlers
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Prometheus metrics of one app, in a registry of its own (no process-global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("recsys_requests", "HTTP requests", ["endpoint", "method", "status"], registry=self.registry)
+        self.latency = Histogram("recsys_request_latency_seconds", "HTTP request latency", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.versions = Gauge("recsys_artifact_info", "Loaded artifact versions (value 1)", ["kind", "version"],
+                              registry=self.registry)
+
+    def set_versions(self, versions: dict[str, str | None]) -> None:
+        self.versions.clear()
+        for kind, version in versions.items():
+            self.versions.labels(kind=kind, version=version or "none").set(1)
+
+
+def create_app(config: Config, runtime: Any = None) -> Flask:
+    """Build the app. ``runtime`` defaults to ``recsys.serving.Runtime.from_config(config)``."""
+    app = Flask("recsys")
+    app.config["MAX_CONTENT_LENGTH"] = config.service.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if runtime is None:
+        from recsys.serving import Runtime
+
+        runtime = Runtime.from_config(config)
+    metrics = Metrics()
+    app.extensions["recsys"] = runtime
+    app.extensions["recsys.config"] = config
+    app.extensions["recsys.metrics"] = metrics
+
+    @app.before_request
+    def _start() -> None:
+        g.t0 = time.perf_counter()
+        refresh = getattr(runtime, "refresh_if_changed", None)
+        if refresh is not None and request.endpoint not in (None, "health.healthz", "health.metrics"):
+            refresh()
+
+    @app.after_request
+    def _observe(response):  # type: ignore[no-untyped-def]
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.requests.labels(endpoint, request.method, str(response.status_code)).inc()
+        if hasattr(g, "t0"):
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - g.t0)
+        return response
+
+    register_error_handlers(app)
+    from services.api import events, health, items, search, users
+
+    for bp in (health.bp, items.bp, users.bp, search.bp, events.bp):
+        app.register_blueprint(bp)
+    return app
