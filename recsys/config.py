@@ -19,13 +19,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from recsys.align.settings import AlignConfig
 from recsys.cf.settings import CFConfig
 from recsys.encoders.settings import EncodersConfig
 from recsys.errors import ConfigError
 from recsys.index.settings import IndexConfig
 from recsys.settings_base import Section as _Section
 
-__all__ = ["CFConfig", "Config", "EncodersConfig", "IndexConfig", "load_config"]
+__all__ = ["AlignConfig", "CFConfig", "Config", "EncodersConfig", "IndexConfig", "load_config"]
 
 ENV_PREFIX = "RECSYS_"
 # Variables with the prefix that are not config keys.
@@ -131,6 +132,7 @@ class Config(_Section):
     database: DatabaseConfig = DatabaseConfig()
     ingest: IngestConfig = IngestConfig()
     encoders: EncodersConfig = EncodersConfig()
+    align: AlignConfig = AlignConfig()
     cf: CFConfig = CFConfig()
     index: IndexConfig = IndexConfig()
     service: ServiceConfig = ServiceConfig()

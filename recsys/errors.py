@@ -35,3 +35,7 @@ class DatabaseError(RecsysError):
 
 class ArtifactError(RecsysError):
     """A trained or built artifact is missing, incomplete or of an unexpected version."""
+
+
+class UnsupportedQueryError(RecsysError):
+    """A well-formed query this deployment cannot answer (e.g. an image query without an alignment)."""

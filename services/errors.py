@@ -9,7 +9,7 @@ from flask import Flask, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from recsys.errors import ArtifactError, DatabaseError, InputFormatError, RecsysError, UnknownIdError
+from recsys.errors import ArtifactError, DatabaseError, InputFormatError, RecsysError, UnknownIdError, UnsupportedQueryError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(UnknownIdError)
     def _unknown(exc: UnknownIdError):  # type: ignore[no-untyped-def]
         return jsonify(error_body(404, str(exc))), 404
+
+    @app.errorhandler(UnsupportedQueryError)
+    def _unsupported(exc: UnsupportedQueryError):  # type: ignore[no-untyped-def]
+        return jsonify(error_body(422, str(exc))), 422
 
     @app.errorhandler(InputFormatError)
     def _format(exc: InputFormatError):  # type: ignore[no-untyped-def]

@@ -78,4 +78,56 @@ def demo(obj, n_items: int, n_users: int, seed: int) -> None:  # type: ignore[no
 
 def _later_stages() -> list[tuple[str, str, Callable[[Config, object], str]]]:
     """Stages from later pipeline parts, run when their modules are installed."""
-    return []
+    return [
+        ("recsys.embed", "embed item texts and images (offline default encoders)", _embed),
+        ("recsys.align.store", "train the text-image alignment", _align),
+        ("recsys.cf.train", "train collaborative filtering (implicit ALS)", _train),
+        ("recsys.serving", "serve: similar items, a home feed, a search (in process)", _serve),
+    ]
+
+
+def _embed(config: Config, engine: object) -> str:
+    from recsys.embed import run_embed
+    from recsys.encoders.factory import build_encoders
+
+    text, image = build_encoders(config.encoders)
+    report = run_embed(engine, config.encoders, text_encoder=text, image_encoder=image)  # type: ignore[arg-type]
+    return "; ".join(report.lines()[:4])
+
+
+def _align(config: Config, engine: object) -> str:
+    from recsys.align.store import train_from_store
+
+    model, path = train_from_store(engine, config, getattr(config, "align", None))  # type: ignore[arg-type]
+    val = model.metrics["val"]
+    figures = ", ".join(f"{d.replace('_to_', '->')} R@10 {m['R@10']:.2f}" for d, m in val.items())
+    return f"alignment {model.version} ({figures} on held-out demo items)"
+
+
+def _train(config: Config, engine: object) -> str:
+    from recsys.cf.train import train_from_sql
+
+    result = train_from_sql(engine, config)  # type: ignore[arg-type]
+    m = result.metrics
+    return f"cf {result.version}: {m['users']} users x {m['items']} items, fit {m['fit_seconds']:.2f} s"
+
+
+def _serve(config: Config, engine: object) -> str:
+    from recsys.serving import Runtime
+
+    rt = Runtime(config, engine)  # type: ignore[arg-type]
+    rt.reload()
+    ready, checks = rt.readiness()
+    if not ready:
+        return f"not ready: {checks}"
+    sim = rt.similar_items("D0001", k=3)
+    feed = rt.recommend("U0001", k=3)
+    hits = rt.search(text="red star mug", image=None, user_id=None, k=3)
+
+    def fmt(items: list) -> str:  # type: ignore[type-arg]
+        return ", ".join(f"{i.title!r}" for i in items)
+
+    return (
+        f"similar to D0001: {fmt(sim.items)}\n    feed for U0001: {fmt(feed.items)}\n"
+        f"    search 'red star mug': {fmt(hits.items)}\n    start the API with `recsys serve` (see README)"
+    )

@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 
 from recsys.config import Config
-from recsys.errors import ArtifactError, RecsysError, UnknownIdError
+from recsys.errors import ArtifactError, RecsysError, UnknownIdError, UnsupportedQueryError
 from recsys.ranking.cursor import decode_cursor, encode_cursor
 from recsys.ranking.rerank import FeedWeights, UserSignals, blend, reasons_for, select as select_rows, user_features, zscore
 from recsys.store.artifacts import active_artifact
@@ -79,16 +79,18 @@ class _State:
 class Runtime:
     """Loaded models and indexes, plus the service functions. Thread-safe for reads."""
 
-    def __init__(self, config: Config, engine: Engine) -> None:
+    def __init__(self, config: Config, engine: Engine, *, text_encoder: Any = None, image_encoder: Any = None) -> None:
+        """``text_encoder`` / ``image_encoder``: default built from ``config.encoders`` when first needed."""
         self.config = config
         self.engine = engine
+        self._image_encoder = image_encoder
         self.weights = FeedWeights()
         self._lock = threading.Lock()
         self._state: _State | None = None
         self._load_error: str | None = None
         self._checked = 0.0
         self._secret = hashlib.sha256(f"recsys-cursor:{config.database_url}".encode()).digest()
-        self._text_encoder: Any = None
+        self._text_encoder: Any = text_encoder
 
     @classmethod
     def from_config(cls, config: Config) -> Runtime:
@@ -134,7 +136,10 @@ class Runtime:
         from recsys.cf.train import load_cf
         from recsys.search.loader import build_product_search
 
-        search = build_product_search(self.engine, self.config, text_encoder=self._text_encoder_obj())
+        search = build_product_search(
+            self.engine, self.config, text_encoder=self._text_encoder_obj(),
+            image_encoder=self._image_encoder if self._image_encoder is not None else self._image_encoder_obj,
+        )
         cat = search.catalogue
         n = len(cat)
         row = {item: i for i, item in enumerate(cat.ids)}
@@ -167,7 +172,7 @@ class Runtime:
         versions = {
             "cf": record.version if record else None,
             "align": align.version if align else None,
-            "index": f"{'scann' if type(index).__name__.startswith('Scann') else 'exact'}-{n}-{hashlib.sha1(similar.tobytes()).hexdigest()[:10]}",
+            "index": f"{index.backend}-{n}-{hashlib.sha1(similar.tobytes()).hexdigest()[:10]}",
         }
         return _State(
             cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, zscore(pop), freshness,
@@ -186,10 +191,11 @@ class Runtime:
         """CF factors per catalogue row; rows CF never saw get a ridge map of their content (cold items)."""
         k = cf_model.item_factors.shape[1]
         out = np.zeros((len(ids), k), dtype=np.float32)
-        known = np.array([i in cf_model.items for i in ids], dtype=bool)
+        warm = cf_model.warm
+        cols = np.array([cf_model.items.row(i) if i in cf_model.items else -1 for i in ids], dtype=np.int64)
+        known = (cols >= 0) & warm[np.maximum(cols, 0)]  # items with real factors (they had training events)
         if known.any():
-            cols = cf_model.items.rows([i for i, ok in zip(ids, known) if ok])
-            out[known] = cf_model.item_factors[cols]
+            out[known] = cf_model.item_factors[cols[known]]
         if (~known).any() and known.sum() > 1:
             x = content[known].astype(np.float64)
             lam = 10.0
@@ -284,7 +290,8 @@ class Runtime:
         seen = np.unique(np.asarray(hist, dtype=np.int64))
         cf_vec = None
         if st.cf_model is not None and hist:
-            warm = [(e, w) for e, w in zip(ext, weights) if e in st.cf_model.items]
+            model = st.cf_model
+            warm = [(e, w) for e, w in zip(ext, weights) if e in model.items and model.warm[model.items.row(e)]]
             if warm:
                 agg: dict[str, float] = {}
                 for e, w in warm:
@@ -327,6 +334,10 @@ class Runtime:
         if text is not None:
             q_parts.append((text_weight if image is not None else 1.0, search.query_vector(text=text)))
         if image is not None:
+            if search.encode_image is None:
+                raise UnsupportedQueryError(
+                    "image queries need a trained text-image alignment, and none is active; run `recsys train-align`"
+                )
             q_parts.append((1.0 - text_weight if text is not None else 1.0, search.query_vector(image=image)))
         q = sum(w * v for w, v in q_parts)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
@@ -381,13 +392,17 @@ class Runtime:
         report, changed = upsert_item_records(self.engine, items)
         embedded = 0
         if changed:
-            rep = run_embed(self.engine, self.config.encoders, text_encoder=self._text_encoder_obj(), image_encoder=self._image_encoder_obj())
+            with_image = {it["id"] for it in items if it.get("image")} & set(changed)
+            rep = run_embed(
+                self.engine, self.config.encoders, text_encoder=self._text_encoder_obj(),
+                image_encoder=self._image_encoder_obj() if with_image else None,
+            )
             embedded = sum(sp.embedded for sp in rep.spaces)
             self.reload()
         return {"inserted": report.inserted, "updated": report.updated, "unchanged": report.unchanged, "embedded": embedded}
 
     def _image_encoder_obj(self) -> Any:
-        if getattr(self, "_image_encoder", None) is None:
+        if self._image_encoder is None:
             from recsys.encoders.factory import build_image_encoder
 
             self._image_encoder = build_image_encoder(self.config.encoders.image, self.config.encoders.device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from services.api.common import parse_json, require_key, runtime
+from services.errors import ApiError
 from services.schemas import EventsBody
 
 bp = Blueprint("events", __name__, url_prefix="/v1/events")
@@ -15,5 +16,9 @@ bp = Blueprint("events", __name__, url_prefix="/v1/events")
 def post_events():  # type: ignore[no-untyped-def]
     body = parse_json(EventsBody)
     result = runtime().record_events([e.model_dump() for e in body.events])
-    status = 200 if not result["rejected"] else 207 if result["inserted"] or result["duplicates"] else 400
-    return jsonify(result), status
+    rejected = result["rejected"]
+    if rejected and not (result["inserted"] or result["duplicates"]):
+        first = rejected[0]
+        field = f"body.events[{first['index']}].{first['field']}" if first["field"] else f"body.events[{first['index']}]"
+        raise ApiError(400, f"every event was rejected; first: {field}: {first['reason']}", field, rejected)
+    return jsonify(result), (207 if rejected else 200)

@@ -1,0 +1,58 @@
+"""Trainable projection heads (torch), convertible to the numpy :class:`~recsys.align.model.Head`.
+
+Imports torch: load this module only to train.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from recsys.align.model import Head
+
+
+class ProjectionHead(nn.Module):
+    """``linear``: ``x W + b``; ``mlp``: ``x W + b + gelu(x W1 + b1) W2 + b2``; output L2-normalised.
+
+    ``dropout`` applies to the input (feature dropout) and to the MLP's hidden layer while training.
+    """
+
+    def __init__(self, in_dim: int, dim: int, kind: str = "mlp", hidden_dim: int = 1024, dropout: float = 0.0) -> None:
+        super().__init__()
+        if kind not in ("linear", "mlp"):
+            raise ValueError(f"kind must be 'linear' or 'mlp', got {kind!r}")
+        self.kind = kind
+        self.proj = nn.Linear(in_dim, dim)
+        self.drop = nn.Dropout(dropout)
+        if kind == "mlp":
+            self.fc1 = nn.Linear(in_dim, hidden_dim)
+            self.fc2 = nn.Linear(hidden_dim, dim)
+            # Start close to the linear head: the MLP branch adds a small correction at first.
+            nn.init.normal_(self.fc2.weight, std=1e-3)
+            nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(b, in_dim)`` standardised features → ``(b, dim)`` unit vectors."""
+        x = self.drop(x)
+        y = self.proj(x)
+        if self.kind == "mlp":
+            y = y + self.fc2(self.drop(F.gelu(self.fc1(x), approximate="tanh")))
+        return F.normalize(y, dim=-1)
+
+    def to_numpy(self, mean: np.ndarray, scale: np.ndarray) -> Head:
+        """The same map as a numpy :class:`Head` (weights transposed to ``(in, out)``)."""
+
+        def arr(t: torch.Tensor) -> np.ndarray:
+            return t.detach().cpu().to(torch.float32).numpy().copy()
+
+        params = {"W": arr(self.proj.weight).T.copy(), "b": arr(self.proj.bias)}
+        if self.kind == "mlp":
+            params |= {
+                "W1": arr(self.fc1.weight).T.copy(),
+                "b1": arr(self.fc1.bias),
+                "W2": arr(self.fc2.weight).T.copy(),
+                "b2": arr(self.fc2.bias),
+            }
+        return Head(self.kind, np.asarray(mean, np.float32), np.asarray(scale, np.float32), params)

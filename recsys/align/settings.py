@@ -1,0 +1,62 @@
+"""Configuration section ``align`` (see :mod:`recsys.config`). Pure pydantic, no heavy imports."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from recsys.settings_base import Section as _Section
+
+
+class AlignConfig(_Section):
+    """Contrastive alignment of frozen text and image embeddings (CLIP-style projection heads).
+
+    The defaults were chosen on a validation split carved from the 6,400 training items of the H&M
+    cross-modal protocol (never on its 1,600 test items); see ``recsys evaluate-search --split val``.
+    """
+
+    dim: int = Field(256, gt=0)
+    """Joint-space dimension of one head (an ensemble of ``ensemble`` members concatenates them)."""
+    head: Literal["linear", "mlp"] = "mlp"
+    """``linear``: one linear map per side; ``mlp``: a residual two-layer MLP per side."""
+    hidden_dim: int = Field(1024, gt=0)
+    """Width of the MLP's hidden layer (``head: mlp`` only)."""
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    """Dropout on the MLP's hidden layer and on the input features during training."""
+    standardize: bool = True
+    """Centre and scale the input features with statistics of the training items (stored in the model)."""
+    epochs: int = Field(60, gt=0)
+    """Upper bound; early stopping usually ends training before."""
+    batch_size: int = Field(256, gt=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_epochs: int = Field(2, ge=0)
+    temperature_init: float = Field(0.07, gt=0)
+    """Initial softmax temperature; learnt (as a log logit scale) when ``learn_temperature``."""
+    learn_temperature: bool = True
+    max_logit_scale: float = Field(100.0, gt=1)
+    """Clamp of the learnt logit scale (1 / temperature), as in CLIP."""
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    """Share of the training items held out for early stopping."""
+    patience: int = Field(8, gt=0)
+    """Stop after this many epochs without a better validation score; the best epoch's weights are kept."""
+    ensemble: int = Field(3, gt=0)
+    """Independently seeded heads whose (normalised) outputs are concatenated: their cosine is the mean."""
+    seed: int = 0
+    fusion_text_weight: float = Field(0.5, ge=0.0)
+    """Weight of the aligned text vector in the fused item embedding."""
+    fusion_image_weight: float = Field(0.5, ge=0.0)
+    """Weight of the aligned image vector; items without an image use their text vector alone."""
+    min_items: int = Field(32, gt=1)
+    """Refuse to train on fewer paired items than this."""
+    threads: int = Field(2, ge=0)
+    """torch threads for training; 0 keeps torch's default."""
+
+    @model_validator(mode="after")
+    def _fusion_weights(self) -> AlignConfig:
+        if self.fusion_text_weight + self.fusion_image_weight <= 0:
+            raise ValueError("fusion_text_weight + fusion_image_weight must be > 0")
+        return self

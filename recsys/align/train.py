@@ -1,0 +1,244 @@
+"""Training of the alignment heads: a pure function of paired ``(text, image)`` feature arrays.
+
+The encoders stay frozen: their vectors are inputs here. A share of the items (``val_fraction``) is held
+out for early stopping; the other items train the heads with a symmetric InfoNCE loss (learnable
+temperature, AdamW, optional cosine schedule). Each ensemble member is trained independently from its
+own seed on the same split. Everything is seeded: equal inputs and config give equal weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recsys.align.model import AlignmentModel
+from recsys.align.settings import AlignConfig
+from recsys.evaluation.crossmodal import crossmodal_metrics, mean_score
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, int, dict[str, float]], None]
+"""Called after each epoch with ``(member, epoch, {"loss": ..., "val_mrr": ..., "logit_scale": ...})``."""
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-dimension centring and scaling fitted on the training rows."""
+
+    mean: np.ndarray
+    """``(d,)`` float32."""
+    scale: np.ndarray
+    """``(d,)`` float32, > 0."""
+
+    @classmethod
+    def fit(cls, x: np.ndarray, enabled: bool = True) -> Standardizer:
+        d = x.shape[1]
+        if not enabled:
+            return cls(np.zeros(d, np.float32), np.ones(d, np.float32))
+        mean = x.mean(axis=0).astype(np.float32)
+        std = x.std(axis=0).astype(np.float32)
+        floor = np.float32(max(float(np.median(std)) * 1e-2, 1e-6))
+        return cls(mean, np.maximum(std, floor))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale).astype(np.float32)
+
+
+def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``range(n)`` into ``(train_rows, val_rows)``; at least one row on each side."""
+    if n < 2:
+        raise ValueError(f"need at least 2 items to split, got {n}")
+    n_val = min(max(1, round(val_fraction * n)), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _check_inputs(text: np.ndarray, image: np.ndarray, config: AlignConfig) -> tuple[np.ndarray, np.ndarray]:
+    text = np.asarray(text, dtype=np.float32)
+    image = np.asarray(image, dtype=np.float32)
+    if text.ndim != 2 or image.ndim != 2 or len(text) != len(image):
+        raise ValueError(
+            f"text and image must be (n, d_text) and (n, d_image) with the same n, got {text.shape} and {image.shape}"
+        )
+    if len(text) < config.min_items:
+        raise ValueError(f"need at least min_items={config.min_items} paired items to train, got {len(text)}")
+    if not (np.isfinite(text).all() and np.isfinite(image).all()):
+        raise ValueError("text and image features must be finite (no NaN or inf)")
+    return text, image
+
+
+def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _train_member(
+    xt: np.ndarray,
+    xi: np.ndarray,
+    vt: np.ndarray,
+    vi: np.ndarray,
+    config: AlignConfig,
+    seed: int,
+    member: int,
+    on_epoch: EpochCallback | None,
+) -> tuple[Any, Any, float, dict[str, Any]]:
+    """Train one (text head, image head) pair; returns the best epoch's heads, logit scale and a report."""
+    import torch
+
+    from recsys.align.heads import ProjectionHead
+    from recsys.align.loss import symmetric_infonce
+
+    torch.manual_seed(seed)
+    heads = [
+        ProjectionHead(x.shape[1], config.dim, config.head, config.hidden_dim, config.dropout) for x in (xt, xi)
+    ]
+    log_scale = torch.nn.Parameter(
+        torch.tensor(math.log(1.0 / config.temperature_init)), requires_grad=config.learn_temperature
+    )
+    params = [p for h in heads for p in h.parameters()]
+    optim = torch.optim.AdamW(
+        [{"params": params, "weight_decay": config.weight_decay}, {"params": [log_scale], "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    n = len(xt)
+    bs = min(config.batch_size, n)
+    steps_per_epoch = n // bs if n > bs else 1
+    total = steps_per_epoch * config.epochs
+    warmup = steps_per_epoch * config.warmup_epochs
+    gen = torch.Generator().manual_seed(seed)
+    tt, ti = torch.from_numpy(xt), torch.from_numpy(xi)
+    vtt, vit = torch.from_numpy(vt), torch.from_numpy(vi)
+    max_log = math.log(config.max_logit_scale)
+
+    best: tuple[float, int, list[dict[str, Any]], float] = (-math.inf, -1, [], 0.0)
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(config.epochs):
+        for h in heads:
+            h.train()
+        perm = torch.randperm(n, generator=gen)
+        losses = []
+        for b in range(steps_per_epoch):
+            idx = perm[b * bs : (b + 1) * bs]
+            for group in optim.param_groups:
+                group["lr"] = config.lr * _lr_factor(step, total, warmup, config.schedule)
+            scale = log_scale.clamp(max=max_log).exp()
+            loss = symmetric_infonce(heads[0](tt[idx]), heads[1](ti[idx]), scale, config.label_smoothing)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            losses.append(float(loss.detach()))
+            step += 1
+        for h in heads:
+            h.eval()
+        with torch.inference_mode():
+            val = crossmodal_metrics(heads[0](vtt).numpy(), heads[1](vit).numpy())
+        score = mean_score(val, "MRR")
+        scale_now = float(log_scale.detach().clamp(max=max_log).exp())
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mrr": score, "logit_scale": scale_now}
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(member, epoch + 1, row)
+        log.debug("member %d epoch %d: loss %.4f, val MRR %.4f", member, epoch + 1, row["loss"], score)
+        if score > best[0]:
+            best = (score, epoch + 1, [copy.deepcopy(h.state_dict()) for h in heads], scale_now)
+        elif epoch + 1 - best[1] >= config.patience:
+            break
+    for h, state in zip(heads, best[2]):
+        h.load_state_dict(state)
+        h.eval()
+    report = {
+        "seed": seed,
+        "best_epoch": best[1],
+        "epochs_run": len(history),
+        "best_val_mrr": best[0],
+        "history": history,
+    }
+    return heads[0], heads[1], best[3], report
+
+
+def train_alignment(
+    text: np.ndarray,
+    image: np.ndarray,
+    config: AlignConfig | None = None,
+    *,
+    text_encoder: str = "",
+    image_encoder: str = "",
+    on_epoch: EpochCallback | None = None,
+) -> AlignmentModel:
+    """Learn text and image projection heads into one joint space.
+
+    Args:
+        text: ``(n, d_text)`` float32 frozen text-encoder vectors; row ``i`` describes item ``i``.
+        image: ``(n, d_image)`` float32 frozen image-encoder vectors of the same items.
+        config: hyper-parameters (default :class:`AlignConfig()`).
+        text_encoder / image_encoder: encoder versions, recorded in the model.
+        on_epoch: progress callback.
+
+    Returns:
+        The trained :class:`AlignmentModel`; ``metrics`` holds the split sizes, each member's best epoch
+        and validation history, the ensemble's validation metrics and the training time.
+
+    Raises:
+        ValueError: shapes disagree, fewer than ``min_items`` pairs, or non-finite features.
+    """
+    import torch
+
+    config = config or AlignConfig()
+    text, image = _check_inputs(text, image, config)
+    started = time.perf_counter()
+    tr, va = split_train_val(len(text), config.val_fraction, config.seed)
+    st = Standardizer.fit(text[tr], config.standardize)
+    si = Standardizer.fit(image[tr], config.standardize)
+    xt, xi, vt, vi = st(text[tr]), si(image[tr]), st(text[va]), si(image[va])
+
+    old_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        members = [
+            _train_member(xt, xi, vt, vi, config, config.seed + m, m, on_epoch) for m in range(config.ensemble)
+        ]
+    finally:
+        torch.set_num_threads(old_threads)
+
+    model = AlignmentModel(
+        text_heads=tuple(m[0].to_numpy(st.mean, st.scale) for m in members),
+        image_heads=tuple(m[1].to_numpy(si.mean, si.scale) for m in members),
+        logit_scales=tuple(m[2] for m in members),
+        text_encoder=text_encoder,
+        image_encoder=image_encoder,
+        config=config.model_dump(mode="json"),
+    )
+    val = crossmodal_metrics(model.project_text(text[va]), model.project_image(image[va]))
+    metrics = {
+        "n_train": int(len(tr)),
+        "n_val": int(len(va)),
+        "val": val,
+        "members": [m[3] for m in members],
+        "train_seconds": round(time.perf_counter() - started, 2),
+    }
+    log.info(
+        "alignment trained on %d pairs (val %d) in %.1fs: val text→image R@10 %.3f, MRR %.3f",
+        len(tr), len(va), metrics["train_seconds"], val["text_to_image"]["R@10"], val["text_to_image"]["MRR"],
+    )
+    return AlignmentModel(
+        text_heads=model.text_heads,
+        image_heads=model.image_heads,
+        logit_scales=model.logit_scales,
+        text_encoder=text_encoder,
+        image_encoder=image_encoder,
+        config=model.config,
+        metrics=metrics,
+    )

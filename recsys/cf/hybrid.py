@@ -1,0 +1,313 @@
+"""The hybrid recommender: CF, content and popularity in one score, for warm and cold users and items.
+
+Design (what one fitted model does):
+
+- **CF.** ALS (or BPR) item factors from the training matrix. Items without events (new/cold items) get
+  factors from a ridge map *content embedding -> CF item factor*, fitted on the items that have events,
+  so they can be scored against any user vector at once.
+- **Users are folded in** (implicit's ``recalculate_user``, the ALS least-squares solve against fixed
+  item factors) from their history with recency weights ``1 + beta * exp(-rank / tau)`` (rank = how many
+  distinct items the user touched since). The same path serves users unseen at training time.
+- **Content profile.** The user's items weighted by ``exp(-rank / tau_p)``; the content score of an item
+  is a soft nearest-neighbour similarity to them, ``1 + log(sum_j w_j exp(gamma * (cos_j - 1))) / gamma``
+  (``gamma = 0``: the cosine to the weighted mean profile; a larger ``gamma`` lets the nearest history
+  items count most; see :func:`~recsys.cf.scoring.kernel_scores`). Content may come in two blocks (text,
+  image) whose shares in the cosine are a setting too. Cold items have their own ``tau_p``, ``gamma`` and
+  share. For users with few events the CF weight is scaled by ``n / (n + cf_shrink)``, so a sparse user
+  leans on their content profile.
+- **Popularity.** ``log(1 + users)`` per item; for items without events, a ridge prediction from content.
+- **Score** = ``w_cf * z(cf) + w_content * z(content) + w_pop * z(pop)``, each component standardised per
+  user over the catalogue and the weights scaled to sum to 1; items without events use their own
+  weights (``cold_*``), times a scale, plus an offset (in units of one standard deviation).
+
+The settings (recency, profile constant and kernel, block shares, weights, shrinkage, offset) are chosen at fit time on validation
+splits carved from the training history only (:mod:`recsys.cf.validation`): a temporal hold-out of each
+user's newest items for the warm weights, then a hold-out of random items for the cold weights, then
+the temporal hold-out again for the cold offset. The search is a coordinate ascent over the grids of
+``cf.hybrid`` (:mod:`recsys.cf.selection`). The same procedure runs on every data set; only its outcome
+differs (MovieLens leans on CF, H&M on content).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from recsys.cf.history import History, profile_weights, recency_weights
+from recsys.cf.matrix import Bm25Stats, apply_confidence, bm25_stats
+from recsys.cf.model import fit_factors, fold_in
+from recsys.cf.scoring import (
+    BlendWeights,
+    BlockSimilarity,
+    blend,
+    block_shares,
+    fit_ridge,
+    kernel_scores,
+    mix_blocks,
+    zscore_rows,
+)
+from recsys.cf.settings import CFConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "HybridComponents",
+    "HybridParams",
+    "HybridRecommender",
+    "UserComponents",
+    "as_blocks",
+    "cf_component",
+    "cf_scale",
+    "content_component",
+    "fit_components",
+    "hybrid_scores",
+    "user_components",
+]
+
+
+@dataclass(frozen=True)
+class HybridParams:
+    """Every setting of the hybrid score (see the module docstring)."""
+
+    recency_tau: float = 10.0
+    recency_beta: float = 0.0
+    profile_tau: float = 1000.0
+    profile_gamma: float = 0.0
+    content_mix: float = 0.0
+    cold_profile_tau: float = 1000.0
+    cold_profile_gamma: float = 0.0
+    cold_content_mix: float = 0.0
+    cf_shrink: float = 0.0
+    warm_cf: float = 1.0
+    warm_content: float = 0.0
+    warm_pop: float = 0.0
+    cold_cf: float = 1.0
+    cold_content: float = 0.0
+    cold_pop: float = 0.0
+    cold_offset: float = 0.0
+    cold_scale: float = 1.0
+
+    @property
+    def warm(self) -> BlendWeights:
+        return BlendWeights(self.warm_cf, self.warm_content, self.warm_pop)
+
+    @property
+    def cold(self) -> BlendWeights:
+        return BlendWeights(self.cold_cf, self.cold_content, self.cold_pop)
+
+
+@dataclass(frozen=True)
+class HybridComponents:
+    """The item side of a fitted hybrid.
+
+    Attributes:
+        item_factors: ``(n_items, k)`` float32: CF factors for items with events, mapped from content for
+            the others (zeros when there is no content).
+        warm: ``(n_items,)`` bool, items with at least one training event.
+        pop: ``(n_items,)`` float32 standardised popularity (predicted from content where not warm).
+        content: one or two blocks of ``(n_items, d_b)`` float32 L2-normalised item vectors (e.g. text
+            and image; zero rows where an item lacks that part), or ``None``.
+        bm25: BM25 statistics for weighing new rows (``confidence == "bm25"`` only).
+        fit_seconds: time of the factorisation alone.
+    """
+
+    item_factors: np.ndarray
+    warm: np.ndarray
+    pop: np.ndarray
+    content: tuple[np.ndarray, ...] | None
+    bm25: Bm25Stats | None
+    fit_seconds: float
+
+
+ContentInput = np.ndarray | Sequence[np.ndarray] | None
+"""Item content as one ``(n_items, d)`` matrix or a sequence of one or two blocks (text, image)."""
+
+
+def as_blocks(content: ContentInput, n_items: int) -> tuple[np.ndarray, ...] | None:
+    """Validate content and return it as a tuple of float32 blocks.
+
+    Raises:
+        ValueError: a block with another number of rows than ``n_items``, or more than two blocks.
+    """
+    if content is None:
+        return None
+    blocks = (content,) if isinstance(content, np.ndarray) else tuple(content)
+    if not 1 <= len(blocks) <= 2:
+        raise ValueError(f"content must be one or two blocks, got {len(blocks)}")
+    for b in blocks:
+        if b.ndim != 2 or b.shape[0] != n_items:
+            raise ValueError(f"content has {b.shape[0]} rows, the history {n_items} items")
+    return tuple(np.ascontiguousarray(b, dtype=np.float32) for b in blocks)
+
+
+def fit_components(history: History, content: ContentInput, cfg: CFConfig) -> HybridComponents:
+    """Fit the CF factors, the content -> factor map and the popularity prior on a training history."""
+    blocks = as_blocks(content, history.n_items)
+    weights = history.matrix()
+    stats = bm25_stats(weights) if cfg.confidence == "bm25" else None
+    t0 = time.perf_counter()
+    _, item_factors = fit_factors(apply_confidence(weights, cfg, stats), cfg)
+    fit_s = time.perf_counter() - t0
+    counts = history.item_counts()
+    warm = counts > 0
+    pop = np.log1p(counts).astype(np.float32)
+    if blocks is not None and warm.any() and (~warm).any():
+        x = np.concatenate(blocks, axis=1)
+        mapping = fit_ridge(x[warm], item_factors[warm], cfg.hybrid.mapping_l2)
+        item_factors[~warm] = mapping(x[~warm])
+        pop_map = fit_ridge(x[warm], pop[warm], cfg.hybrid.mapping_l2)
+        pop[~warm] = pop_map(x[~warm])[:, 0]
+    elif (~warm).any():
+        item_factors[~warm] = 0.0
+    pop_z = zscore_rows(pop[None, :])[0]
+    return HybridComponents(item_factors, warm, pop_z, blocks, stats, fit_s)
+
+
+def content_component(
+    comp: HybridComponents,
+    rows: History,
+    tau: float,
+    gamma: float,
+    mix: float = 0.0,
+    similarity: BlockSimilarity | None = None,
+) -> np.ndarray | None:
+    """Standardised content scores ``(rows.n_users, n_items)`` for one profile setting (``None`` without content).
+
+    Args:
+        mix: share of the second content block in the cosine (ignored with one block).
+        similarity: precomputed per-block cosines of the rows' history items (reused across settings).
+    """
+    if comp.content is None:
+        return None
+    weights = rows.matrix(profile_weights(rows, tau))
+    if similarity is not None:
+        return zscore_rows(kernel_scores(weights, comp.content[0], gamma, similarity=similarity.mixed(mix)))
+    mixed = mix_blocks(comp.content, block_shares(len(comp.content), mix))
+    return zscore_rows(kernel_scores(weights, mixed, gamma))
+
+
+def cf_component(comp: HybridComponents, rows: History, tau: float, beta: float, cfg: CFConfig) -> np.ndarray:
+    """Standardised CF scores ``(rows.n_users, n_items)`` of users folded in with recency weights."""
+    fold = apply_confidence(rows.matrix(recency_weights(rows, tau, beta)), cfg, comp.bm25)
+    user_vectors = fold_in(comp.item_factors, fold, cfg)
+    return zscore_rows(user_vectors @ comp.item_factors.T)
+
+
+def cf_scale(rows: History, shrink: float) -> np.ndarray:
+    """Per-user factor ``n / (n + shrink)`` on the CF weight, ``(rows.n_users,)`` float32."""
+    n = rows.counts.astype(np.float32)
+    return n / (n + shrink) if shrink > 0 else np.ones_like(n)
+
+
+@dataclass(frozen=True)
+class UserComponents:
+    """The user side of the score for a batch of users (every array ``(n_users, n_items)`` but ``scale``)."""
+
+    cf: np.ndarray
+    content: np.ndarray | None
+    cold_content: np.ndarray | None
+    scale: np.ndarray
+
+
+def user_components(comp: HybridComponents, rows: History, params: HybridParams, cfg: CFConfig) -> UserComponents:
+    """CF, warm-item content and cold-item content scores of some users, and their CF-weight scale."""
+    cf = cf_component(comp, rows, params.recency_tau, params.recency_beta, cfg)
+    if comp.content is None or not (params.warm_content or params.cold_content):
+        return UserComponents(cf, None, None, cf_scale(rows, params.cf_shrink))
+    warm_key = (params.profile_tau, params.profile_gamma, params.content_mix)
+    cold_key = (params.cold_profile_tau, params.cold_profile_gamma, params.cold_content_mix)
+    need_cold = cold_key != warm_key and not comp.warm.all()
+    sim = BlockSimilarity.build(rows.matrix(), comp.content) if need_cold else None
+    content = content_component(comp, rows, *warm_key, similarity=sim)
+    cold_content = content_component(comp, rows, *cold_key, similarity=sim) if need_cold else content
+    return UserComponents(cf, content, cold_content, cf_scale(rows, params.cf_shrink))
+
+
+def hybrid_scores(
+    cf: np.ndarray | None,
+    content: np.ndarray | None,
+    pop: np.ndarray,
+    warm: np.ndarray,
+    params: HybridParams,
+    cf_scale: np.ndarray | None = None,
+    cold_content: np.ndarray | None = None,
+) -> np.ndarray:
+    """The blended score ``(n_users, n_items)`` float32: warm weights on warm items, cold ones elsewhere.
+
+    ``cold_content`` (default: ``content``) is the content score used for items without events.
+    """
+    if content is None:
+        params = _without_content(params)
+    out = blend(cf, content, pop, _normalised(params.warm), cf_scale)
+    if (~warm).any():
+        cold_c = content if cold_content is None else cold_content
+        cold = np.float32(params.cold_scale) * blend(cf, cold_c, pop, _normalised(params.cold), cf_scale)
+        cold += np.float32(params.cold_offset)
+        out = np.where(warm[None, :], out, cold)
+    return out
+
+
+def _normalised(w: BlendWeights) -> BlendWeights:
+    """Weights scaled to sum to 1 (when they sum to more than 0): only their ratios matter, and the
+    blended score stays on the scale of one standardised component, where ``cold_offset`` is measured."""
+    total = w.cf + w.content + w.pop
+    return w if total <= 0 else BlendWeights(w.cf / total, w.content / total, w.pop / total)
+
+
+def _without_content(params: HybridParams) -> HybridParams:
+    return replace(params, warm_content=0.0, cold_content=0.0)
+
+
+@dataclass
+class HybridRecommender:
+    """Fit on a training history (+ optional item content), then score users.
+
+    Args:
+        cfg: the ``cf`` section (factorisation and the ``hybrid`` search grids).
+        params: fixed settings; ``None`` chooses them on validation splits of the training history.
+    """
+
+    cfg: CFConfig
+    params: HybridParams | None = None
+    components: HybridComponents | None = None
+    history: History | None = None
+    selection: dict[str, Any] = field(default_factory=dict)
+
+    def fit(self, history: History, content: ContentInput = None) -> HybridRecommender:
+        """Choose settings (unless given) and fit the components on the whole training history.
+
+        Args:
+            content: one ``(n_items, d)`` matrix or one or two blocks (e.g. text, image), rows L2-normalised.
+        """
+        content = as_blocks(content, history.n_items)
+        if self.params is None:
+            from recsys.cf.selection import select_params
+
+            t0 = time.perf_counter()
+            self.params, self.selection = select_params(history, content, self.cfg)
+            self.selection["seconds"] = round(time.perf_counter() - t0, 2)
+            log.info("hybrid settings chosen on validation: %s", asdict(self.params))
+        self.components = fit_components(history, content, self.cfg)
+        self.history = history
+        return self
+
+    def _require(self) -> tuple[HybridComponents, History, HybridParams]:
+        if self.components is None or self.history is None or self.params is None:
+            raise RuntimeError("fit the HybridRecommender first")
+        return self.components, self.history, self.params
+
+    def score_history(self, rows: History) -> np.ndarray:
+        """Scores ``(rows.n_users, n_items)`` for users given by their histories (new users: fold-in)."""
+        comp, _, params = self._require()
+        u = user_components(comp, rows, params, self.cfg)
+        return hybrid_scores(u.cf, u.content, comp.pop, comp.warm, params, u.scale, u.cold_content)
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        """Scores ``(len(users), n_items)`` for rows of the training history."""
+        _, history, _ = self._require()
+        return self.score_history(history.select(np.asarray(users, dtype=np.int64)))

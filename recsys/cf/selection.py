@@ -1,0 +1,177 @@
+"""Choosing the hybrid's settings on validation splits carved from the training history.
+
+Three stages, each a coordinate ascent (:func:`coordinate_ascent`) over grids from ``cf.hybrid``,
+maximising validation NDCG@10:
+
+1. temporal hold-out (:func:`~recsys.cf.validation.temporal_holdout`): recency of the fold-in, content
+   profile constant and kernel, CF shrinkage for sparse users, and the warm weights (cold settings tied
+   to them);
+2. item hold-out (:func:`~recsys.cf.validation.item_holdout`): the weights and content profile of items
+   without events;
+3. temporal hold-out again: the scale and offset that put cold items' scores beside warm ones.
+
+Nothing here sees a test split: the caller passes only its training history.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, replace
+from typing import Any
+
+import numpy as np
+
+from recsys.cf.history import History
+from recsys.cf.hybrid import (
+    HybridComponents,
+    HybridParams,
+    cf_component,
+    cf_scale,
+    content_component,
+    fit_components,
+    hybrid_scores,
+)
+from recsys.cf.scoring import BlockSimilarity
+from recsys.cf.settings import CFConfig
+from recsys.cf.validation import ValidationSplit, item_holdout, temporal_holdout, validation_ndcg
+
+log = logging.getLogger(__name__)
+
+__all__ = ["coordinate_ascent", "select_params"]
+
+
+def coordinate_ascent(
+    evaluate: Callable[[HybridParams], float],
+    start: HybridParams,
+    space: Mapping[str, Sequence[float]],
+    rounds: int = 2,
+) -> tuple[HybridParams, float, list[tuple[dict[str, float], float]]]:
+    """Improve one setting at a time over its grid, keeping any strict improvement; repeat ``rounds`` times.
+
+    Returns:
+        the best settings, their score, and the trace of ``(changed settings, score)`` evaluated.
+    """
+    best, best_score = start, evaluate(start)
+    trace: list[tuple[dict[str, float], float]] = [({}, best_score)]
+    for _ in range(rounds):
+        improved = False
+        for name, values in space.items():
+            for value in values:
+                if float(value) == float(getattr(best, name)):
+                    continue
+                cand = replace(best, **{name: float(value)})
+                score = evaluate(cand)
+                trace.append(({name: float(value)}, score))
+                if score > best_score + 1e-9:
+                    best, best_score, improved = cand, score, True
+        if not improved:
+            break
+    return best, best_score, trace
+
+
+def _tie_cold(p: HybridParams) -> HybridParams:
+    """The cold settings set to the warm ones."""
+    return replace(p, cold_cf=p.warm_cf, cold_content=p.warm_content, cold_pop=p.warm_pop,
+                   cold_profile_tau=p.profile_tau, cold_profile_gamma=p.profile_gamma, cold_content_mix=p.content_mix)
+
+
+class _Evaluator:
+    """Validation NDCG of settings on one split, caching the per-user components."""
+
+    def __init__(self, comp: HybridComponents, split: ValidationSplit, cfg: CFConfig, tie_cold: bool) -> None:
+        self.comp, self.split, self.cfg, self.tie_cold = comp, split, cfg, tie_cold
+        self.rows = split.train.select(split.users)
+        self._cf: dict[tuple[float, float], np.ndarray] = {}
+        self._content: dict[tuple[float, float, float], np.ndarray | None] = {}
+        self._scores: dict[HybridParams, float] = {}
+        self._sim: BlockSimilarity | None = None
+
+    def _cf_scores(self, tau: float, beta: float) -> np.ndarray:
+        key = (tau if beta else 0.0, beta)
+        if key not in self._cf:
+            self._cf[key] = cf_component(self.comp, self.rows, tau, beta, self.cfg)
+        return self._cf[key]
+
+    def _content_scores(self, tau: float, gamma: float, mix: float) -> np.ndarray | None:
+        key = (tau, gamma, mix)
+        if key not in self._content:
+            if self._sim is None and self.comp.content is not None:
+                self._sim = BlockSimilarity.build(self.rows.matrix(), self.comp.content)
+            self._content[key] = content_component(self.comp, self.rows, tau, gamma, mix, self._sim)
+        return self._content[key]
+
+    def __call__(self, p: HybridParams) -> float:
+        if self.tie_cold:
+            p = _tie_cold(p)
+        if p not in self._scores:
+            cf = self._cf_scores(p.recency_tau, p.recency_beta)
+            content = None
+            if p.warm_content or p.cold_content:
+                content = self._content_scores(p.profile_tau, p.profile_gamma, p.content_mix)
+            cold_content = None
+            if p.cold_content:
+                cold_content = self._content_scores(p.cold_profile_tau, p.cold_profile_gamma, p.cold_content_mix)
+            scale = cf_scale(self.rows, p.cf_shrink)
+            scores = hybrid_scores(cf, content, self.comp.pop, self.comp.warm, p, scale, cold_content)
+            self._scores[p] = validation_ndcg(scores, self.split)
+        return self._scores[p]
+
+
+def select_params(
+    history: History, content: tuple[np.ndarray, ...] | None, cfg: CFConfig
+) -> tuple[HybridParams, dict[str, Any]]:
+    """Choose :class:`HybridParams` on validation carves of ``history`` (see the module docstring).
+
+    Returns:
+        the settings and a report (validation NDCG of each stage, number of validation users).
+    """
+    h = cfg.hybrid
+    has_content = content is not None
+    n_blocks = 0 if content is None else len(content)
+    grid = tuple(h.weight_grid)
+    report: dict[str, Any] = {}
+
+    temporal = temporal_holdout(history, h.validation_fraction, h.max_validation_users, cfg.seed)
+    eval_t = _Evaluator(fit_components(temporal.train, content, cfg), temporal, cfg, tie_cold=True)
+    start = HybridParams(recency_tau=h.recency_tau[0], profile_tau=h.profile_tau[-1])
+    space_a: dict[str, Sequence[float]] = {
+        "recency_beta": h.recency_beta,
+        "recency_tau": h.recency_tau,
+        "warm_pop": grid,
+    }
+    if has_content:
+        space_a.update({
+            "warm_content": grid,
+            "profile_tau": h.profile_tau,
+            "profile_gamma": h.profile_gamma,
+            **({"content_mix": h.content_mix} if n_blocks > 1 else {}),
+            "warm_cf": (0.0, 1.0),
+            "cf_shrink": h.cf_shrink,
+        })
+    params, score_a, _ = coordinate_ascent(eval_t, start, space_a, h.rounds)
+    params = _tie_cold(params)
+    report["temporal"] = {"users": int(temporal.users.shape[0]), "ndcg@10": round(score_a, 5)}
+    log.info("validation (temporal): ndcg@10 %.4f with %s", score_a, asdict(params))
+
+    if has_content:
+        cold = item_holdout(history, h.validation_fraction, h.max_validation_users, cfg.seed)
+        if cold.users.shape[0] > 0:
+            eval_c = _Evaluator(fit_components(cold.train, content, cfg), cold, cfg, tie_cold=False)
+            space_b = {
+                "cold_content": grid,
+                "cold_profile_tau": h.profile_tau,
+                "cold_profile_gamma": h.profile_gamma,
+                **({"cold_content_mix": h.content_mix} if n_blocks > 1 else {}),
+                "cold_cf": (0.0, 1.0),
+                "cold_pop": grid,
+            }
+            params, score_b, _ = coordinate_ascent(eval_c, params, space_b, h.rounds)
+            report["cold_items"] = {"users": int(cold.users.shape[0]), "ndcg@10": round(score_b, 5)}
+            log.info("validation (cold items): ndcg@10 %.4f", score_b)
+        eval_t.tie_cold = False
+        space_c = {"cold_scale": h.cold_scale, "cold_offset": h.cold_offset}
+        params, score_c, _ = coordinate_ascent(eval_t, params, space_c, h.rounds)
+        report["temporal_cold_offset"] = {"ndcg@10": round(score_c, 5)}
+    report["params"] = asdict(params)
+    return params, report

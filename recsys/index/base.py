@@ -1,0 +1,402 @@
+"""The retriever contract, query filters, top-k helpers and the side buffer of late vectors.
+
+Ids are row numbers into the indexed matrix (``0 .. size - 1``); the id map maps them to external
+ids. Similarity is the inner product (vectors are L2-normalised upstream, so it is the cosine).
+
+Updates without a rebuild: :meth:`BaseRetriever.add` appends rows and :meth:`BaseRetriever.update`
+replaces rows. Both go to a small *side buffer* that is searched exactly and merged with the base
+index at query time; a replaced base row is hidden from the base results. The buffer is immutable
+and swapped whole under a lock, so searches running in other threads see either the old or the new
+state. It is saved with the retriever; a periodic rebuild (``build_index(r.all_vectors(), cfg)``)
+folds it into the base index. Rows are never deleted: unavailable items are filtered with masks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+NEG_INF = np.float32(-np.inf)
+Exclude = Sequence[int] | np.ndarray | Sequence[Sequence[int] | np.ndarray] | None
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """Maximum inner product search over a fixed-dimension matrix of vectors.
+
+    Attributes:
+        backend: ``"exact"`` or ``"scann"``.
+        dim: vector dimension.
+        size: rows searchable now (base index plus vectors added since).
+        info: build facts (recall, params, timings) written into the manifest.
+    """
+
+    backend: ClassVar[str]
+    dim: int
+    info: dict[str, Any]
+
+    @property
+    def size(self) -> int: ...
+
+    def search(
+        self, query: np.ndarray, k: int, *, allow: np.ndarray | None = None, exclude: Exclude = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` rows by inner product.
+
+        Args:
+            query: ``(dim,)`` or ``(n, dim)`` float32.
+            k: wanted neighbours, >= 1 (may exceed ``size``).
+            allow: ``(size,)`` bool shared by all queries, or ``(n, size)`` bool per query: rows that
+                may be returned.
+            exclude: row ids never returned: one sequence for every query, or (batched form) a
+                sequence of ``n`` sequences, one per query.
+
+        Returns:
+            ``(ids, scores)``. Single query: ``(m,)`` int64 and ``(m,)`` float32 with
+            ``m = min(k, allowed rows)``. Batched: ``(n, min(k, size))`` arrays; a query with fewer
+            allowed rows is padded with id ``-1`` and score ``-inf``. Scores are descending.
+        """
+        ...
+
+    def add(self, vectors: np.ndarray) -> np.ndarray:
+        """Append ``(m, dim)`` vectors; returns their new ids ``(m,)`` int64."""
+        ...
+
+    def update(self, ids: np.ndarray | Sequence[int], vectors: np.ndarray) -> None:
+        """Replace the vectors of existing rows ``ids`` with ``(len(ids), dim)`` vectors."""
+        ...
+
+    def all_vectors(self) -> np.ndarray:
+        """Every current vector ``(size, dim)`` float32, in id order (updates applied)."""
+        ...
+
+    def save(self, directory: str | Path) -> None:
+        """Write the retriever and its ``manifest.json`` into ``directory`` (created)."""
+        ...
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def as_matrix(vectors: np.ndarray, dim: int | None = None, what: str = "vectors") -> np.ndarray:
+    """Validate and return ``(n, dim)`` C-contiguous float32 (no copy when already so)."""
+    arr = np.asarray(vectors)
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D array (n, dim), got shape {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{what} must have dimension {dim}, got {arr.shape[1]}")
+    if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{what} must be numeric, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} contain NaN or infinite values")
+    return arr
+
+
+def as_queries(query: np.ndarray, dim: int) -> tuple[np.ndarray, bool]:
+    """Return ``(queries (n, dim) float32, single)`` where ``single`` says the input was 1-D."""
+    arr = np.asarray(query)
+    if arr.ndim == 1:
+        return as_matrix(arr[None, :], dim, "query"), True
+    if arr.ndim == 2:
+        return as_matrix(arr, dim, "queries"), False
+    raise ValueError(f"query must have shape (dim,) or (n, dim), got {arr.shape}")
+
+
+def check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Rows each query may return, normalised from the ``allow`` / ``exclude`` arguments.
+
+    ``allow`` is ``None``, ``(size,)`` bool (shared) or ``(n, size)`` bool; ``exclude`` holds one
+    int64 array per query (shared arrays are repeated, not copied).
+    """
+
+    n_queries: int
+    allow: np.ndarray | None
+    exclude: tuple[np.ndarray, ...] | None
+
+    @classmethod
+    def build(cls, n_queries: int, size: int, allow: np.ndarray | None, exclude: Exclude, single: bool) -> RowFilter:
+        mask = None
+        if allow is not None:
+            mask = np.asarray(allow)
+            if mask.dtype != np.bool_:
+                raise ValueError(f"allow must be a boolean mask, got dtype {mask.dtype}")
+            if mask.shape not in ((size,), (n_queries, size)):
+                raise ValueError(
+                    f"allow must have shape ({size},) or ({n_queries}, {size}), got {mask.shape}"
+                )
+        return cls(n_queries, mask, _normalise_exclude(exclude, n_queries, size, single))
+
+    @property
+    def empty(self) -> bool:
+        return self.allow is None and self.exclude is None
+
+    def allow_row(self, i: int) -> np.ndarray | None:
+        if self.allow is None:
+            return None
+        return self.allow if self.allow.ndim == 1 else self.allow[i]
+
+    def exclude_row(self, i: int) -> np.ndarray:
+        return _EMPTY if self.exclude is None else self.exclude[i]
+
+
+_EMPTY = np.empty(0, dtype=np.int64)
+
+
+def _normalise_exclude(exclude: Exclude, n: int, size: int, single: bool) -> tuple[np.ndarray, ...] | None:
+    if exclude is None:
+        return None
+    if isinstance(exclude, np.ndarray) and exclude.ndim == 2 and not single and len(exclude) == n:
+        exclude = list(exclude)
+    seq = list(exclude) if not isinstance(exclude, np.ndarray) else None
+    per_query = (
+        not single
+        and seq is not None
+        and len(seq) == n
+        and all(isinstance(e, (Sequence, np.ndarray)) and not isinstance(e, str) for e in seq)
+    )
+    rows = [np.asarray(e, dtype=np.int64).ravel() for e in seq] if per_query and seq is not None else None
+    if rows is None:
+        allowed = f"a sequence of row ids, or (batched) {n} sequences of row ids, one per query"
+        try:
+            arr = np.asarray(exclude)
+        except ValueError:  # ragged, and not one list per query
+            raise ValueError(f"exclude must be {allowed}") from None
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"exclude must be {allowed}")
+        shared = arr.astype(np.int64).ravel()
+        rows = [shared] * n
+    for r in rows:
+        if r.size and (r.min() < 0 or r.max() >= size):
+            raise ValueError(f"exclude holds row ids outside 0..{size - 1}")
+    if not any(r.size for r in rows):
+        return None
+    return tuple(rows)
+
+
+# --------------------------------------------------------------------------- top-k helpers
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` of each row of ``scores``; ``-inf`` marks rows that may not be returned.
+
+    Args:
+        scores: ``(n, m)`` float32.
+        k: 1 <= k <= m.
+
+    Returns:
+        ``(ids (n, k) int64, scores (n, k) float32)``, descending; ties by lower id; entries whose
+        score is ``-inf`` get id ``-1``.
+    """
+    n, m = scores.shape
+    if k < m:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(m), (n, m))
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    vals = np.take_along_axis(vals, order, axis=1).astype(np.float32, copy=False)
+    ids[~np.isfinite(vals)] = -1
+    return ids, vals
+
+
+def merge_top_k(
+    ids_a: np.ndarray, scores_a: np.ndarray, ids_b: np.ndarray, scores_b: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two ``(n, *)`` candidate lists into the ``(n, k)`` best (invalid entries: id -1)."""
+    ids = np.concatenate([ids_a, ids_b], axis=1)
+    scores = np.concatenate([scores_a, scores_b], axis=1).astype(np.float32, copy=True)
+    scores[ids < 0] = NEG_INF
+    pos, top = top_k(scores, min(k, ids.shape[1]))
+    out = np.take_along_axis(ids, np.maximum(pos, 0), axis=1)
+    out[pos < 0] = -1
+    if out.shape[1] < k:
+        pad = k - out.shape[1]
+        out = np.pad(out, ((0, 0), (0, pad)), constant_values=-1)
+        top = np.pad(top, ((0, 0), (0, pad)), constant_values=NEG_INF)
+    return out, top
+
+
+# --------------------------------------------------------------------------- side buffer
+
+
+@dataclass(frozen=True)
+class SideBuffer:
+    """Vectors added or replaced since the base index was built (immutable; replaced whole).
+
+    Attributes:
+        ids: ``(m,)`` int64 row ids; ``>= n_base`` for appended rows, ``< n_base`` for replacements.
+        vectors: ``(m, dim)`` float32.
+        n_added: appended rows, so ``size = n_base + n_added``.
+    """
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    n_added: int = 0
+    hidden: np.ndarray = field(default_factory=lambda: _EMPTY)
+    """``(h,)`` int64 sorted base rows replaced by a buffered vector."""
+
+    @classmethod
+    def empty(cls, dim: int) -> SideBuffer:
+        return cls(_EMPTY, np.empty((0, dim), dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def with_rows(self, ids: np.ndarray, vectors: np.ndarray, n_base: int, n_added: int) -> SideBuffer:
+        """A new buffer with ``ids`` set to ``vectors`` (later rows win over earlier ones)."""
+        keep = ~np.isin(self.ids, ids)
+        _, last = np.unique(ids[::-1], return_index=True)
+        last = len(ids) - 1 - last
+        all_ids = np.concatenate([self.ids[keep], ids[last]])
+        all_vecs = np.concatenate([self.vectors[keep], vectors[last]])
+        hidden = np.unique(all_ids[all_ids < n_base])
+        return SideBuffer(all_ids, np.ascontiguousarray(all_vecs), n_added, hidden)
+
+
+class BaseRetriever:
+    """Shared search logic: validation, side buffer, merging. Subclasses search the base rows.
+
+    A subclass sets ``backend``, ``dim``, ``n_base`` and ``info`` and implements
+    :meth:`_search_base` and :meth:`_base_vectors`.
+    """
+
+    backend: ClassVar[str] = ""
+
+    def __init__(self, dim: int, n_base: int, buffer: SideBuffer | None = None, buffer_warn: int = 50_000) -> None:
+        self.dim = dim
+        self.n_base = n_base
+        self.info: dict[str, Any] = {}
+        self._buffer = buffer if buffer is not None else SideBuffer.empty(dim)
+        self._lock = threading.Lock()
+        self._buffer_warn = buffer_warn
+        self._warned = False
+
+    # -- subclass hooks
+    def _search_base(
+        self, queries: np.ndarray, k: int, filt: RowFilter, hidden: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` (``k <= n_base``) among base rows: ``(n, k)`` ids (-1 pads) and scores.
+
+        ``filt`` is over ``size`` rows (only its first ``n_base`` columns concern the base);
+        ``hidden`` are base rows never to return.
+        """
+        raise NotImplementedError
+
+    def _base_vectors(self) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- contract
+    @property
+    def size(self) -> int:
+        return self.n_base + self._buffer.n_added
+
+    @property
+    def buffer_size(self) -> int:
+        """Vectors held in the side buffer (added or replaced since the build)."""
+        return len(self._buffer)
+
+    def search(
+        self, query: np.ndarray, k: int, *, allow: np.ndarray | None = None, exclude: Exclude = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """See :meth:`Retriever.search`."""
+        k = check_k(k)
+        queries, single = as_queries(query, self.dim)
+        buf = self._buffer  # one snapshot for the whole call
+        size = self.n_base + buf.n_added
+        filt = RowFilter.build(len(queries), size, allow, exclude, single)
+        width = min(k, size)
+        n = len(queries)
+        if self.n_base > 0:
+            ids, scores = self._search_base(queries, min(width, self.n_base), filt, buf.hidden)
+        else:
+            ids = np.empty((n, 0), dtype=np.int64)
+            scores = np.empty((n, 0), dtype=np.float32)
+        if len(buf):
+            b_ids, b_scores = _search_buffer(queries, buf, filt, width)
+            ids, scores = merge_top_k(ids, scores, b_ids, b_scores, width)
+        elif ids.shape[1] < width:
+            ids, scores = merge_top_k(ids, scores, ids[:, :0], scores[:, :0], width)
+        if single:
+            valid = ids[0] >= 0
+            return ids[0][valid], scores[0][valid]
+        return ids, scores
+
+    def add(self, vectors: np.ndarray) -> np.ndarray:
+        """Append vectors ``(m, dim)``; returns their ids ``(m,)`` int64 (``size .. size + m - 1``)."""
+        vecs = as_matrix(vectors, self.dim)
+        with self._lock:
+            buf = self._buffer
+            start = self.n_base + buf.n_added
+            ids = np.arange(start, start + len(vecs), dtype=np.int64)
+            self._buffer = buf.with_rows(ids, vecs, self.n_base, buf.n_added + len(vecs))
+            self._maybe_warn()
+        return ids
+
+    def update(self, ids: np.ndarray | Sequence[int], vectors: np.ndarray) -> None:
+        """Replace the vectors of rows ``ids`` (existing rows only) with ``(len(ids), dim)`` vectors."""
+        idx = np.asarray(ids, dtype=np.int64).ravel()
+        vecs = as_matrix(vectors, self.dim)
+        if len(idx) != len(vecs):
+            raise ValueError(f"update got {len(idx)} ids but {len(vecs)} vectors")
+        with self._lock:
+            buf = self._buffer
+            size = self.n_base + buf.n_added
+            if idx.size and (idx.min() < 0 or idx.max() >= size):
+                raise ValueError(f"update ids must be existing rows 0..{size - 1}; use add() for new rows")
+            self._buffer = buf.with_rows(idx, vecs, self.n_base, buf.n_added)
+            self._maybe_warn()
+
+    def all_vectors(self) -> np.ndarray:
+        """``(size, dim)`` float32: the base vectors with the side buffer applied, in id order."""
+        buf = self._buffer
+        out = np.empty((self.n_base + buf.n_added, self.dim), dtype=np.float32)
+        out[: self.n_base] = self._base_vectors()
+        if len(buf):
+            out[buf.ids] = buf.vectors
+        return out
+
+    def _maybe_warn(self) -> None:
+        if len(self._buffer) > self._buffer_warn and not self._warned:
+            self._warned = True
+            log.warning(
+                "%d vectors were added or replaced since the %s index was built; queries scan them "
+                "exactly, rebuild the index to fold them in",
+                len(self._buffer),
+                self.backend,
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, dim={self.dim}, buffered={len(self._buffer)})"
+
+
+def _search_buffer(queries: np.ndarray, buf: SideBuffer, filt: RowFilter, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact search of the side buffer: ``(n, min(k, m))`` row ids and scores (-1 / -inf pads)."""
+    scores = queries @ buf.vectors.T  # (n, m)
+    for i in range(len(queries)):
+        row = filt.allow_row(i)
+        if row is not None:
+            scores[i, ~row[buf.ids]] = NEG_INF
+        excl = filt.exclude_row(i)
+        if excl.size:
+            scores[i, np.isin(buf.ids, excl)] = NEG_INF
+    pos, top = top_k(scores, min(k, scores.shape[1]))
+    ids = buf.ids[np.maximum(pos, 0)]
+    ids[pos < 0] = -1
+    return ids, top

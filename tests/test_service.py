@@ -1,0 +1,310 @@
+"""The Flask service over HTTP: Flask's test client for breadth, gunicorn for the real thing.
+
+Every test runs on a real database (a SQLite file, and PostgreSQL where reachable) loaded with the
+generated demo shop, embedded with tiny random encoders and with a trained CF model.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from PIL import Image
+
+from recsys.config import Config, load_config
+from recsys.demo.catalogue import generate_demo
+from recsys.ingest import ingest_events, ingest_items
+from recsys.store.db import make_engine, upgrade
+
+KEY = "test-key"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _png(color: tuple[int, int, int] = (200, 30, 30), size: int = 48) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from recsys.encoders.testing import save_tiny_text_model, tiny_image_encoder, tiny_text_encoder
+
+    path = save_tiny_text_model(tmp_path_factory.mktemp("tiny-text"))
+    return {"text_path": path, "text": tiny_text_encoder(path), "image": tiny_image_encoder()}
+
+
+def _prepare(url: str, data_dir: Path, models: dict[str, Any]) -> Config:
+    """Load the demo shop into ``url``, embed it with the tiny encoders, train CF; return the config."""
+    from recsys.cf.train import train_from_sql
+    from recsys.embed import run_embed
+
+    cfg_file = data_dir / "config.yaml"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cfg_file.write_text(
+        f"data_dir: {data_dir}\ndatabase:\n  url: {url}\nencoders:\n  text:\n    name: {models['text_path']}\n    batch_size: 4\n    max_length: 32\n"
+        f"service:\n  api_keys: [{KEY}]\n  max_body_bytes: 200000\n"
+    )
+    config = load_config(cfg_file, env={})
+    engine = make_engine(url)
+    upgrade(engine)
+    files = generate_demo(data_dir / "demo", n_items=60, n_users=40, seed=1)
+    preset = config.ingest.presets["demo"]
+    ingest_items(engine, files.items_csv, preset.items, reject_path=data_dir / "r1.jsonl")
+    ingest_events(engine, files.events_csv, preset.events, config.event_types, reject_path=data_dir / "r2.jsonl")
+    run_embed(engine, config.encoders, text_encoder=models["text"], image_encoder=models["image"])
+    train_from_sql(engine, config)
+    from recsys.align.settings import AlignConfig
+    from recsys.align.store import train_from_store
+
+    train_from_store(engine, config, AlignConfig(dim=16, hidden_dim=32, epochs=3, ensemble=1, min_items=10, batch_size=16),
+                     versions=(models["text"].version, models["image"].version))
+    engine.dispose()
+    return config
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One database of each kind shared by this module's tests (they use distinct users and items)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('svc') / 'recsys.sqlite'}"
+        return
+    from tests.conftest import scratch_postgres
+
+    with scratch_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def service(module_db_url: str, tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Any]) -> Iterator[tuple[Any, Any, Config]]:
+    from recsys.serving import Runtime
+    from services.app import create_app
+
+    db_url = module_db_url
+    config = _prepare(db_url, tmp_path_factory.mktemp("svc-data") / "data", tiny_models)
+    engine = make_engine(db_url)
+    rt = Runtime(config, engine, text_encoder=tiny_models["text"], image_encoder=tiny_models["image"])
+    rt.reload()
+    app = create_app(config, rt)
+    yield app.test_client(), rt, config
+    engine.dispose()
+
+
+def test_all_endpoints_answer(service: tuple[Any, Any, Config]) -> None:
+    client, _rt, _cfg = service
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json["ready"] is True
+
+    sim = client.get("/v1/items/D0001/similar?k=5")
+    assert sim.status_code == 200
+    ids = [i["id"] for i in sim.json["items"]]
+    assert len(ids) == 5 and "D0001" not in ids and len(set(ids)) == 5
+    assert all(i["reasons"] == [{"type": "similar_to", "item": "D0001"}] for i in sim.json["items"])
+    assert sim.json["model_version"] and sim.json["index_version"]
+
+    cat = client.get("/v1/items/D0001/similar?k=50&category=mug").json["items"]
+    assert cat and all(i["category"] == "mug" for i in cat)
+
+    feed = client.get("/v1/users/U0001/recommendations?k=7")
+    assert feed.status_code == 200 and feed.json["cold_start"] is False and len(feed.json["items"]) == 7
+    assert all(i["reasons"] for i in feed.json["items"])
+
+    s = client.post("/v1/search", json={"text": "red star mug", "k": 4})
+    assert s.status_code == 200 and len(s.json["items"]) == 4
+    img = client.post("/v1/search", json={"image": base64.b64encode(_png()).decode(), "k": 3})
+    assert img.status_code == 200 and len(img.json["items"]) == 3
+    both = client.post("/v1/search", data={"text": "blue cap", "k": "3", "image": (io.BytesIO(_png()), "q.png")},
+                       content_type="multipart/form-data")
+    assert both.status_code == 200 and len(both.json["items"]) == 3
+    personal = client.post("/v1/search", json={"text": "mug", "k": 3, "user_id": "U0002"})
+    assert personal.status_code == 200 and {"type": "personalised"} in personal.json["items"][0]["reasons"]
+
+    metrics = client.get("/metrics").data.decode()
+    assert 'recsys_requests_total{endpoint="/v1/items/<item_id>/similar",method="GET",status="200"}' in metrics
+    assert "recsys_request_latency_seconds_bucket" in metrics and "recsys_artifact_info" in metrics
+    spec = client.get("/openapi.json").json
+    assert "/v1/users/{user_id}/recommendations" in spec["paths"] and "SearchBody" in spec["components"]["schemas"]
+
+
+def test_feed_pages_do_not_repeat_and_filters_apply(service: tuple[Any, Any, Config]) -> None:
+    client, _rt, _cfg = service
+    seen: list[str] = []
+    cursor = None
+    for _ in range(4):
+        url = "/v1/users/U0003/recommendations?k=5" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(url).json
+        seen += [i["id"] for i in page["items"]]
+        cursor = page["next_cursor"]
+    assert len(seen) == 20 and len(set(seen)) == 20
+    capped = client.get("/v1/users/U0003/recommendations?k=8&max_per_category=1").json["items"]
+    assert len({i["category"] for i in capped}) == len(capped)
+    other = client.get(f"/v1/users/U0004/recommendations?k=5&cursor={cursor}")
+    assert other.status_code == 400 and other.json["error"]["field"] == "query.cursor"
+    diverse = client.get("/v1/users/U0003/recommendations?k=8&diversity=0.9").json["items"]
+    assert len(diverse) == 8
+
+
+def test_posted_event_changes_the_next_feed(service: tuple[Any, Any, Config]) -> None:
+    client, _rt, _cfg = service
+    before = client.get("/v1/users/brand-new/recommendations?k=10").json
+    assert before["cold_start"] is True and all(i["reasons"] == [{"type": "popular"}] for i in before["items"])
+    r = client.post(
+        "/v1/events",
+        json={"events": [{"user_id": "brand-new", "item_id": "D0005", "event_type": "purchase"},
+                         {"user_id": "brand-new", "item_id": "NOPE", "event_type": "purchase"}]},
+        headers={"X-API-Key": KEY},
+    )
+    assert r.status_code == 207
+    assert r.json["inserted"] == 1 and r.json["rejected"][0]["index"] == 1 and "unknown item" in r.json["rejected"][0]["reason"]
+    after = client.get("/v1/users/brand-new/recommendations?k=10").json
+    assert after["cold_start"] is False
+    assert "D0005" not in [i["id"] for i in after["items"]]  # seen items are excluded
+    assert [i["id"] for i in after["items"]] != [i["id"] for i in before["items"]]
+    again = client.post("/v1/events", json={"events": [{"user_id": "brand-new", "item_id": "D0005", "event_type": "purchase",
+                                                         "event_id": "e-1"}]}, headers={"X-API-Key": KEY})
+    repeat = client.post("/v1/events", json={"events": [{"user_id": "brand-new", "item_id": "D0005", "event_type": "purchase",
+                                                          "event_id": "e-1"}]}, headers={"X-API-Key": KEY})
+    assert again.json["inserted"] == 1 and repeat.json == {"inserted": 0, "duplicates": 1, "rejected": []}
+
+
+def test_put_item_becomes_findable_and_recommendable(service: tuple[Any, Any, Config]) -> None:
+    client, _rt, _cfg = service
+    title = "Zanzibar quokka lamp"
+    r = client.put("/v1/items/NEW-1", json={"title": title, "description": "A quokka shaped lamp", "category": "lamp"},
+                   headers={"X-API-Key": KEY})
+    assert r.status_code == 200 and r.json["inserted"] == 1 and r.json["embedded"] == 1
+    hits = client.post("/v1/search", json={"text": title, "k": 1}).json["items"]
+    assert hits[0]["id"] == "NEW-1"
+    assert client.get("/v1/items/NEW-1/similar?k=3").status_code == 200
+    lamps = client.get("/v1/users/U0001/recommendations?k=5&category=lamp").json["items"]
+    assert [i["id"] for i in lamps] == ["NEW-1"]  # a cold item can be recommended at once
+    batch = client.put("/v1/items", json={"items": [{"id": "NEW-1", "title": title, "description": "A quokka shaped lamp",
+                                                     "category": "lamp"}, {"id": "NEW-2", "title": "Second"}]},
+                       headers={"X-API-Key": KEY})
+    assert batch.json["unchanged"] == 1 and batch.json["inserted"] == 1
+
+
+def test_a_new_model_is_picked_up_without_restart(service: tuple[Any, Any, Config]) -> None:
+    from recsys.cf.train import train_from_sql
+
+    client, rt, config = service
+    v1 = client.get("/v1/items/D0001/similar?k=3").json["model_version"]
+    train_from_sql(rt.engine, config)
+    rt._checked = 0.0  # do not wait for the refresh interval
+    v2 = client.get("/v1/items/D0001/similar?k=3").json["model_version"]
+    assert v1 and v2 and v1 != v2
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "kwargs", "status", "field"),
+    [
+        ("get", "/v1/items/D0001/similar?k=0", {}, 400, "query.k"),
+        ("get", "/v1/items/D0001/similar?k=9999", {}, 400, "query.k"),
+        ("get", "/v1/items/D0001/similar?k=ten", {}, 400, "query.k"),
+        ("get", "/v1/items/D0001/similar?colour=red", {}, 400, "query.colour"),
+        ("get", "/v1/items/NOPE/similar", {}, 404, None),
+        ("get", "/v1/users/U0001/recommendations?exclude_seen=maybe", {}, 400, "query.exclude_seen"),
+        ("get", "/v1/users/U0001/recommendations?diversity=2", {}, 400, "query.diversity"),
+        ("get", "/v1/users/U0001/recommendations?cursor=garbage", {}, 400, "query.cursor"),
+        ("post", "/v1/search", {"json": {"text": "x", "k": "many"}}, 400, "body.k"),
+        ("post", "/v1/search", {"json": {}}, 400, "body"),
+        ("post", "/v1/search", {"json": {"image": "not base64!!"}}, 400, "body.image"),
+        ("post", "/v1/search", {"json": {"image": base64.b64encode(b"plain text, not an image").decode()}}, 400, "body.image"),
+        ("post", "/v1/search", {"json": {"text": "x", "filters": {"colour": "red"}}}, 400, "body.filters.colour"),
+        ("post", "/v1/search", {"data": "text=x", "content_type": "text/plain"}, 415, None),
+        ("post", "/v1/search", {"data": "{not json", "content_type": "application/json"}, 400, "body"),
+        ("post", "/v1/search", {"data": {"image": (b"GIF89a broken", "x.gif")}, "content_type": "multipart/form-data"}, 400, "form.image"),
+        ("post", "/v1/search", {"json": {"text": "x" * 300_000}}, 413, None),
+        ("post", "/v1/events", {"json": {"events": []}, "headers": {"X-API-Key": KEY}}, 400, "body.events"),
+        ("post", "/v1/events", {"json": {"events": [{"user_id": "u", "item_id": "D0001", "event_type": "purchase", "value": "x"}]},
+                                "headers": {"X-API-Key": KEY}}, 400, "body.events[0].value"),
+        ("post", "/v1/events", {"json": {"events": [{"user_id": "u", "item_id": "D0001", "event_type": "teleport"}]},
+                                "headers": {"X-API-Key": KEY}}, 400, None),
+        ("post", "/v1/events", {"json": {"events": [{"user_id": "u", "item_id": "D0001", "event_type": "view"}]}}, 401, None),
+        ("post", "/v1/events", {"json": {"events": [{"user_id": "u", "item_id": "D0001", "event_type": "view"}]},
+                                "headers": {"X-API-Key": "wrong"}}, 401, None),
+        ("put", "/v1/items/X", {"json": {"title": ""}, "headers": {"X-API-Key": KEY}}, 400, "body.title"),
+        ("put", "/v1/items/X", {"json": {"title": "t", "price": -1}, "headers": {"X-API-Key": KEY}}, 400, "body.price"),
+        ("get", "/v1/nothing-here", {}, 404, None),
+        ("delete", "/v1/items/D0001/similar", {}, 405, None),
+    ],
+)
+def test_bad_requests_get_a_4xx_naming_the_field(
+    service: tuple[Any, Any, Config], method: str, url: str, kwargs: dict[str, Any], status: int, field: str | None
+) -> None:
+    client, _rt, _cfg = service
+    data = kwargs.get("data")
+    if isinstance(data, dict):  # fresh file objects for each run of the case
+        kwargs = {**kwargs, "data": {k: (io.BytesIO(v[0]), v[1]) if isinstance(v, tuple) else v for k, v in data.items()}}
+    r = getattr(client, method)(url, **kwargs)
+    assert r.status_code == status, r.json
+    assert r.is_json and r.json["error"]["status"] == status and r.json["error"]["message"]
+    if field is not None:
+        assert r.json["error"]["field"] == field
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_live_gunicorn_server(db_url: str, tmp_path: Path, tiny_models: dict[str, Any]) -> None:
+    """The real deployment path: gunicorn workers over a real database, spoken to over TCP."""
+    config = _prepare(db_url, tmp_path / "data", tiny_models)
+    port = _free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")},
+           "RECSYS_CONFIG": str(tmp_path / "data" / "config.yaml")}
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    log = tmp_path / "gunicorn.log"
+    proc = subprocess.Popen(
+        [str(gunicorn), "-w", "2", "-b", f"127.0.0.1:{port}", "--timeout", "120", "services.wsgi:app"],
+        cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        last = ""
+        while True:
+            try:
+                ready = requests.get(f"{base}/readyz", timeout=2)
+                if ready.status_code == 200:
+                    break
+                last = ready.text
+            except requests.RequestException as exc:  # not listening yet, or the workers are still loading
+                last = repr(exc)
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"gunicorn did not become ready; last /readyz: {last}\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        sim = requests.get(f"{base}/v1/items/D0002/similar", params={"k": 4}, timeout=10)
+        assert sim.status_code == 200 and len(sim.json()["items"]) == 4
+        assert requests.get(f"{base}/v1/users/live-user/recommendations", timeout=10).json()["cold_start"] is True
+        posted = requests.post(f"{base}/v1/events", headers={"X-API-Key": KEY}, timeout=10,
+                               json={"events": [{"user_id": "live-user", "item_id": "D0002", "event_type": "purchase"}]})
+        assert posted.status_code == 200 and posted.json()["inserted"] == 1
+        for _ in range(4):  # every worker reads the user's events from the database
+            assert requests.get(f"{base}/v1/users/live-user/recommendations", timeout=10).json()["cold_start"] is False
+        bad = requests.get(f"{base}/v1/items/D0002/similar", params={"k": -1}, timeout=10)
+        assert bad.status_code == 400 and bad.json()["error"]["field"] == "query.k"
+        assert requests.post(f"{base}/v1/search", json={"text": "mug"}, timeout=10).status_code == 200
+        assert config.service.api_keys == (KEY,)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
