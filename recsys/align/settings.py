@@ -22,14 +22,14 @@ class AlignConfig(_Section):
     """``linear``: one linear map per side; ``mlp``: a residual two-layer MLP per side."""
     hidden_dim: int = Field(1024, gt=0)
     """Width of the MLP's hidden layer (``head: mlp`` only)."""
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    dropout: float = Field(0.4, ge=0.0, lt=1.0)
     """Dropout on the MLP's hidden layer and on the input features during training."""
     standardize: bool = True
     """Centre and scale the input features with statistics of the training items (stored in the model)."""
     epochs: int = Field(60, gt=0)
     """Upper bound; early stopping usually ends training before."""
-    batch_size: int = Field(256, gt=1)
-    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(512, gt=1)
+    lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     schedule: Literal["constant", "cosine"] = "cosine"
     warmup_epochs: int = Field(2, ge=0)
@@ -38,10 +38,10 @@ class AlignConfig(_Section):
     learn_temperature: bool = True
     max_logit_scale: float = Field(100.0, gt=1)
     """Clamp of the learnt logit scale (1 / temperature), as in CLIP."""
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     """Share of the training items held out for early stopping."""
-    patience: int = Field(8, gt=0)
+    patience: int = Field(20, gt=0)
     """Stop after this many epochs without a better validation score; the best epoch's weights are kept."""
     ensemble: int = Field(3, gt=0)
     """Independently seeded heads whose (normalised) outputs are concatenated: their cosine is the mean."""
