@@ -126,10 +126,13 @@ def test_run_protocol_trains_on_train_rows_only_and_beats_chance() -> None:
     image = np.tanh(z @ rng.normal(size=(6, 30))) + 0.3 * rng.normal(size=(400, 30))
     split = protocol_split(400, n_test=100)
     cfg = AlignConfig(dim=16, hidden_dim=32, epochs=10, batch_size=64, ensemble=1, min_items=8, threads=1)
+    linear = cfg.model_copy(update={"head": "linear", "epochs": 3})
     result = run_protocol(text.astype(np.float32), image.astype(np.float32), split, cfg,
-                          text_encoder="t@1", image_encoder="i@1")
+                          text_encoder="t@1", image_encoder="i@1", baselines={"linear": linear})
     assert result.n_test == 100 and result.n_train == 300
     assert result.model is not None and result.model.metrics["n_train"] + result.model.metrics["n_val"] == 300
+    assert list(result.rows) == ["unaligned (chance)", "linear", "aligned (mlp, dim 16 x 1)"]
+    assert result.rows["linear"]["text_to_image"]["R@10"] > 3 * 10 / 100
     aligned = result.rows["aligned (mlp, dim 16 x 1)"]
     assert aligned["text_to_image"]["R@10"] > 3 * result.rows["unaligned (chance)"]["text_to_image"]["R@10"]
     table = format_table(result.rows)
@@ -150,3 +153,48 @@ def test_protocol_split_on_the_shared_hm_items(shared_data: Path) -> None:
     assert items.ids[0] == "0111565001"  # leading zeros kept
     assert items.texts[0].startswith("20 den 1p Stockings. Underwear Tights. Black. ")
     assert all(p.is_file() for p in items.images[:50])
+
+
+def test_evaluate_search_command_prints_one_table_and_the_same_figures_as_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    import recsys.align.evaluate
+    from recsys.cli import cli
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(8000, 6))
+    text = (z @ rng.normal(size=(6, 16)) + 0.5 * rng.normal(size=(8000, 16))).astype(np.float32)
+    image = (np.tanh(z @ rng.normal(size=(6, 24))) + 0.5 * rng.normal(size=(8000, 24))).astype(np.float32)
+    seen: list[Path] = []
+
+    def fake_features(path: Path, *args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray, str, str]:
+        seen.append(path)
+        return text, image, "t@1", "i@1"
+
+    monkeypatch.setattr(recsys.align.evaluate, "hm_features", fake_features)
+    (tmp_path / "none.yaml").write_text("{}\n")
+    env = {"RECSYS_DATA_DIR": str(tmp_path / "data"), "RECSYS_CONFIG": str(tmp_path / "none.yaml")}
+    args = ["evaluate-search", "--items", str(tmp_path / "items.csv"), "--set", "epochs=2", "--set", "ensemble=1",
+            "--set", "dim=8", "--set", "hidden_dim=16"]
+    runner = CliRunner()
+    res = runner.invoke(cli, args, env=env)
+    assert res.exit_code == 0, res.output
+    assert "1600 test items, 6400 training items" in res.output
+    lines = [line for line in res.output.splitlines() if line.startswith("| aligned")]
+    assert [line.split("|")[2].strip() for line in lines] == ["text → image", "image → text"]
+    assert seen == [tmp_path / "items.csv"]
+
+    res = runner.invoke(cli, [*args, "--json"], env=env)
+    out = json.loads(res.output)
+    t2i = out["methods"]["aligned (mlp, dim 8 x 1)"]["text_to_image"]
+    assert f"| {t2i['R@1']:.3f} | {t2i['R@10']:.3f} | {t2i['MRR']:.3f} |" in lines[0]  # seeded: same run twice
+    assert out["n_test"] == 1600 and out["split"] == "test"
+    assert out["methods"]["unaligned (chance)"]["text_to_image"]["R@10"] == 10 / 1600
+
+    res = runner.invoke(cli, [*args, "--split", "val", "--json"], env=env)
+    out = json.loads(res.output)
+    assert (out["n_test"], out["n_train"], out["split"]) == (1600, 4800, "val")

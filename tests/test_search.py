@@ -240,7 +240,52 @@ def test_training_from_an_empty_store_says_to_embed(sqlite_engine: Engine, tmp_p
 def test_search_cli_needs_a_query(tmp_path: Path) -> None:
     from recsys.cli import cli
 
-    (tmp_path / "none.yaml").write_text("{}\n")
-    env = {"RECSYS_DATA_DIR": str(tmp_path / "data"), "RECSYS_CONFIG": str(tmp_path / "none.yaml")}
-    res = CliRunner().invoke(cli, ["search"], env=env)
+    res = CliRunner().invoke(cli, ["search"], env=_cli_env(tmp_path))
     assert res.exit_code == 2 and "TEXT query" in res.output
+
+
+def _cli_env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "none.yaml").write_text("{}\n")
+    return {"RECSYS_DATA_DIR": str(tmp_path / "data"), "RECSYS_CONFIG": str(tmp_path / "none.yaml")}
+
+
+def test_train_align_and_search_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import recsys.align.store
+    import recsys.encoders.factory
+    from recsys.cli import cli
+    from recsys.store.db import make_engine, upgrade
+
+    env = _cli_env(tmp_path)
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'recsys.sqlite'}")
+    upgrade(engine)
+    te, ie = FakeEncoder("t", 12), FakeEncoder("i", 20)
+    _populate(engine, 50, te, ie, no_image={0})
+    engine.dispose()
+    monkeypatch.setattr(recsys.align.store, "configured_versions", lambda config: (te.version, ie.version))
+    monkeypatch.setattr(recsys.encoders.factory, "build_text_encoder", lambda cfg, device="cpu", **kw: te)
+    runner = CliRunner()
+
+    # Before any alignment: raw text search.
+    res = runner.invoke(cli, ["search", "title 4", "--k", "3"], env=env)
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[0].split()[:2] == ["1", "x4"]
+
+    res = runner.invoke(cli, ["train-align", "--set", "epochs=2", "--set", "ensemble=1", "--set", "dim=8",
+                              "--set", "hidden_dim=16", "--set", "min_items=8", "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["metrics"]["n_train"] + out["metrics"]["n_val"] == 49
+    assert Path(out["path"], "manifest.json").is_file()
+
+    res = runner.invoke(cli, ["search", "title 4", "--k", "5", "--category", "even", "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    hits = json.loads(res.output)
+    assert hits["space"] == f"align:{out['version']}"
+    assert len(hits["hits"]) == 5 and {h["category"] for h in hits["hits"]} == {"even"}
+
+    res = runner.invoke(cli, ["train-align", "--set", "epochs=zero"], env=env)
+    assert res.exit_code != 0 and "epochs" in str(res.exception)
+    res = runner.invoke(cli, ["train-align", "--set", "colour=red"], env=env)
+    assert res.exit_code != 0 and "unknown align key" in str(res.exception)

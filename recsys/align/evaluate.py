@@ -15,6 +15,7 @@ import numpy as np
 from recsys.align.settings import AlignConfig
 from recsys.encoders.settings import EncodersConfig
 from recsys.evaluation.crossmodal import (
+    LINEAR_BASELINE,
     PROTOCOL_N_TEST,
     ProtocolResult,
     load_hm_items,
@@ -77,6 +78,7 @@ def hm_protocol(
     split: str = "test",
     cache_dir: Path | None = None,
     progress: bool = False,
+    baseline: bool = False,
 ) -> ProtocolResult:
     """Run the protocol of EVALUATION-hm.md.
 
@@ -84,6 +86,7 @@ def hm_protocol(
         split: ``test`` (the protocol: 1,600 test items, 6,400 training items) or ``val`` (1,600 items
             drawn from the 6,400 training items are the test set and the other 4,800 train; the
             protocol's test items are not used at all), for choosing settings honestly.
+        baseline: also train and measure the linear recipe of EVALUATION-hm.md on the same features.
     """
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
@@ -91,4 +94,5 @@ def hm_protocol(
     parts = protocol_split(len(text))
     if split == "val":
         parts = validation_split(parts.train, PROTOCOL_N_TEST)
-    return run_protocol(text, image, parts, config, text_encoder=tv, image_encoder=iv)
+    baselines = {"linear baseline recipe": LINEAR_BASELINE} if baseline else None
+    return run_protocol(text, image, parts, config, text_encoder=tv, image_encoder=iv, baselines=baselines)

@@ -39,6 +39,9 @@ class AlignConfig(_Section):
     max_logit_scale: float = Field(100.0, gt=1)
     """Clamp of the learnt logit scale (1 / temperature), as in CLIP."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    text_view_prob: float = Field(0.0, ge=0.0, le=1.0)
+    """Probability of training on an item's short text view (title and category) instead of its full
+    text, when views are given; helps short free-text queries."""
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     """Share of the training items held out for early stopping."""
     patience: int = Field(20, gt=0)

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -92,6 +92,7 @@ def _train_member(
     seed: int,
     member: int,
     on_epoch: EpochCallback | None,
+    views: np.ndarray | None = None,
 ) -> tuple[Any, Any, float, dict[str, Any]]:
     """Train one (text head, image head) pair; returns the best epoch's heads, logit scale and a report."""
     import torch
@@ -119,9 +120,15 @@ def _train_member(
     gen = torch.Generator().manual_seed(seed)
     tt, ti = torch.from_numpy(xt), torch.from_numpy(xi)
     vtt, vit = torch.from_numpy(vt), torch.from_numpy(vi)
+    if views is not None and config.text_view_prob > 0:
+        has_view = torch.from_numpy(np.isfinite(views).all(axis=1))
+        tviews = torch.from_numpy(np.nan_to_num(views))
+    else:
+        has_view = tviews = None
     max_log = math.log(config.max_logit_scale)
 
-    best: tuple[float, int, list[dict[str, Any]], float] = (-math.inf, -1, [], 0.0)
+    best_score, best_epoch, best_scale = -math.inf, 0, 0.0
+    best_states: list[dict[str, Any]] = []
     history: list[dict[str, float]] = []
     step = 0
     for epoch in range(config.epochs):
@@ -134,7 +141,11 @@ def _train_member(
             for group in optim.param_groups:
                 group["lr"] = config.lr * _lr_factor(step, total, warmup, config.schedule)
             scale = log_scale.clamp(max=max_log).exp()
-            loss = symmetric_infonce(heads[0](tt[idx]), heads[1](ti[idx]), scale, config.label_smoothing)
+            xb = tt[idx]
+            if tviews is not None and has_view is not None:
+                swap = (torch.rand(len(idx), generator=gen) < config.text_view_prob) & has_view[idx]
+                xb = torch.where(swap[:, None], tviews[idx], xb)
+            loss = symmetric_infonce(heads[0](xb), heads[1](ti[idx]), scale, config.label_smoothing)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -151,21 +162,23 @@ def _train_member(
         if on_epoch is not None:
             on_epoch(member, epoch + 1, row)
         log.debug("member %d epoch %d: loss %.4f, val MRR %.4f", member, epoch + 1, row["loss"], score)
-        if score > best[0]:
-            best = (score, epoch + 1, [copy.deepcopy(h.state_dict()) for h in heads], scale_now)
-        elif epoch + 1 - best[1] >= config.patience:
+        if score > best_score:
+            best_score, best_epoch, best_scale = score, epoch + 1, scale_now
+            best_states = [copy.deepcopy(h.state_dict()) for h in heads]
+        elif epoch + 1 - best_epoch >= config.patience:
             break
-    for h, state in zip(heads, best[2]):
+    for h, state in zip(heads, best_states):
         h.load_state_dict(state)
         h.eval()
     report = {
         "seed": seed,
-        "best_epoch": best[1],
+        "best_epoch": best_epoch,
         "epochs_run": len(history),
-        "best_val_mrr": best[0],
+        "best_val_mrr": best_score,
+        "logit_scale": best_scale,
         "history": history,
     }
-    return heads[0], heads[1], best[3], report
+    return heads[0], heads[1], best_scale, report
 
 
 def train_alignment(
@@ -176,6 +189,7 @@ def train_alignment(
     text_encoder: str = "",
     image_encoder: str = "",
     on_epoch: EpochCallback | None = None,
+    text_views: np.ndarray | None = None,
 ) -> AlignmentModel:
     """Learn text and image projection heads into one joint space.
 
@@ -185,6 +199,10 @@ def train_alignment(
         config: hyper-parameters (default :class:`AlignConfig()`).
         text_encoder / image_encoder: encoder versions, recorded in the model.
         on_epoch: progress callback.
+        text_views: ``(n, d_text)`` other text vectors of the same items (e.g. of the title alone; a row
+            of NaN where an item has none). While training, each item's text is replaced by its view
+            with probability ``text_view_prob``, so that the text head also learns short queries.
+            Validation uses ``text`` only.
 
     Returns:
         The trained :class:`AlignmentModel`; ``metrics`` holds the split sizes, each member's best epoch
@@ -202,13 +220,19 @@ def train_alignment(
     st = Standardizer.fit(text[tr], config.standardize)
     si = Standardizer.fit(image[tr], config.standardize)
     xt, xi, vt, vi = st(text[tr]), si(image[tr]), st(text[va]), si(image[va])
+    views = None
+    if text_views is not None:
+        text_views = np.asarray(text_views, dtype=np.float32)
+        if text_views.shape != text.shape:
+            raise ValueError(f"text_views must have the shape of text {text.shape}, got {text_views.shape}")
+        views = st(text_views[tr])
 
     old_threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
         members = [
-            _train_member(xt, xi, vt, vi, config, config.seed + m, m, on_epoch) for m in range(config.ensemble)
+            _train_member(xt, xi, vt, vi, config, config.seed + m, m, on_epoch, views) for m in range(config.ensemble)
         ]
     finally:
         torch.set_num_threads(old_threads)
@@ -233,12 +257,4 @@ def train_alignment(
         "alignment trained on %d pairs (val %d) in %.1fs: val text→image R@10 %.3f, MRR %.3f",
         len(tr), len(va), metrics["train_seconds"], val["text_to_image"]["R@10"], val["text_to_image"]["MRR"],
     )
-    return AlignmentModel(
-        text_heads=model.text_heads,
-        image_heads=model.image_heads,
-        logit_scales=model.logit_scales,
-        text_encoder=text_encoder,
-        image_encoder=image_encoder,
-        config=model.config,
-        metrics=metrics,
-    )
+    return replace(model, metrics=metrics)

@@ -104,11 +104,13 @@ def train_align(obj, overrides: tuple[str, ...], no_activate: bool, as_json: boo
 @click.option("--no-cache", is_flag=True, help="encode everything again, write no cache")
 @click.option("--save", "save_dir", type=click.Path(file_okay=False), default=None,
               help="also save the trained alignment to this folder")
+@click.option("--baseline", is_flag=True,
+              help="also train the linear recipe of EVALUATION-hm.md on the same features (one more row)")
 @click.option("--json", "as_json", is_flag=True, help="print the figures as JSON")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 @click.pass_obj
 def evaluate_search(obj, items_path: str | None, split: str, overrides: tuple[str, ...], cache_dir: str | None,  # type: ignore[no-untyped-def]
-                    no_cache: bool, save_dir: str | None, as_json: bool, no_progress: bool) -> None:
+                    no_cache: bool, save_dir: str | None, baseline: bool, as_json: bool, no_progress: bool) -> None:
     """Cross-modal retrieval on hm-fashion-sample (EVALUATION-hm.md): text→image and image→text R@1, R@10, MRR.
 
     Rows: the unaligned encoders, and an alignment trained on the training items with the align
@@ -121,7 +123,7 @@ def evaluate_search(obj, items_path: str | None, split: str, overrides: tuple[st
     path = Path(items_path) if items_path else default_items_path()
     cache = None if no_cache else Path(cache_dir) if cache_dir else config.data_dir / "cache"
     result = hm_protocol(path, config.encoders, cfg, split=split, cache_dir=cache,
-                         progress=_progress_enabled(no_progress))
+                         progress=_progress_enabled(no_progress), baseline=baseline)
     if save_dir and result.model is not None:
         result.model.save(save_dir)
     if as_json:

@@ -184,6 +184,14 @@ def format_table(rows: Mapping[str, Mapping[str, Mapping[str, float]]], ks: Sequ
     return "\n".join(lines)
 
 
+LINEAR_BASELINE = AlignConfig(
+    head="linear", standardize=False, dim=256, epochs=40, lr=1e-3, weight_decay=0.01, batch_size=256,
+    schedule="constant", warmup_epochs=0, dropout=0.0, label_smoothing=0.0, ensemble=1, patience=40,
+)
+"""The baseline recipe of EVALUATION-hm.md (one linear map per side, dim 256, 40 epochs, AdamW 1e-3,
+batch 256), here with the same held-out early stopping as every alignment (best epoch kept)."""
+
+
 @dataclass(frozen=True)
 class ProtocolResult:
     """Figures of one protocol run: method name → direction → metric."""
@@ -227,7 +235,7 @@ def run_protocol(
     *,
     text_encoder: str = "",
     image_encoder: str = "",
-    extra_rows: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+    baselines: Mapping[str, AlignConfig] | None = None,
 ) -> ProtocolResult:
     """Train an alignment on ``split.train`` and measure both directions on ``split.test``.
 
@@ -236,14 +244,16 @@ def run_protocol(
         image: ``(n_items, d_image)`` frozen image vectors of the same items.
         split: which rows train (the alignment carves its early-stopping split out of these) and test.
         config: hyper-parameters of the alignment (default ``AlignConfig()``).
-        extra_rows: further measured rows to include (e.g. a training-free baseline).
+        baselines: further alignments to train and measure the same way, by row name (e.g. the
+            linear recipe of EVALUATION-hm.md, :data:`LINEAR_BASELINE`).
     """
     from recsys.align.train import train_alignment
 
     cfg = config or AlignConfig()
     rows, notes = unaligned_rows(text[split.test], image[split.test])
-    for name, by_dir in (extra_rows or {}).items():
-        rows[name] = {d: dict(m) for d, m in by_dir.items()}
+    for name, base_cfg in (baselines or {}).items():
+        base = train_alignment(text[split.train], image[split.train], base_cfg)
+        rows[name] = crossmodal_metrics(base.project_text(text[split.test]), base.project_image(image[split.test]))
     model = train_alignment(
         text[split.train], image[split.train], cfg, text_encoder=text_encoder, image_encoder=image_encoder
     )
