@@ -142,6 +142,28 @@ def test_early_stopping_keeps_the_best_epoch(data: tuple[np.ndarray, np.ndarray]
     assert report["epochs_run"] == report["best_epoch"] + cfg.patience < cfg.epochs  # it did stop early
 
 
+def test_text_views_replace_texts_only_where_given(data: tuple[np.ndarray, np.ndarray], trained: AlignmentModel) -> None:
+    text, image = data
+    cfg = FAST.model_copy(update={"text_view_prob": 1.0})
+
+    def weights(model: AlignmentModel) -> np.ndarray:
+        return model.text_heads[0].params["W"]
+
+    # Views equal to the texts, or missing (NaN) everywhere: exactly the training without views.
+    same = train_alignment(text[:400], image[:400], cfg, text_encoder="t@1", image_encoder="i@1", text_views=text[:400])
+    np.testing.assert_array_equal(weights(same), weights(trained))
+    none = train_alignment(text[:400], image[:400], cfg, text_encoder="t@1", image_encoder="i@1",
+                           text_views=np.full_like(text[:400], np.nan))
+    np.testing.assert_array_equal(weights(none), weights(trained))
+    # Real views change the training; probability 0 ignores them.
+    other = paired(400, seed=9)[0]
+    assert not np.array_equal(weights(train_alignment(text[:400], image[:400], cfg, text_views=other)), weights(trained))
+    off = train_alignment(text[:400], image[:400], FAST, text_encoder="t@1", image_encoder="i@1", text_views=other)
+    np.testing.assert_array_equal(weights(off), weights(trained))
+    with pytest.raises(ValueError, match="text_views"):
+        train_alignment(text[:400], image[:400], cfg, text_views=text[:10])
+
+
 def test_training_validates_its_inputs() -> None:
     text, image = paired(20)
     with pytest.raises(ValueError, match="min_items"):

@@ -230,6 +230,25 @@ def test_search_built_from_the_database_uses_the_active_alignment(sqlite_engine:
         build_product_search(sqlite_engine, config, align, text_encoder=FakeEncoder("other", 12), image_encoder=ie)
 
 
+def test_training_from_the_store_with_short_text_views(sqlite_engine: Engine, tmp_path: Path) -> None:
+    from recsys.align.store import title_views, train_from_store
+
+    te, ie = FakeEncoder("t", 12), FakeEncoder("i", 20)
+    _populate(sqlite_engine, 40, te, ie, no_image=set())
+    views = title_views(sqlite_engine, np.array([1, 2]), te)
+    np.testing.assert_allclose(views, te.encode(["title 0. even", "title 1. odd"]))
+    align = AlignConfig(dim=8, hidden_dim=16, epochs=2, batch_size=16, ensemble=1, min_items=8, threads=1,
+                        text_view_prob=0.5)
+    config = Config(data_dir=tmp_path)
+    model, _ = train_from_store(sqlite_engine, config, align, versions=(te.version, ie.version), text_encoder=te)
+    plain, _ = train_from_store(sqlite_engine, config, align.model_copy(update={"text_view_prob": 0.0}),
+                                versions=(te.version, ie.version))
+    assert model.version != plain.version
+    with pytest.raises(ArtifactError, match="short text views"):
+        train_from_store(sqlite_engine, config, align, versions=(te.version, ie.version),
+                         text_encoder=FakeEncoder("other", 12))
+
+
 def test_training_from_an_empty_store_says_to_embed(sqlite_engine: Engine, tmp_path: Path) -> None:
     from recsys.align.store import train_from_store
 

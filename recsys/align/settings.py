@@ -40,8 +40,9 @@ class AlignConfig(_Section):
     """Clamp of the learnt logit scale (1 / temperature), as in CLIP."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     text_view_prob: float = Field(0.0, ge=0.0, le=1.0)
-    """Probability of training on an item's short text view (title and category) instead of its full
-    text, when views are given; helps short free-text queries."""
+    """Probability of training on an item's short text view (its title and category) instead of its full
+    text. Helps short free-text queries but cost full-text retrieval on the H&M validation split
+    (text→image R@10 0.698 → 0.645 at 0.3, while R@10 of title queries rose 0.365 → 0.451), hence 0."""
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     """Share of the training items held out for early stopping."""
     patience: int = Field(20, gt=0)

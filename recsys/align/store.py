@@ -17,6 +17,7 @@ from recsys.align.model import AlignmentModel
 from recsys.align.settings import AlignConfig
 from recsys.align.train import EpochCallback, train_alignment
 from recsys.config import Config
+from recsys.encoders.base import Encoder
 from recsys.errors import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,31 @@ def paired_vectors(
     return common, text[ti], image[ii]
 
 
+def title_views(engine: Engine, item_ids: np.ndarray, encoder: Encoder, batch_size: int = 256) -> np.ndarray:
+    """``(n, encoder.dim)`` vectors of each item's short text view, ``"<title>. <category>"``.
+
+    Rows of items with neither a title nor a category are NaN (no view).
+    """
+    from sqlalchemy import select
+
+    from recsys.store.models import Item
+
+    wanted = [int(i) for i in item_ids]
+    found: dict[int, str] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(wanted), 5000):
+            stmt = select(Item.id, Item.title, Item.category).where(Item.id.in_(wanted[start : start + 5000]))
+            for item_id, title, category in conn.execute(stmt):
+                found[int(item_id)] = ". ".join(p for p in ((title or "").strip(), (category or "").strip()) if p)
+    texts = [found.get(i, "") for i in wanted]
+    out = np.full((len(texts), encoder.dim), np.nan, dtype=np.float32)
+    rows = [i for i, t in enumerate(texts) if t]
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        out[chunk] = encoder.encode([texts[i] for i in chunk])
+    return out
+
+
 def artifact_dir(config: Config, version: str) -> Path:
     return config.artifacts_path / KIND / version
 
@@ -54,6 +80,7 @@ def train_from_store(
     align: AlignConfig | None = None,
     *,
     versions: tuple[str, str] | None = None,
+    text_encoder: Encoder | None = None,
     activate: bool = True,
     on_epoch: EpochCallback | None = None,
 ) -> tuple[AlignmentModel, Path]:
@@ -62,6 +89,9 @@ def train_from_store(
     Args:
         versions: ``(text, image)`` encoder versions whose vectors to use; default: the configured
             encoders' (their weights are loaded once to compute them).
+        text_encoder: encodes the items' short text views (:func:`title_views`) when
+            ``align.text_view_prob > 0`` (default: built from the config); it must be the encoder of
+            the stored text vectors.
 
     Raises:
         ArtifactError: fewer paired items than ``align.min_items`` (the message says how many there are).
@@ -76,9 +106,22 @@ def train_from_store(
             f"{len(ids)} items have both a text vector ({text_version}) and an image vector ({image_version}); "
             f"training needs at least {align.min_items}: run `recsys embed` first"
         )
+    views = None
+    if align.text_view_prob > 0:
+        if text_encoder is None:
+            from recsys.encoders.factory import build_text_encoder
+
+            text_encoder = build_text_encoder(config.encoders.text, config.encoders.device)
+        if text_encoder.version != text_version:
+            raise ArtifactError(
+                f"the text encoder {text_encoder.version} for the short text views is not the one of the "
+                f"stored text vectors ({text_version})"
+            )
+        views = title_views(engine, ids, text_encoder)
     log.info("training an alignment on %d items with text and image vectors", len(ids))
     model = train_alignment(
-        text, image, align, text_encoder=text_version, image_encoder=image_version, on_epoch=on_epoch
+        text, image, align, text_encoder=text_version, image_encoder=image_version, on_epoch=on_epoch,
+        text_views=views,
     )
     path = model.save(artifact_dir(config, model.version)).resolve()
     register_artifact(

@@ -125,6 +125,7 @@ def _train_member(
         tviews = torch.from_numpy(np.nan_to_num(views))
     else:
         has_view = tviews = None
+    view_gen = torch.Generator().manual_seed(seed + 7919)  # its own stream: views never change the batches
     max_log = math.log(config.max_logit_scale)
 
     best_score, best_epoch, best_scale = -math.inf, 0, 0.0
@@ -143,7 +144,7 @@ def _train_member(
             scale = log_scale.clamp(max=max_log).exp()
             xb = tt[idx]
             if tviews is not None and has_view is not None:
-                swap = (torch.rand(len(idx), generator=gen) < config.text_view_prob) & has_view[idx]
+                swap = (torch.rand(len(idx), generator=view_gen) < config.text_view_prob) & has_view[idx]
                 xb = torch.where(swap[:, None], tviews[idx], xb)
             loss = symmetric_infonce(heads[0](xb), heads[1](ti[idx]), scale, config.label_smoothing)
             optim.zero_grad(set_to_none=True)
@@ -201,8 +202,7 @@ def train_alignment(
         on_epoch: progress callback.
         text_views: ``(n, d_text)`` other text vectors of the same items (e.g. of the title alone; a row
             of NaN where an item has none). While training, each item's text is replaced by its view
-            with probability ``text_view_prob``, so that the text head also learns short queries.
-            Validation uses ``text`` only.
+            with probability ``text_view_prob``. Validation uses ``text`` only.
 
     Returns:
         The trained :class:`AlignmentModel`; ``metrics`` holds the split sizes, each member's best epoch
