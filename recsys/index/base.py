@@ -13,6 +13,8 @@ folds it into the base index. Rows are never deleted: unavailable items are filt
 
 from __future__ import annotations
 
+import abc
+
 import logging
 import threading
 from collections.abc import Sequence
@@ -270,7 +272,7 @@ class SideBuffer:
         return SideBuffer(all_ids, np.ascontiguousarray(all_vecs), n_added, hidden)
 
 
-class BaseRetriever:
+class BaseRetriever(abc.ABC):
     """Shared search logic: validation, side buffer, merging. Subclasses search the base rows.
 
     A subclass sets ``backend``, ``dim``, ``n_base`` and ``info`` and implements
@@ -289,6 +291,7 @@ class BaseRetriever:
         self._warned = False
 
     # -- subclass hooks
+    @abc.abstractmethod
     def _search_base(
         self, queries: np.ndarray, k: int, filt: RowFilter, hidden: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -297,10 +300,10 @@ class BaseRetriever:
         ``filt`` is over ``size`` rows (only its first ``n_base`` columns concern the base);
         ``hidden`` are base rows never to return.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _base_vectors(self) -> np.ndarray:
-        raise NotImplementedError
+        """``(n_base, dim)`` float32: the indexed rows."""
 
     # -- contract
     @property

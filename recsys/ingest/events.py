@@ -266,8 +266,7 @@ def ingest_events(
         "--attributes": list(mapping.attributes) if mapping.attributes is not None else None,
     }
     reader.require(mapped)
-    used = {c for v in mapped.values() if v for c in ([v] if isinstance(v, str) else v)}
-    extra = list(mapping.attributes) if mapping.attributes is not None else [c for c in reader.columns if c not in used]
+    extra = reader.extra_columns(mapped, mapping.attributes)
     frame_parser = _FrameParser(mapping, allowed_types, extra)
     report = IngestReport("events", str(path), reject_path=str(reject_path))
     with engine.connect() as conn:

@@ -108,8 +108,7 @@ def ingest_items(
     reader = open_table(path, fmt)
     mapped = _mapped_columns(mapping)
     reader.require(mapped)
-    used = {c for v in mapped.values() if v for c in ([v] if isinstance(v, str) else v)}
-    extra = list(mapping.attributes) if mapping.attributes is not None else [c for c in reader.columns if c not in used]
+    extra = reader.extra_columns(mapped, mapping.attributes)
     base_dir = Path(path).resolve().parent
     report = IngestReport("items", str(path), reject_path=str(reject_path))
     seen: dict[str, int] = {}

@@ -11,6 +11,7 @@ Python scalars for Parquet). A JSON Lines line that is not a JSON object comes t
 
 from __future__ import annotations
 
+import abc
 import csv
 import json
 import sys
@@ -70,7 +71,7 @@ def detect_format(path: Path, fmt: str | None) -> str:
     return found
 
 
-class TableReader:
+class TableReader(abc.ABC):
     """Reads one input file in chunks. Construct with :func:`open_table`."""
 
     def __init__(self, path: Path, fmt: str, columns: list[str], position_name: str) -> None:
@@ -92,8 +93,16 @@ class TableReader:
                         f"columns found: {', '.join(self.columns) or '(none)'}"
                     )
 
+    @abc.abstractmethod
     def chunks(self, size: int) -> Iterator[Chunk]:
-        raise NotImplementedError
+        """Row chunks of at most ``size`` ``(position, row)`` pairs."""
+
+    def extra_columns(self, mapped: dict[str, Any], keep: Sequence[str] | None) -> list[str]:
+        """Columns kept as JSON attributes: ``keep`` when given, else every column no option maps."""
+        if keep is not None:
+            return list(keep)
+        used = {c for v in mapped.values() if v for c in ([v] if isinstance(v, str) else v)}
+        return [c for c in self.columns if c not in used]
 
     def frames(self, size: int) -> Iterator[FrameChunk]:
         """Columnar chunks: the good rows as a DataFrame, the unparseable lines beside it."""

@@ -140,7 +140,7 @@ def select(
     return order[:k]
 
 
-def reasons_for(row: int, features: Features, weights: FeedWeights, history_ids: Sequence[str], ids: Sequence[str]) -> list[dict[str, str]]:
+def reasons_for(row: int, features: Features, weights: FeedWeights, ids: Sequence[str]) -> list[dict[str, str]]:
     """A short list of why ``row`` was recommended: the strongest weighted contributions, best first."""
     parts = {
         "collaborative": weights.cf * float(features.cf[row]),

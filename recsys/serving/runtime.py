@@ -65,6 +65,7 @@ class _State:
     item_factors: np.ndarray | None  # (n, k): CF factors; mapped from content for items CF never saw
     popularity_z: np.ndarray
     freshness: np.ndarray
+    prices: np.ndarray  # (n,) float64, NaN where unknown
     row: dict[str, int]
     internal_to_row: dict[int, int]
     cf_model: Any
@@ -144,8 +145,10 @@ class Runtime:
         n = len(cat)
         row = {item: i for i, item in enumerate(cat.ids)}
         with self.engine.connect() as conn:
-            internal = {ext: iid for ext, iid in conn.execute(select(Item.external_id, Item.id))}
-            created = {ext: ts for ext, ts in conn.execute(select(Item.external_id, Item.created_at))}
+            rows = conn.execute(select(Item.external_id, Item.id, Item.created_at, Item.price)).all()
+            internal = {r.external_id: r.id for r in rows}
+            created = {r.external_id: r.created_at for r in rows}
+            price_of = {r.external_id: r.price for r in rows}
             counts = dict(
                 conn.execute(select(Event.item_id, func.count(func.distinct(Event.user_id))).group_by(Event.item_id)).all()
             )
@@ -158,6 +161,7 @@ class Runtime:
         now = time.time()
         age_days = np.array([(now - created[e].timestamp()) / 86400 if created.get(e) else 365.0 for e in cat.ids])
         freshness = np.exp(-np.maximum(age_days, 0) / 30.0).astype(np.float32)
+        prices = np.array([np.nan if price_of.get(e) is None else price_of[e] for e in cat.ids], dtype=np.float64)
         record = active_artifact(self.engine, "cf")
         cf_model = None
         factors = None
@@ -176,7 +180,7 @@ class Runtime:
         }
         return _State(
             cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, zscore(pop), freshness,
-            row, internal_to_row, cf_model, versions["cf"], versions["align"], search, similar, index, versions,
+            prices, row, internal_to_row, cf_model, versions["cf"], versions["align"], search, similar, index, versions,
         )
 
     def _text_encoder_obj(self) -> Any:
@@ -197,10 +201,9 @@ class Runtime:
         if known.any():
             out[known] = cf_model.item_factors[cols[known]]
         if (~known).any() and known.sum() > 1:
-            x = content[known].astype(np.float64)
-            lam = 10.0
-            w = np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ out[known].astype(np.float64))
-            out[~known] = (content[~known] @ w).astype(np.float32)
+            from recsys.cf.scoring import fit_ridge
+
+            out[~known] = fit_ridge(content[known], out[known], l2=10.0)(content[~known])
         return out
 
     def _similar_vectors(self, content: np.ndarray, factors: np.ndarray | None) -> np.ndarray:
@@ -279,13 +282,15 @@ class Runtime:
                 select(Event.item_id, Event.event_type, Event.ts).where(Event.user_id == uid).order_by(Event.ts.desc(), Event.id.desc())
             ).all()
         hist, weights, ext = [], [], []
-        for rank, (iid, etype, _ts) in enumerate(rows):
+        distinct: set[int] = set()
+        for iid, etype, _ts in rows:
             r = st.internal_to_row.get(iid)
             w = types.get(etype, 0.0)
             if r is None or w <= 0:
                 continue
             hist.append(r)
-            weights.append(w * (1.0 + 2.0 * np.exp(-len(set(hist)) / 10.0)))
+            distinct.add(r)  # recency by how many distinct items came since (newest first)
+            weights.append(w * (1.0 + 2.0 * np.exp(-len(distinct) / 10.0)))
             ext.append(st.ids[r])
         seen = np.unique(np.asarray(hist, dtype=np.int64))
         cf_vec = None
@@ -317,7 +322,7 @@ class Runtime:
         rows = select_rows(scores, allowed, k, vectors=st.content, diversity=diversity, categories=st.categories,
                            max_per_category=max_per_category)
         items = [
-            self._item(st, int(r), float(scores[r]), [{"type": "popular"}] if cold else reasons_for(int(r), feats, weights, (), st.ids))
+            self._item(st, int(r), float(scores[r]), [{"type": "popular"}] if cold else reasons_for(int(r), feats, weights, st.ids))
             for r in rows
         ]
         more = int(allowed.sum()) > len(rows)
@@ -356,10 +361,9 @@ class Runtime:
         reasons = [{"type": "query_match"}] + ([{"type": "personalised"}] if personal else [])
         return Ranked([self._item(st, int(r), float(scores[r]), reasons) for r in rows])
 
-    def _price_mask(self, st: _State, lo: float | None, hi: float | None) -> np.ndarray:
-        with self.engine.connect() as conn:
-            prices = {e: p for e, p in conn.execute(select(Item.external_id, Item.price))}
-        p = np.array([prices.get(e) if prices.get(e) is not None else np.nan for e in st.ids], dtype=np.float64)
+    @staticmethod
+    def _price_mask(st: _State, lo: float | None, hi: float | None) -> np.ndarray:
+        p = st.prices
         ok = ~np.isnan(p)
         if lo is not None:
             ok &= p >= lo

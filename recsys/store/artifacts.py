@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from recsys.errors import ArtifactError
 from recsys.store.models import Artifact
@@ -38,27 +38,32 @@ def register_artifact(
 ) -> ArtifactRecord:
     """Insert (or update, if ``kind``/``version`` exists) an artifact row; optionally make it the active one."""
     with engine.begin() as conn:
-        existing = conn.execute(
-            select(Artifact.id).where(Artifact.kind == kind, Artifact.version == version)
-        ).scalar_one_or_none()
+        existing = _artifact_id(conn, kind, version)
         values = {"path": path, "config": config or {}, "metrics": metrics or {}}
         if existing is None:
             conn.execute(Artifact.__table__.insert().values(kind=kind, version=version, active=False, **values))
         else:
             conn.execute(update(Artifact).where(Artifact.id == existing).values(**values))
         if activate:
-            conn.execute(update(Artifact).where(Artifact.kind == kind).values(active=Artifact.version == version))
+            _make_active(conn, kind, version)
     return get_artifact(engine, kind, version)
+
+
+def _artifact_id(conn: Connection, kind: str, version: str) -> int | None:
+    return conn.execute(
+        select(Artifact.id).where(Artifact.kind == kind, Artifact.version == version)
+    ).scalar_one_or_none()
+
+
+def _make_active(conn: Connection, kind: str, version: str) -> None:
+    conn.execute(update(Artifact).where(Artifact.kind == kind).values(active=Artifact.version == version))
 
 
 def activate_artifact(engine: Engine, kind: str, version: str) -> None:
     with engine.begin() as conn:
-        found = conn.execute(
-            select(Artifact.id).where(Artifact.kind == kind, Artifact.version == version)
-        ).scalar_one_or_none()
-        if found is None:
+        if _artifact_id(conn, kind, version) is None:
             raise ArtifactError(f"no {kind} artifact with version {version!r}")
-        conn.execute(update(Artifact).where(Artifact.kind == kind).values(active=Artifact.version == version))
+        _make_active(conn, kind, version)
 
 
 def get_artifact(engine: Engine, kind: str, version: str) -> ArtifactRecord:
