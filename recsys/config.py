@@ -22,11 +22,12 @@ from pydantic import BaseModel, Field, ValidationError
 from recsys.align.settings import AlignConfig
 from recsys.cf.settings import CFConfig
 from recsys.encoders.settings import EncodersConfig
+from recsys.engines.settings import RayConfig
 from recsys.errors import ConfigError
 from recsys.index.settings import IndexConfig
 from recsys.settings_base import Section as _Section
 
-__all__ = ["AlignConfig", "CFConfig", "Config", "EncodersConfig", "IndexConfig", "load_config"]
+__all__ = ["AlignConfig", "CFConfig", "Config", "EncodersConfig", "IndexConfig", "RayConfig", "load_config"]
 
 ENV_PREFIX = "RECSYS_"
 # Variables with the prefix that are not config keys.
@@ -113,6 +114,9 @@ class ServiceConfig(_Section):
     read_requires_key: bool = False
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_k: int = Field(500, gt=0)
+    feed_exact_max_items: int = Field(100_000, gt=0)
+    """Up to this many items the home feed scores every item exactly as ``recsys evaluate`` does; above it,
+    a few hundred retrieved candidates are scored (standardised over a fixed item sample)."""
 
 
 class Config(_Section):
@@ -136,6 +140,8 @@ class Config(_Section):
     cf: CFConfig = CFConfig()
     index: IndexConfig = IndexConfig()
     service: ServiceConfig = ServiceConfig()
+    ray: RayConfig = RayConfig()
+    """Used by the batch commands' ``--engine ray`` only."""
 
     @property
     def database_url(self) -> str:

@@ -47,8 +47,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def _prepare(url: str, data_dir: Path, models: dict[str, Any]) -> Config:
     """Load the demo shop into ``url``, embed it with the tiny encoders, train CF; return the config."""
-    from recsys.cf.train import train_from_sql
     from recsys.embed import run_embed
+    from recsys.recommend.model import train_feed
 
     cfg_file = data_dir / "config.yaml"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,7 @@ def _prepare(url: str, data_dir: Path, models: dict[str, Any]) -> Config:
     ingest_items(engine, files.items_csv, preset.items, reject_path=data_dir / "r1.jsonl")
     ingest_events(engine, files.events_csv, preset.events, config.event_types, reject_path=data_dir / "r2.jsonl")
     run_embed(engine, config.encoders, text_encoder=models["text"], image_encoder=models["image"])
-    train_from_sql(engine, config)
+    train_feed(engine, config)
     from recsys.align.settings import AlignConfig
     from recsys.align.store import train_from_store
 
@@ -197,11 +197,11 @@ def test_put_item_becomes_findable_and_recommendable(service: tuple[Any, Any, Co
 
 
 def test_a_new_model_is_picked_up_without_restart(service: tuple[Any, Any, Config]) -> None:
-    from recsys.cf.train import train_from_sql
+    from recsys.recommend.model import train_feed
 
     client, rt, config = service
     v1 = client.get("/v1/items/D0001/similar?k=3").json["model_version"]
-    train_from_sql(rt.engine, config)
+    train_feed(rt.engine, config)
     rt._checked = 0.0  # do not wait for the refresh interval
     v2 = client.get("/v1/items/D0001/similar?k=3").json["model_version"]
     assert v1 and v2 and v1 != v2

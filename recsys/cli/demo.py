@@ -105,11 +105,13 @@ def _align(config: Config, engine: object) -> str:
 
 
 def _train(config: Config, engine: object) -> str:
-    from recsys.cf.train import train_from_sql
+    from recsys.recommend.model import fit_feed_model, save_feed_model
 
-    result = train_from_sql(engine, config)  # type: ignore[arg-type]
-    m = result.metrics
-    return f"cf {result.version}: {m['users']} users x {m['items']} items, fit {m['fit_seconds']:.2f} s"
+    model = fit_feed_model(engine, config)
+    save_feed_model(engine, config, model)
+    m, p = model.info["metrics"], model.params
+    return (f"feed model {model.version}: {m['users']} users x {m['items']} items, settings + fit "
+            f"{m['fit_seconds']:.2f} s (weights cf {p.warm_cf:g} / content {p.warm_content:g} / popularity {p.warm_pop:g})")
 
 
 def _serve(config: Config, engine: object) -> str:

@@ -1,4 +1,4 @@
-"""``recsys train``: CF factors from the SQL events, saved as a versioned artifact."""
+"""``recsys train``: the feed model (the evaluated hybrid) from the SQL events and stored item vectors."""
 
 from __future__ import annotations
 
@@ -13,13 +13,18 @@ import click
 @click.option("--version", default=None, help="artifact version (default: UTC time + model name)")
 @click.option("--activate/--no-activate", default=True, show_default=True,
               help="make the new version the active one")
+@click.option("--content/--no-content", default=True, show_default=True,
+              help="use the stored text/image vectors (`recsys embed`) as the hybrid's content")
+@click.option("--cf-only", is_flag=True,
+              help="train and register only the plain CF factors (artifact kind cf), not the feed model")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_obj
 def train(  # type: ignore[no-untyped-def]
-    obj, model: str | None, version: str | None, activate: bool, as_json: bool
+    obj, model: str | None, version: str | None, activate: bool, content: bool, cf_only: bool, as_json: bool
 ) -> None:
-    """Train implicit ALS (or BPR) on the interaction matrix built from the events table."""
-    from recsys.cf.train import train_from_sql
+    """Train the home-feed model on the events table: ALS (or BPR) factors, blended with content and
+    popularity by the hybrid whose settings are chosen on validation splits of the same events (the
+    model `recsys evaluate` measures). The service and `recsys export` rank with the active version."""
     from recsys.store.db import engine_from_config, require_schema
 
     config = obj.config
@@ -27,13 +32,38 @@ def train(  # type: ignore[no-untyped-def]
         config = config.model_copy(update={"cf": config.cf.model_copy(update={"model": model})})
     engine = engine_from_config(config)
     require_schema(engine)
-    result = train_from_sql(engine, config, version=version, activate=activate)
-    if as_json:
-        click.echo(json.dumps({"version": result.version, "path": str(result.path), "metrics": result.metrics}))
+    if cf_only:
+        from recsys.cf.train import train_from_sql
+
+        result = train_from_sql(engine, config, version=version, activate=activate)
+        m = result.metrics
+        if as_json:
+            click.echo(json.dumps({"kind": "cf", "version": result.version, "path": str(result.path), "metrics": m}))
+            return
+        click.echo(
+            f"trained {config.cf.model} ({config.cf.factors} factors) on {m['users']} users x {m['items']} items, "
+            f"{m['pairs']} pairs from {m['events']} events: matrix {m['matrix_seconds']:.2f}s, fit {m['fit_seconds']:.2f}s"
+        )
+        click.echo(f"artifact cf/{result.version} at {result.path}{' (active)' if activate else ''}")
         return
-    m = result.metrics
+    from dataclasses import asdict
+
+    from recsys.recommend.model import fit_feed_model, save_feed_model
+
+    fitted = fit_feed_model(engine, config, content=content)
+    path = save_feed_model(engine, config, fitted, version=version, activate=activate)
+    m = fitted.info["metrics"]
+    if as_json:
+        click.echo(json.dumps({"kind": "feed", "version": fitted.version, "path": str(path), "metrics": m,
+                               "params": asdict(fitted.params), "encoders": fitted.encoders}))
+        return
     click.echo(
-        f"trained {config.cf.model} ({config.cf.factors} factors) on {m['users']} users x {m['items']} items, "
-        f"{m['pairs']} pairs from {m['events']} events: matrix {m['matrix_seconds']:.2f}s, fit {m['fit_seconds']:.2f}s"
+        f"trained the feed model ({config.cf.model}, {config.cf.factors} factors + "
+        f"{'content ' + '/'.join(fitted.encoders) if fitted.encoders else 'no content'} + popularity) on "
+        f"{m['users']} users x {m['items']} items, {m['pairs']} pairs from {m['events']} events: "
+        f"read {m['read_seconds']:.2f}s, settings + fit {m['fit_seconds']:.2f}s"
     )
-    click.echo(f"artifact cf/{result.version} at {result.path}{' (active)' if activate else ''}")
+    p = fitted.params
+    click.echo(f"chosen weights: warm items cf {p.warm_cf:g} / content {p.warm_content:g} / popularity {p.warm_pop:g}; "
+               f"cold items cf {p.cold_cf:g} / content {p.cold_content:g} / popularity {p.cold_pop:g}")
+    click.echo(f"artifact feed/{fitted.version} at {path}{' (active)' if activate else ''}")

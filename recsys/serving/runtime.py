@@ -1,13 +1,16 @@
 """What the service holds in memory and the service functions its routes call.
 
 :class:`Runtime` loads the catalogue (content vectors from ``item_embeddings``, fused through the
-active alignment when there is one), the active CF model, popularity from the events table and a
-retrieval index over the item vectors. It answers similar items, home-feed pages, search, event
-batches and item upserts. A newer active CF or alignment artifact in the registry is picked up by
-``refresh_if_changed`` (checked at most every few seconds) without a restart.
+active alignment when there is one), the active feed model (``recsys train``: the evaluated hybrid,
+:mod:`recsys.recommend`), popularity from the events table and a retrieval index over the item vectors.
+It answers similar items, home-feed pages, search, event batches and item upserts. A newer active feed
+or alignment artifact in the registry is picked up by ``refresh_if_changed`` (checked at most every few
+seconds) without a restart.
 
-User state is read from SQL on every feed request and folded in (implicit's ``recalculate_user``), so a
-posted event changes the next page without retraining.
+The home feed ranks with :class:`~recsys.recommend.ranker.FeedRanker`, the code ``recsys export`` and
+the offline check use: the user's events are read from SQL on every request and folded in (implicit's
+``recalculate_user``), so a posted event changes the next page without retraining. Without a trained
+feed model the feed falls back to content similarity to the user's items plus popularity.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sqlalchemy import Engine, func, select
 from recsys.config import Config
 from recsys.errors import ArtifactError, RecsysError, UnknownIdError, UnsupportedQueryError
 from recsys.ranking.cursor import decode_cursor, encode_cursor
+from recsys.ranking.diversity import cap_per_category, mmr
 from recsys.ranking.rerank import FeedWeights, UserSignals, blend, reasons_for, select as select_rows, user_features, zscore
 from recsys.store.artifacts import active_artifact
 from recsys.store.models import Event, Item
@@ -68,8 +72,8 @@ class _State:
     prices: np.ndarray  # (n,) float64, NaN where unknown
     row: dict[str, int]
     internal_to_row: dict[int, int]
-    cf_model: Any
-    cf_version: str | None
+    feed: Any  # FeedRanker | None
+    feed_version: str | None
     align_version: str | None
     search: Any
     similar_vectors: np.ndarray
@@ -116,25 +120,26 @@ class Runtime:
         log.info("runtime loaded: %d items, versions %s", len(state.ids), state.versions)
 
     def refresh_if_changed(self, every_s: float = 2.0) -> bool:
-        """Reload when the registry's active cf/align versions differ from the loaded ones."""
+        """Reload when the registry's active feed/align versions differ from the loaded ones."""
         now = time.monotonic()
         if now - self._checked < every_s:
             return False
         self._checked = now
         try:
-            cf = active_artifact(self.engine, "cf")
+            feed = active_artifact(self.engine, "feed")
             al = active_artifact(self.engine, "align")
         except Exception:  # noqa: BLE001 - the database being down is reported by readiness, not here
             return False
         st = self._state
-        current = (cf.version if cf else None, al.version if al else None)
-        if st is None or current != (st.cf_version, st.align_version):
+        current = (feed.version if feed else None, al.version if al else None)
+        if st is None or current != (st.feed_version, st.align_version):
             self.reload()
             return True
         return False
 
     def _build(self) -> _State:
-        from recsys.cf.train import load_cf
+        from recsys.recommend.model import load_feed_model
+        from recsys.recommend.ranker import FeedRanker
         from recsys.search.loader import build_product_search
 
         search = build_product_search(
@@ -162,25 +167,28 @@ class Runtime:
         age_days = np.array([(now - created[e].timestamp()) / 86400 if created.get(e) else 365.0 for e in cat.ids])
         freshness = np.exp(-np.maximum(age_days, 0) / 30.0).astype(np.float32)
         prices = np.array([np.nan if price_of.get(e) is None else price_of[e] for e in cat.ids], dtype=np.float64)
-        record = active_artifact(self.engine, "cf")
-        cf_model = None
+        model = load_feed_model(self.engine)
+        ranker = None
         factors = None
-        if record is not None:
-            cf_model = load_cf(self.engine)
-            factors = self._map_factors(cf_model, cat.ids, cat.vectors)
+        if model is not None:
+            ranker = FeedRanker.build(
+                model, cat.ids, lambda ids: self._content_blocks(model, ids),
+                exact_max_items=self.config.service.feed_exact_max_items, index_config=self.config.index,
+            )
+            factors = ranker.components.item_factors
         similar = self._similar_vectors(cat.vectors, factors)
         from recsys.index.factory import build_index
 
         index = build_index(similar, self.config.index)
         align = active_artifact(self.engine, "align")
         versions = {
-            "cf": record.version if record else None,
+            "model": model.version if model else None,
             "align": align.version if align else None,
             "index": f"{index.backend}-{n}-{hashlib.sha1(similar.tobytes()).hexdigest()[:10]}",
         }
         return _State(
             cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, zscore(pop), freshness,
-            prices, row, internal_to_row, cf_model, versions["cf"], versions["align"], search, similar, index, versions,
+            prices, row, internal_to_row, ranker, versions["model"], versions["align"], search, similar, index, versions,
         )
 
     def _text_encoder_obj(self) -> Any:
@@ -190,21 +198,21 @@ class Runtime:
             self._text_encoder = build_text_encoder(self.config.encoders.text, self.config.encoders.device)
         return self._text_encoder
 
-    @staticmethod
-    def _map_factors(cf_model: Any, ids: Sequence[str], content: np.ndarray) -> np.ndarray:
-        """CF factors per catalogue row; rows CF never saw get a ridge map of their content (cold items)."""
-        k = cf_model.item_factors.shape[1]
-        out = np.zeros((len(ids), k), dtype=np.float32)
-        warm = cf_model.warm
-        cols = np.array([cf_model.items.row(i) if i in cf_model.items else -1 for i in ids], dtype=np.int64)
-        known = (cols >= 0) & warm[np.maximum(cols, 0)]  # items with real factors (they had training events)
-        if known.any():
-            out[known] = cf_model.item_factors[cols[known]]
-        if (~known).any() and known.sum() > 1:
-            from recsys.cf.scoring import fit_ridge
+    def _content_blocks(self, model: Any, ids: list[str]) -> tuple[np.ndarray, ...] | None:
+        """The model's content blocks (its encoder versions) of items it was not trained with."""
+        from recsys.recommend.model import content_blocks
 
-            out[~known] = fit_ridge(content[known], out[known], l2=10.0)(content[~known])
-        return out
+        comp = model.components
+        if comp.content is None:
+            return None
+        blocks, found = content_blocks(self.engine, np.asarray(ids, dtype=object), versions=model.encoders)
+        out = []
+        for b, (space, dims) in enumerate(zip(("text", "image"), (c.shape[1] for c in comp.content))):
+            got = None
+            if blocks is not None and space in found:
+                got = blocks[list(found).index(space)]
+            out.append(got if got is not None and got.shape[1] == dims else np.zeros((len(ids), dims), np.float32))
+        return tuple(out)
 
     def _similar_vectors(self, content: np.ndarray, factors: np.ndarray | None) -> np.ndarray:
         """Item->item space: content blended with normalised CF factors (co-interaction similarity)."""
@@ -235,7 +243,7 @@ class Runtime:
         checks["artifacts"] = "ok" if st is not None else f"not loaded: {self._load_error}"
         if st is not None:
             checks["items"] = len(st.ids)
-            checks["cf"] = st.cf_version or "none (content and popularity only)"
+            checks["model"] = st.feed_version or "none (content and popularity only)"
         return checks["database"] == "ok" and st is not None, checks
 
     def versions(self) -> dict[str, str | None]:
@@ -272,53 +280,130 @@ class Runtime:
         return Ranked(items)
 
     # ------------------------------------------------------------------ home feed
-    def _user_signals(self, st: _State, user_id: str) -> tuple[UserSignals, np.ndarray]:
+    def _user_events(self, st: _State, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The user's events on servable items with a positive type weight: ``(rows, ts, weights)``."""
         from recsys.store.models import User
 
         types = self.config.event_types
         with self.engine.connect() as conn:
             uid = conn.execute(select(User.id).where(User.external_id == user_id)).scalar_one_or_none()
-            rows = [] if uid is None else conn.execute(
-                select(Event.item_id, Event.event_type, Event.ts).where(Event.user_id == uid).order_by(Event.ts.desc(), Event.id.desc())
+            events = [] if uid is None else conn.execute(
+                select(Event.item_id, Event.event_type, Event.ts).where(Event.user_id == uid).order_by(Event.ts, Event.id)
             ).all()
-        hist, weights, ext = [], [], []
-        distinct: set[int] = set()
-        for iid, etype, _ts in rows:
+        rows, ts, weights = [], [], []
+        for iid, etype, t in events:
             r = st.internal_to_row.get(iid)
             w = types.get(etype, 0.0)
             if r is None or w <= 0:
                 continue
-            hist.append(r)
-            distinct.add(r)  # recency by how many distinct items came since (newest first)
-            weights.append(w * (1.0 + 2.0 * np.exp(-len(distinct) / 10.0)))
-            ext.append(st.ids[r])
+            rows.append(r)
+            ts.append(int(t))
+            weights.append(w)
+        return np.asarray(rows, dtype=np.int64), np.asarray(ts, dtype=np.int64), np.asarray(weights, dtype=np.float32)
+
+    def _user_signals(self, st: _State, user_id: str) -> tuple[UserSignals, np.ndarray]:
+        """Fallback features (no feed model): the user's items newest first with recency weights."""
+        rows, _ts, w = self._user_events(st, user_id)
+        rows, w = rows[::-1], w[::-1]
+        hist, weights = [], []
+        distinct: set[int] = set()
+        for r, wi in zip(rows, w):
+            distinct.add(int(r))  # recency by how many distinct items came since (newest first)
+            hist.append(int(r))
+            weights.append(float(wi) * (1.0 + 2.0 * np.exp(-len(distinct) / 10.0)))
         seen = np.unique(np.asarray(hist, dtype=np.int64))
-        cf_vec = None
-        if st.cf_model is not None and hist:
-            model = st.cf_model
-            warm = [(e, w) for e, w in zip(ext, weights) if e in model.items and model.warm[model.items.row(e)]]
-            if warm:
-                agg: dict[str, float] = {}
-                for e, w in warm:
-                    agg[e] = agg.get(e, 0.0) + w
-                cf_vec = st.cf_model.vector_for(list(agg), list(agg.values()))
-        return UserSignals(np.asarray(hist, dtype=np.int64), np.asarray(weights, dtype=np.float32), cf_vec), seen
+        return UserSignals(np.asarray(hist, dtype=np.int64), np.asarray(weights, dtype=np.float32), None), seen
+
+    def user_history(self, user_id: str) -> Any:
+        """The user's :class:`~recsys.cf.history.History` row as the feed model sees it (``None`` without one)."""
+        from recsys.recommend.ranker import user_history
+
+        st = self._st()
+        if st.feed is None:
+            return None
+        rows, ts, w = self._user_events(st, user_id)
+        return user_history([rows], [ts], [w / np.float32(st.feed.model.weight_scale)], st.feed.tie_rank, len(st.ids))
+
+    def _neighbours(self, st: _State) -> Any:
+        def near(rows: np.ndarray, n: int) -> np.ndarray:
+            ids, _ = st.similar_index.search(st.similar_vectors[rows], n + 1)
+            ids = np.asarray(ids).ravel()
+            return ids[ids >= 0]
+
+        return near
 
     def recommend(self, user_id: str, *, k: int, exclude_seen: bool = True, category: str | None = None,
                   exclude: Sequence[str] = (), diversity: float = 0.0, max_per_category: int | None = None,
                   cursor: str | None = None) -> Feed:
         st = self._st()
         served = decode_cursor(cursor, user_id, self._secret) if cursor else []
+        allowed = self._allowed(st, category, exclude, True)
+        if served:
+            s_rows = np.asarray(served, dtype=np.int64)
+            allowed[s_rows[(s_rows >= 0) & (s_rows < len(allowed))]] = False
+        if st.feed is None:
+            return self._fallback_feed(st, user_id, k, allowed, exclude_seen, diversity, max_per_category, served)
+        history = self.user_history(user_id)
+        cold = history.items.shape[0] == 0
+        reshape = diversity > 0 or bool(max_per_category)
+        ranking = st.feed.rank(history, k, allowed, exclude_seen=exclude_seen, pool=300 if reshape else None,
+                               neighbours=self._neighbours(st))
+        valid = ranking.rows[0] >= 0
+        rows = ranking.rows[0][valid]
+        scores = ranking.scores[0][valid]
+        pick = np.arange(len(rows))
+        if reshape and len(rows):
+            if diversity > 0:
+                pick = mmr(scores.astype(np.float64), st.content[rows], len(rows), diversity)
+            if max_per_category:
+                pick = pick[cap_per_category(np.arange(len(pick)), [st.categories[int(rows[i])] for i in pick],
+                                             max_per_category, k)]
+        pick = pick[:k]
+        p = st.feed.model.params
+        history_items = history.items
+        items = []
+        for j in pick:
+            r = int(rows[j])
+            reasons = [{"type": "popular"}] if cold else self._reasons(
+                st, r, float(ranking.cf[0][valid][j]), float(ranking.content[0][valid][j]),
+                float(ranking.pop[0][valid][j]), p, history_items)
+            items.append(self._item(st, r, float(scores[j]), reasons))
+        exclude_n = len(history_items) if exclude_seen else 0
+        more = int(allowed.sum()) - exclude_n > len(items)
+        nxt = encode_cursor(user_id, [*served, *[st.row[i.id] for i in items]], self._secret) if more and items else None
+        return Feed(items, cold_start=cold, next_cursor=nxt)
+
+    def _reasons(self, st: _State, r: int, cf: float, content: float, pop: float, p: Any,
+                 history_items: np.ndarray) -> list[dict[str, Any]]:
+        """Up to two reasons: the components that lifted the item most (weighted, standardised)."""
+        warm = bool(st.feed.components.warm[r])
+        w = p.warm if warm else p.cold
+        parts = {"collaborative": w.cf * cf, "similar_to": w.content * content, "popular": w.pop * pop}
+        out: list[dict[str, Any]] = []
+        for name, value in sorted(parts.items(), key=lambda kv: -kv[1]):
+            if value <= 0 or len(out) == 2:
+                continue
+            if name == "similar_to":
+                if not len(history_items):
+                    continue
+                sims = st.content[history_items] @ st.content[r]
+                out.append({"type": "similar_to", "item": st.ids[int(history_items[int(np.argmax(sims))])]})
+            else:
+                out.append({"type": name})
+        if not warm:
+            out.append({"type": "new_item"})
+        return out or [{"type": "popular"}]
+
+    def _fallback_feed(self, st: _State, user_id: str, k: int, allowed: np.ndarray, exclude_seen: bool,
+                       diversity: float, max_per_category: int | None, served: list[int]) -> Feed:
+        """No trained feed model: content similarity to the user's items plus popularity."""
         signals, seen = self._user_signals(st, user_id)
         cold = len(signals.history) == 0
         feats = user_features(signals, st.item_factors, st.content, st.popularity_z, st.freshness, st.categories)
         weights = FeedWeights(cf=0, content=0, popularity=1.0) if cold else self.weights
         scores = blend(feats, weights)
-        allowed = self._allowed(st, category, exclude, True)
         if exclude_seen and len(seen):
             allowed[seen] = False
-        if served:
-            allowed[np.asarray(served, dtype=np.int64)[np.asarray(served) < len(allowed)]] = False
         rows = select_rows(scores, allowed, k, vectors=st.content, diversity=diversity, categories=st.categories,
                            max_per_category=max_per_category)
         items = [
@@ -348,7 +433,13 @@ class Runtime:
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         scores = (st.content @ q.astype(np.float32)).astype(np.float32)
         personal = False
-        if user_id is not None:
+        if user_id is not None and st.feed is not None and st.feed.exact:
+            history = self.user_history(user_id)
+            if history.items.shape[0]:
+                # the user's feed score (standardised over the catalogue) nudges the query's ranking
+                scores = scores + np.float32(0.05) * zscore(st.feed.scores(history)[0])
+                personal = True
+        elif user_id is not None:
             signals, _ = self._user_signals(st, user_id)
             if len(signals.history):
                 feats = user_features(signals, st.item_factors, st.content, st.popularity_z, st.freshness, st.categories)

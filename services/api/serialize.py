@@ -11,6 +11,6 @@ def ranked_json(ranked: Any, versions: dict[str, str | None]) -> dict[str, Any]:
             {"id": it.id, "score": round(float(it.score), 6), "title": it.title, "category": it.category, "reasons": it.reasons}
             for it in ranked.items
         ],
-        "model_version": versions.get("cf"),
+        "model_version": versions.get("model"),
         "index_version": versions.get("index"),
     }

@@ -1,0 +1,348 @@
+"""Rank a catalogue for users with a :class:`~recsys.recommend.model.FeedModel`: one code path for the
+service's home feed, ``recsys export`` and the offline check.
+
+:class:`FeedRanker` lays the model over the *serving* catalogue (its rows in the service's order; items
+that arrived after training get factors and popularity from the model's content maps, as cold items).
+A user is a :class:`~recsys.cf.history.History` row built from their events by :func:`user_history`,
+the same construction as training.
+
+Two regimes, chosen by catalogue size (``exact_max_items``):
+
+- **exact** (the default up to 100,000 items): every item is scored with the evaluation's own functions
+  (:func:`recsys.cf.hybrid.user_components` and :func:`~recsys.cf.hybrid.hybrid_scores`); the top ``k``
+  use the evaluation's tie order. The service therefore returns what ``recsys evaluate`` would rank for
+  that user under the same model.
+- **candidates** (larger catalogues): a few hundred candidates from a ScaNN index over the item factors
+  (the user's folded-in vector as the query), the similar-items neighbours of the user's latest items and
+  the most popular items are scored with the same formula; the per-user standardisation of each component
+  uses its mean and deviation over a fixed random sample of items instead of the whole catalogue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.cf.history import History, profile_weights, recency_weights
+from recsys.cf.hybrid import HybridComponents, hybrid_scores, user_components
+from recsys.cf.matrix import apply_confidence
+from recsys.cf.model import fold_in
+from recsys.cf.scoring import block_shares
+from recsys.recommend.model import FeedModel, tie_priority, tie_rank_of
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FeedRanker", "Ranking", "top_k_rows", "user_history"]
+
+Neighbours = Callable[[np.ndarray, int], np.ndarray]
+"""``(catalogue rows, n) -> rows``: similar items of some items (the service's item->item index)."""
+
+
+def top_k_rows(scores: np.ndarray, k: int, priority: np.ndarray) -> np.ndarray:
+    """The ``k`` best columns of each row, best first; ties go to the lower ``priority``.
+
+    The same order as :func:`recsys.evaluation.metrics.rank_top_k` (columns at ``-inf`` are allowed
+    only when a row has fewer than ``k`` others; callers drop them). ``scores``: ``(n, m)`` float32.
+    """
+    n, m = scores.shape
+    k = min(k, m)
+    if k == 0 or n == 0:
+        return np.zeros((n, k), dtype=np.int64)
+    neg = -scores
+    part = np.argpartition(neg, k - 1, axis=1)[:, :k] if k < m else np.tile(np.arange(m), (n, 1))
+    part_neg = np.take_along_axis(neg, part, axis=1)
+    kth = part_neg.max(axis=1, keepdims=True)
+    tied = (neg <= kth).sum(axis=1) > k  # a tie at the boundary: argpartition may have split it
+    order = np.lexsort((priority[part], part_neg), axis=1)
+    out = np.take_along_axis(part, order, axis=1)
+    for r in np.flatnonzero(tied):
+        cols = np.flatnonzero(neg[r] <= kth[r])
+        out[r] = cols[np.lexsort((priority[cols], neg[r, cols]))[:k]]
+    return out
+
+
+def user_history(item_rows: Sequence[np.ndarray], ts: Sequence[np.ndarray], weights: Sequence[np.ndarray],
+                 tie_rank: np.ndarray, n_items: int) -> History:
+    """Histories of some users from their events (catalogue rows, unix times, pair weights).
+
+    Events are ordered by time, then the item's tie rank, as training orders them; a pair keeps its
+    strongest weight and the recency of its newest event.
+    """
+    users, items, w = [], [], []
+    for u, (rows, t, wt) in enumerate(zip(item_rows, ts, weights)):
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.lexsort((tie_rank[rows], np.asarray(t, dtype=np.int64)))
+        users.append(np.full(rows.shape[0], u, dtype=np.int64))
+        items.append(rows[order])
+        w.append(np.asarray(wt, dtype=np.float32)[order])
+    cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
+    return History.from_events(cat(users, np.int64), cat(items, np.int64), len(item_rows), n_items,
+                               weight=cat(w, np.float32), combine="max")
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Ranked rows for a batch of users: ``rows`` ``(n, k)`` int64 (``-1`` pads), ``scores`` float32,
+    and the standardised components of the returned rows (for the reasons shown to users)."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+    cf: np.ndarray
+    content: np.ndarray
+    pop: np.ndarray
+    cold: bool
+
+
+@dataclass
+class FeedRanker:
+    """The model laid over the serving catalogue. Build with :meth:`build`."""
+
+    model: FeedModel
+    ids: tuple[str, ...]
+    components: HybridComponents
+    priority: np.ndarray  # (n,) tie-break priority per serving row
+    tie_rank: np.ndarray  # (n,) time-tie rank per serving row (history order)
+    exact_max_items: int
+    sample: np.ndarray | None = None
+    factor_index: object | None = None
+    popular: np.ndarray | None = None
+    n_new: int = 0
+
+    @classmethod
+    def build(
+        cls,
+        model: FeedModel,
+        ids: Sequence[str],
+        new_item_blocks: Callable[[list[str]], tuple[np.ndarray, ...] | None] | None = None,
+        *,
+        exact_max_items: int = 100_000,
+        sample_size: int = 20_000,
+        index_config: object | None = None,
+    ) -> FeedRanker:
+        """Align the model to the serving rows ``ids``.
+
+        Args:
+            new_item_blocks: content blocks (the model's spaces, L2-normalised, zero rows where missing)
+                of items the model does not know; ``None``: such items get zero content.
+        """
+        ids = tuple(str(i) for i in ids)
+        n = len(ids)
+        model_row = {str(e): r for r, e in enumerate(model.item_ids)}
+        src = np.array([model_row.get(e, -1) for e in ids], dtype=np.int64)
+        known = src >= 0
+        comp = model.components
+        k = comp.item_factors.shape[1]
+        factors = np.zeros((n, k), np.float32)
+        warm = np.zeros(n, dtype=bool)
+        pop = np.zeros(n, np.float32)
+        factors[known] = comp.item_factors[src[known]]
+        warm[known] = comp.warm[src[known]]
+        pop[known] = comp.pop[src[known]]
+        blocks = None
+        if comp.content is not None:
+            blocks = tuple(np.zeros((n, b.shape[1]), np.float32) for b in comp.content)
+            for b, block in zip(blocks, comp.content):
+                b[known] = block[src[known]]
+        new = [ids[i] for i in np.flatnonzero(~known)]
+        if new:
+            nb = new_item_blocks(new) if new_item_blocks is not None else None
+            if nb is not None and blocks is not None:
+                for b, part in zip(blocks, nb):
+                    b[~known] = part
+            f, p = model.new_item_rows(nb if blocks is not None else None)
+            factors[~known], pop[~known] = f, p
+            log.info("feed ranker: %d items arrived after model %s (scored as cold items)", len(new), model.version)
+        priority_model = tie_priority(model.n_items)
+        priority = np.empty(n, dtype=np.int64)
+        priority[known] = priority_model[src[known]]
+        priority[~known] = model.n_items + np.arange(int((~known).sum()))
+        ranker = cls(
+            model=model, ids=ids,
+            components=HybridComponents(factors, warm, pop, blocks, comp.bm25, 0.0),
+            priority=priority, tie_rank=tie_rank_of(np.asarray(ids, dtype=object)),
+            exact_max_items=exact_max_items, n_new=len(new),
+        )
+        if comp.bm25 is not None and new:
+            idf = np.full(n, float(np.median(comp.bm25.idf)) if comp.bm25.idf.size else 1.0, np.float32)
+            idf[known] = comp.bm25.idf[src[known]]
+            ranker.components = replace(ranker.components, bm25=replace(comp.bm25, idf=idf))
+        if n > exact_max_items:
+            ranker._prepare_candidates(sample_size, index_config)
+        return ranker
+
+    @property
+    def exact(self) -> bool:
+        return len(self.ids) <= self.exact_max_items
+
+    def _prepare_candidates(self, sample_size: int, index_config: object | None) -> None:
+        from recsys.index.factory import build_index
+
+        n = len(self.ids)
+        rng = np.random.default_rng(0)
+        self.sample = np.sort(rng.choice(n, size=min(sample_size, n), replace=False))
+        self.popular = np.argsort(-self.components.pop, kind="stable")[:200]
+        self.factor_index = build_index(self.components.item_factors, index_config)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ scoring
+    def scores(self, rows: History) -> np.ndarray:
+        """Scores ``(rows.n_users, n_items)`` over the whole catalogue, the evaluation's formula exactly."""
+        return self._exact(rows)[0]
+
+    def _exact(self, rows: History) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(scores, cf_z, content_z)`` over the whole catalogue (content zeros without content)."""
+        p, cfg = self.model.params, self.model.cfg
+        u = user_components(self.components, rows, p, cfg)
+        s = hybrid_scores(u.cf, u.content, self.components.pop, self.components.warm, p, u.scale, u.cold_content)
+        return s, u.cf, u.content if u.content is not None else np.zeros_like(u.cf)
+
+    def rank(
+        self,
+        rows: History,
+        k: int,
+        allowed: np.ndarray | None = None,
+        *,
+        exclude_seen: bool = True,
+        pool: int | None = None,
+        neighbours: Neighbours | None = None,
+    ) -> Ranking:
+        """Top ``k`` allowed rows per user (``pool`` > ``k``: a longer list, e.g. for diversity).
+
+        Args:
+            allowed: ``(n_items,)`` bool shared by the users, or ``(n_users, n_items)``.
+            exclude_seen: leave out the items in each user's history.
+        """
+        want = max(k, pool or 0)
+        cold = rows.items.shape[0] == 0
+        if self.exact:
+            s, cf_z, content_z = self._exact(rows)
+            comps = (cf_z, content_z)
+        else:
+            s, cols, comps = self._candidate_scores(rows, want, neighbours)
+        if allowed is not None:
+            mask = np.asarray(allowed, dtype=bool)
+            mask = mask if self.exact else (mask[cols] if mask.ndim == 1 else np.take_along_axis(mask, cols, 1))
+            s = np.where(mask, s, -np.inf).astype(np.float32)
+        if exclude_seen and rows.items.shape[0]:
+            seen = rows.matrix(np.ones_like(rows.weight))
+            if self.exact:
+                s[seen.nonzero()] = -np.inf
+            else:
+                s = np.where(_seen_mask(seen, cols), -np.inf, s).astype(np.float32)
+        if self.exact:
+            top = top_k_rows(s, want, self.priority)
+            top_s = np.take_along_axis(s, top, axis=1)
+            out_rows = np.where(np.isfinite(top_s), top, -1)
+        else:
+            top = top_k_rows_2d(s, want, self.priority[cols])
+            top_s = np.take_along_axis(s, top, axis=1)
+            out_rows = np.where(np.isfinite(top_s), np.take_along_axis(cols, top, axis=1), -1)
+        safe = np.maximum(out_rows, 0)
+        pick = safe if self.exact else top
+        cf = np.take_along_axis(comps[0], pick, axis=1)
+        content = np.take_along_axis(comps[1], pick, axis=1)
+        pop = self.components.pop[safe]
+        return Ranking(out_rows, np.where(np.isfinite(top_s), top_s, np.nan).astype(np.float32), cf, content, pop, cold)
+
+    # ------------------------------------------------------------------ large catalogues
+    def _candidate_scores(self, rows: History, want: int, neighbours: Neighbours | None
+                          ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Scores over per-user candidate columns: ``(scores, cols, (cf_z, content_z))``, each ``(n, c)``."""
+        assert self.sample is not None and self.popular is not None and self.factor_index is not None
+        p, cfg, comp = self.model.params, self.model.cfg, self.components
+        fold = apply_confidence(rows.matrix(recency_weights(rows, p.recency_tau, p.recency_beta)), cfg, comp.bm25)
+        uvec = fold_in(comp.item_factors, fold, cfg)
+        fetch = max(200, 2 * want)
+        ids, _ = self.factor_index.search(uvec, fetch)  # type: ignore[attr-defined]
+        cand: list[np.ndarray] = []
+        for u in range(rows.n_users):
+            parts = [ids[u][ids[u] >= 0], self.popular]
+            mine = rows.items[rows.indptr[u] : rows.indptr[u + 1]]
+            if neighbours is not None and mine.size:
+                parts.append(neighbours(mine[:5], 50))
+            cand.append(np.unique(np.concatenate(parts)))
+        width = max(len(c) for c in cand)
+        cols = np.stack([np.pad(c, (0, width - len(c)), constant_values=c[0]) for c in cand])
+        dup = np.zeros(cols.shape, dtype=bool)
+        for u, c in enumerate(cand):
+            dup[u, len(c):] = True
+        sample = self.sample
+        cf_raw = np.einsum("uk,uck->uc", uvec, comp.item_factors[cols])
+        cf_s = uvec @ comp.item_factors[sample].T
+        cf_z = _z_from(cf_raw, cf_s)
+        content_z = cold_z = None
+        if comp.content is not None and (p.warm_content or p.cold_content):
+            content_z = self._content_z(rows, cols, p.profile_tau, p.profile_gamma, p.content_mix)
+            same = (p.cold_profile_tau, p.cold_profile_gamma, p.cold_content_mix) == (
+                p.profile_tau, p.profile_gamma, p.content_mix)
+            cold_z = content_z if same else self._content_z(rows, cols, p.cold_profile_tau, p.cold_profile_gamma,
+                                                            p.cold_content_mix)
+        n = rows.counts.astype(np.float32)
+        scale = n / (n + p.cf_shrink) if p.cf_shrink > 0 else np.ones_like(n)
+        s = np.empty(cols.shape, np.float32)
+        for u in range(rows.n_users):
+            s[u] = hybrid_scores(cf_z[u : u + 1], None if content_z is None else content_z[u : u + 1],
+                                 comp.pop[cols[u]], comp.warm[cols[u]], p, scale[u : u + 1],
+                                 None if cold_z is None else cold_z[u : u + 1])[0]
+        s[dup] = -np.inf
+        return s, cols, (cf_z, content_z if content_z is not None else np.zeros_like(cf_z))
+
+    def _content_z(self, rows: History, cols: np.ndarray, tau: float, gamma: float, mix: float) -> np.ndarray:
+        comp = self.components
+        assert comp.content is not None and self.sample is not None
+        shares = block_shares(len(comp.content), mix)
+        weights = rows.matrix(profile_weights(rows, tau))
+        out = np.empty(cols.shape, np.float32)
+        for u in range(rows.n_users):
+            w = weights[u]
+            targets = np.concatenate([cols[u], self.sample])
+            raw = np.zeros((1, targets.shape[0]), np.float32)
+            sim_total = None
+            for share, block in zip(shares, comp.content):
+                if share <= 0:
+                    continue
+                sim = np.float32(share) * (block[w.indices] @ block[targets].T)
+                sim_total = sim if sim_total is None else sim_total + sim
+            if sim_total is not None and w.nnz:
+                raw = _kernel(w.data, sim_total, gamma)
+            out[u] = _z_from(raw[:, : cols.shape[1]], raw[:, cols.shape[1] :])[0]
+        return out
+
+
+def _kernel(w: np.ndarray, sim: np.ndarray, gamma: float) -> np.ndarray:
+    """:func:`recsys.cf.scoring.kernel_scores` for one user whose history cosines are given."""
+    wn = (w / max(float(w.sum()), 1e-30)).astype(np.float32)
+    if gamma > 0:
+        out = wn @ np.exp(np.float32(gamma) * (sim - np.float32(1.0)))
+        return (1.0 + np.log(np.maximum(out, np.float32(1e-30))) / np.float32(gamma))[None, :].astype(np.float32)
+    return (wn @ sim)[None, :].astype(np.float32)
+
+
+def _z_from(values: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """Standardise ``values`` rows with the mean / deviation of the matching ``sample`` rows."""
+    mean = sample.mean(axis=1, keepdims=True)
+    std = sample.std(axis=1, keepdims=True)
+    return ((values - mean) / np.where(std > 1e-12, std, 1.0)).astype(np.float32)
+
+
+def _seen_mask(seen: sp.csr_matrix, cols: np.ndarray) -> np.ndarray:
+    out = np.zeros(cols.shape, dtype=bool)
+    for u in range(cols.shape[0]):
+        items = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
+        if items.size:
+            out[u] = np.isin(cols[u], items)
+    return out
+
+
+def top_k_rows_2d(scores: np.ndarray, k: int, priority: np.ndarray) -> np.ndarray:
+    """:func:`top_k_rows` with a per-row priority ``(n, m)`` (candidate columns differ per user)."""
+    n, m = scores.shape
+    k = min(k, m)
+    out = np.empty((n, k), dtype=np.int64)
+    for r in range(n):
+        out[r] = np.lexsort((priority[r], -scores[r]))[:k]
+    return out
+
