@@ -91,4 +91,22 @@ def test_api_feed_equals_offline_ranking(shared_data: Path, tmp_path: Path, tiny
         got = [i["id"] for i in body["items"]]
         assert got == [str(sh.item_ids[c]) for c in row], f"user {sh.user_ids[u]}"
         assert body["model_version"] == model.version
+
+    # `recsys export` (the CLI) writes every user's top 100, equal to the API for the sampled users
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "recs.parquet"
+    res = CliRunner().invoke(cli, ["--config", str(tmp_path / "config.yaml"), "export", "recommendations",
+                                   "--out", str(out), "-k", "100", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    table = pq.read_table(out)
+    assert table.num_rows == 100 * sh.history.n_users
+    by_user: dict[str, list[str]] = {}
+    for uid, item in zip(table.column("user_id").to_pylist(), table.column("item_id").to_pylist()):
+        by_user.setdefault(uid, []).append(item)
+    assert len(by_user) == sh.history.n_users
+    for u in users[:8]:
+        uid = str(sh.user_ids[u])
+        api = [i["id"] for i in client.get(f"/v1/users/{uid}/recommendations?k=100").json["items"]]
+        assert by_user[uid] == api, uid
     engine.dispose()

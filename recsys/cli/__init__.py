@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "recsys.cli.evaluate:evaluate",
     "index": "recsys.cli.index:index",
     "serve": "recsys.cli.serve:serve",
+    "export": "recsys.cli.export:export",
 }
 
 

@@ -36,7 +36,10 @@ from recsys.recommend.model import FeedModel, tie_priority, tie_rank_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FeedRanker", "Ranking", "top_k_rows", "user_history"]
+__all__ = ["FeedRanker", "Ranking", "reshape", "top_k_rows", "user_history"]
+
+FEED_POOL = 300
+"""Ranked items that diversity (MMR) and per-category caps choose from."""
 
 Neighbours = Callable[[np.ndarray, int], np.ndarray]
 """``(catalogue rows, n) -> rows``: similar items of some items (the service's item->item index)."""
@@ -346,3 +349,21 @@ def top_k_rows_2d(scores: np.ndarray, k: int, priority: np.ndarray) -> np.ndarra
         out[r] = np.lexsort((priority[r], -scores[r]))[:k]
     return out
 
+
+
+def reshape(rows: np.ndarray, scores: np.ndarray, k: int, *, vectors: np.ndarray, categories: Sequence[str | None],
+            diversity: float = 0.0, max_per_category: int | None = None) -> np.ndarray:
+    """Positions into a ranked pool after MMR (``diversity`` > 0) and per-category caps, at most ``k``.
+
+    Args:
+        rows, scores: one user's ranked pool (catalogue rows, best first; no ``-1`` pads).
+        vectors: ``(n_items, d)`` L2-normalised item vectors (MMR's similarity).
+    """
+    from recsys.ranking.diversity import cap_per_category, mmr
+
+    pick = np.arange(len(rows))
+    if len(rows) and diversity > 0:
+        pick = np.asarray(mmr(scores.astype(np.float64), vectors[rows], len(rows), diversity), dtype=np.int64)
+    if len(rows) and max_per_category:
+        pick = pick[cap_per_category(np.arange(len(pick)), [categories[int(rows[i])] for i in pick], max_per_category, k)]
+    return pick[:k]

@@ -29,8 +29,9 @@ from sqlalchemy import Engine, func, select
 from recsys.config import Config
 from recsys.errors import ArtifactError, RecsysError, UnknownIdError, UnsupportedQueryError
 from recsys.ranking.cursor import decode_cursor, encode_cursor
-from recsys.ranking.diversity import cap_per_category, mmr
 from recsys.ranking.rerank import FeedWeights, UserSignals, blend, reasons_for, select as select_rows, user_features, zscore
+from recsys.recommend.ranker import FEED_POOL
+from recsys.recommend.ranker import reshape as reshape_pool
 from recsys.store.artifacts import active_artifact
 from recsys.store.models import Event, Item
 
@@ -345,20 +346,14 @@ class Runtime:
             return self._fallback_feed(st, user_id, k, allowed, exclude_seen, diversity, max_per_category, served)
         history = self.user_history(user_id)
         cold = history.items.shape[0] == 0
-        reshape = diversity > 0 or bool(max_per_category)
-        ranking = st.feed.rank(history, k, allowed, exclude_seen=exclude_seen, pool=300 if reshape else None,
+        pooled = diversity > 0 or bool(max_per_category)
+        ranking = st.feed.rank(history, k, allowed, exclude_seen=exclude_seen, pool=FEED_POOL if pooled else None,
                                neighbours=self._neighbours(st))
         valid = ranking.rows[0] >= 0
         rows = ranking.rows[0][valid]
         scores = ranking.scores[0][valid]
-        pick = np.arange(len(rows))
-        if reshape and len(rows):
-            if diversity > 0:
-                pick = mmr(scores.astype(np.float64), st.content[rows], len(rows), diversity)
-            if max_per_category:
-                pick = pick[cap_per_category(np.arange(len(pick)), [st.categories[int(rows[i])] for i in pick],
-                                             max_per_category, k)]
-        pick = pick[:k]
+        pick = reshape_pool(rows, scores, k, vectors=st.content, categories=st.categories, diversity=diversity,
+                            max_per_category=max_per_category)
         p = st.feed.model.params
         history_items = history.items
         items = []
