@@ -111,3 +111,35 @@ def test_a_broken_artifact_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "m" / "warm.npy").unlink()
     with pytest.raises(ArtifactError, match="cannot read the feed artifact"):
         FeedModel.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize("content_mix", [0.0, 0.4])
+def test_linear_form_gives_the_general_scores(content_mix: float) -> None:
+    """With gamma = 0 the ranker scores as one matrix product; it must agree with the evaluation's path."""
+    from dataclasses import replace
+
+    model, history = _model(n_items=400)
+    params = replace(PARAMS, profile_gamma=0.0, cold_profile_gamma=0.0, content_mix=content_mix, cold_profile_tau=1000.0)
+    model.params = params
+    fast = FeedRanker.build(model, list(model.item_ids))
+    slow = FeedRanker.build(model, list(model.item_ids))
+    slow.use_linear = False
+    assert fast.linear and not slow.linear
+    rows = history.select(np.arange(20))
+    assert np.allclose(fast.scores(rows), slow.scores(rows), atol=2e-4)
+    a, b = fast.rank(rows, 10), slow.rank(rows, 10)
+    assert np.array_equal(a.rows, b.rows)
+    assert np.allclose(a.cf, b.cf, atol=2e-4) and np.allclose(a.content, b.content, atol=2e-4)
+    empty = user_history([np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)], fast.tie_rank, 400)
+    assert np.array_equal(fast.rank(empty, 5).rows, slow.rank(empty, 5).rows)  # a cold-start user: popularity
+
+
+def test_top_k_rows_on_wide_rows_matches_the_evaluation_ranking() -> None:
+    rng = np.random.default_rng(5)
+    scores = rng.normal(size=(30, 9000)).astype(np.float32)
+    scores[:5] = np.round(scores[:5])  # heavy ties
+    scores[5, :8990] = -np.inf  # fewer than k finite scores
+    scores[6] = 1.0  # one constant row
+    prio = rng.permutation(9000)
+    for k in (1, 10, 100):
+        assert np.array_equal(top_k_rows(scores, k, prio), rank_top_k(scores, k, tie_order=prio))
