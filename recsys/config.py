@@ -114,6 +114,10 @@ class ServiceConfig(_Section):
     read_requires_key: bool = False
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_k: int = Field(500, gt=0)
+    similar_content_weight: float = Field(0.7, gt=0)
+    """Share of the multimodal content cosine in the similar-items score (item page widget)."""
+    similar_cf_weight: float = Field(0.3, ge=0)
+    """Share of the CF co-interaction cosine (item factors) in the similar-items score; 0 = content only."""
     feed_exact_max_items: int = Field(100_000, gt=0)
     """Up to this many items the home feed scores every item exactly as ``recsys evaluate`` does; above it,
     a few hundred retrieved candidates are scored (standardised over a fixed item sample)."""

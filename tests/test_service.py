@@ -196,6 +196,23 @@ def test_put_item_becomes_findable_and_recommendable(service: tuple[Any, Any, Co
     assert batch.json["unchanged"] == 1 and batch.json["inserted"] == 1
 
 
+def test_a_rebuilt_index_is_published_and_picked_up_without_restart(service: tuple[Any, Any, Config]) -> None:
+    from recsys.serving import Runtime
+    from recsys.store.artifacts import active_artifact
+
+    client, rt, config = service
+    before = client.get("/v1/items/D0002/similar?k=3").json
+    assert active_artifact(rt.engine, "index-similar").version == before["index_version"]
+    other = Runtime(config, rt.engine, text_encoder=rt._text_encoder, image_encoder=rt._image_encoder)
+    other.reload()
+    assert other.versions()["index"] == before["index_version"]  # a second process loads the published one
+    new = other.rebuild_index()
+    rt._checked = 0.0
+    after = client.get("/v1/items/D0002/similar?k=3").json
+    assert after["index_version"] == new != before["index_version"]
+    assert [i["id"] for i in after["items"]] == [i["id"] for i in before["items"]]
+
+
 def test_a_new_model_is_picked_up_without_restart(service: tuple[Any, Any, Config]) -> None:
     from recsys.recommend.model import train_feed
 

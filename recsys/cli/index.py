@@ -143,3 +143,18 @@ def activate_cmd(ctx: click.Context, version: str, name: str, register: bool) ->
             f"cannot update the registry (is the database migrated?): {getattr(exc, 'orig', exc)}"
         ) from exc
     click.echo(f"index-{name}: active version {version}")
+
+
+@index.command("rebuild")
+@click.pass_context
+def rebuild(ctx: click.Context) -> None:
+    """Rebuild the service's similar-items index (index-similar) from the current catalogue, model and
+    `index` settings, and publish it; running services pick it up without a restart."""
+    from recsys.serving import Runtime
+
+    rt = Runtime.from_config(ctx.obj.config)
+    ready, checks = rt.readiness()
+    if not ready:
+        raise click.ClickException(f"cannot load the serving state: {checks}")
+    version = rt.rebuild_index()
+    click.echo(json.dumps({"index": "similar", "version": version, **{k: v for k, v in rt.versions().items() if k != "index"}}))

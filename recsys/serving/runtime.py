@@ -37,6 +37,9 @@ from recsys.store.models import Event, Item
 
 log = logging.getLogger(__name__)
 
+SIMILAR_INDEX = "similar"
+"""Name of the published item->item index (root ``<artifacts>/index-similar``)."""
+
 
 @dataclass(frozen=True)
 class RankedItem:
@@ -121,7 +124,8 @@ class Runtime:
         log.info("runtime loaded: %d items, versions %s", len(state.ids), state.versions)
 
     def refresh_if_changed(self, every_s: float = 2.0) -> bool:
-        """Reload when the registry's active feed/align versions differ from the loaded ones."""
+        """Reload when the registry's active feed, alignment or similar-items index version differs from the
+        loaded one (a rebuilt index, e.g. ``recsys index rebuild``, is picked up without a restart)."""
         now = time.monotonic()
         if now - self._checked < every_s:
             return False
@@ -129,11 +133,13 @@ class Runtime:
         try:
             feed = active_artifact(self.engine, "feed")
             al = active_artifact(self.engine, "align")
+            ix = active_artifact(self.engine, f"index-{SIMILAR_INDEX}")
         except Exception:  # noqa: BLE001 - the database being down is reported by readiness, not here
             return False
         st = self._state
         current = (feed.version if feed else None, al.version if al else None)
-        if st is None or current != (st.feed_version, st.align_version):
+        index_changed = st is not None and ix is not None and ix.version != st.versions.get("index")
+        if st is None or current != (st.feed_version, st.align_version) or index_changed:
             self.reload()
             return True
         return False
@@ -178,14 +184,13 @@ class Runtime:
             )
             factors = ranker.components.item_factors
         similar = self._similar_vectors(cat.vectors, factors)
-        from recsys.index.factory import build_index
-
-        index = build_index(similar, self.config.index)
         align = active_artifact(self.engine, "align")
+        fingerprint = hashlib.sha1(similar.tobytes()).hexdigest()[:16]
+        index, index_version = self._published_index(SIMILAR_INDEX, similar, fingerprint)
         versions = {
             "model": model.version if model else None,
             "align": align.version if align else None,
-            "index": f"{index.backend}-{n}-{hashlib.sha1(similar.tobytes()).hexdigest()[:10]}",
+            "index": index_version,
         }
         return _State(
             cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, zscore(pop), freshness,
@@ -198,6 +203,39 @@ class Runtime:
 
             self._text_encoder = build_text_encoder(self.config.encoders.text, self.config.encoders.device)
         return self._text_encoder
+
+    def _published_index(self, name: str, vectors: np.ndarray, fingerprint: str) -> tuple[Any, str]:
+        """The active published index ``name`` when it was built from these vectors, else a new one.
+
+        A new index is built, then published atomically under ``<artifacts>/index-<name>`` and marked
+        active in the registry (kind ``index-<name>``), so other workers and restarts load it instead of
+        building it again. A failed publish is logged and the in-memory index is served anyway.
+        """
+        from recsys.index.factory import build_index
+        from recsys.index.manifest import read_manifest
+        from recsys.index.publish import active_version, load_active, prune, publish
+
+        root = self.config.artifacts_path / f"index-{name}"
+        try:
+            current = active_version(root)
+            if current is not None:
+                info = read_manifest(root / current).get("info") or {}
+                if info.get("fingerprint") == fingerprint and info.get("n", len(vectors)) == len(vectors):
+                    retriever = load_active(root)
+                    if retriever.size == len(vectors):
+                        return retriever, current
+        except (ArtifactError, OSError, ValueError) as exc:
+            log.warning("index %s: cannot use the published version (%s); building a new one", name, exc)
+        retriever = build_index(vectors, self.config.index)
+        retriever.info["fingerprint"] = fingerprint
+        retriever.info["n"] = len(vectors)
+        try:
+            version = publish(retriever, root, engine=self.engine, kind=f"index-{name}")
+            prune(root, keep=3)
+        except Exception as exc:  # noqa: BLE001 - serving goes on with the in-memory index
+            log.warning("index %s: could not publish (%s); serving an unpublished in-memory index", name, exc)
+            version = f"unpublished-{fingerprint[:10]}"
+        return retriever, version
 
     def _content_blocks(self, model: Any, ids: list[str]) -> tuple[np.ndarray, ...] | None:
         """The model's content blocks (its encoder versions) of items it was not trained with."""
@@ -216,14 +254,37 @@ class Runtime:
         return tuple(out)
 
     def _similar_vectors(self, content: np.ndarray, factors: np.ndarray | None) -> np.ndarray:
-        """Item->item space: content blended with normalised CF factors (co-interaction similarity)."""
-        parts = [content * np.float32(np.sqrt(0.7))]
-        if factors is not None:
+        """Item->item space: content blended with normalised CF factors (co-interaction similarity), with the
+        shares ``service.similar_content_weight`` / ``service.similar_cf_weight`` of the cosine."""
+        svc = self.config.service
+        w_content = svc.similar_content_weight
+        w_cf = svc.similar_cf_weight if factors is not None else 0.0
+        total = w_content + w_cf
+        parts = [content * np.float32(np.sqrt(w_content / total))]
+        if factors is not None and w_cf > 0:
             norm = np.linalg.norm(factors, axis=1, keepdims=True)
-            parts.append(np.where(norm > 0, factors / np.maximum(norm, 1e-12), 0).astype(np.float32) * np.float32(np.sqrt(0.3)))
+            unit = np.where(norm > 0, factors / np.maximum(norm, 1e-12), 0).astype(np.float32)
+            parts.append(unit * np.float32(np.sqrt(w_cf / total)))
         v = np.hstack(parts).astype(np.float32)
         v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
         return v
+
+    def rebuild_index(self) -> str:
+        """Build the similar-items index anew from the loaded vectors and publish it as the active version.
+
+        Serving processes pick it up at their next ``refresh_if_changed``. Returns the new version.
+        """
+        from recsys.index.factory import build_index
+        from recsys.index.publish import publish
+
+        st = self._st()
+        retriever = build_index(st.similar_vectors, self.config.index)
+        retriever.info["fingerprint"] = hashlib.sha1(st.similar_vectors.tobytes()).hexdigest()[:16]
+        retriever.info["n"] = len(st.similar_vectors)
+        version = publish(retriever, self.config.artifacts_path / f"index-{SIMILAR_INDEX}", engine=self.engine,
+                          kind=f"index-{SIMILAR_INDEX}")
+        self.reload()
+        return version
 
     def _st(self) -> _State:
         st = self._state
