@@ -325,3 +325,24 @@ def test_live_gunicorn_server(db_url: str, tmp_path: Path, tiny_models: dict[str
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_the_candidate_regime_for_large_catalogues_serves_through_the_runtime(service: tuple[Any, Any, Config]) -> None:
+    """Above service.feed_exact_max_items the feed scores retrieved candidates (a published user-items
+    index + similar items of the user's latest items + popular ones) instead of the whole catalogue."""
+    from recsys.serving import Runtime
+    from recsys.store.artifacts import active_artifact
+
+    _, rt, config = service
+    small = config.model_copy(update={"service": config.service.model_copy(update={"feed_exact_max_items": 10})})
+    big = Runtime(small, rt.engine, text_encoder=rt._text_encoder, image_encoder=rt._image_encoder)
+    big.reload()
+    assert big._st().feed is not None and not big._st().feed.exact
+    assert active_artifact(rt.engine, "index-user-items") is not None
+    seen = set(big.user_history("U0001").items.tolist())
+    exact = [i.id for i in rt.recommend("U0001", k=10).items]
+    approx = big.recommend("U0001", k=10)
+    ids = [i.id for i in approx.items]
+    assert len(ids) == 10 and not seen & {big._st().row[i] for i in ids}
+    assert len(set(ids) & set(exact)) >= 7  # candidates + a sampled standardisation: close to the exact list
+    assert big.recommend("cold-nobody", k=5).cold_start

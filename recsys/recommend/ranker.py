@@ -149,12 +149,15 @@ class FeedRanker:
         exact_max_items: int = 100_000,
         sample_size: int = 20_000,
         index_config: object | None = None,
+        index_builder: Callable[[np.ndarray], object] | None = None,
     ) -> FeedRanker:
         """Align the model to the serving rows ``ids``.
 
         Args:
             new_item_blocks: content blocks (the model's spaces, L2-normalised, zero rows where missing)
                 of items the model does not know; ``None``: such items get zero content.
+            index_builder: builds the item-factor index of the candidate regime (the service passes one
+                that loads or publishes a versioned index); default: built in memory.
         """
         ids = tuple(str(i) for i in ids)
         n = len(ids)
@@ -198,21 +201,30 @@ class FeedRanker:
             idf[known] = comp.bm25.idf[src[known]]
             ranker.components = replace(ranker.components, bm25=replace(comp.bm25, idf=idf))
         if n > exact_max_items:
-            ranker._prepare_candidates(sample_size, index_config)
+            ranker._prepare_candidates(sample_size, index_config, index_builder)
         return ranker
 
     @property
     def exact(self) -> bool:
         return len(self.ids) <= self.exact_max_items
 
-    def _prepare_candidates(self, sample_size: int, index_config: object | None) -> None:
+    def _prepare_candidates(self, sample_size: int, index_config: object | None,
+                            index_builder: Callable[[np.ndarray], object] | None) -> None:
         from recsys.index.factory import build_index
 
         n = len(self.ids)
         rng = np.random.default_rng(0)
         self.sample = np.sort(rng.choice(n, size=min(sample_size, n), replace=False))
         self.popular = np.argsort(-self.components.pop, kind="stable")[:200]
-        self.factor_index = build_index(self.components.item_factors, index_config)  # type: ignore[arg-type]
+        comp = self.components
+        # the sample's vectors, gathered once (per request they would be megabytes of copying)
+        self._spaces["sample_factors"] = np.ascontiguousarray(comp.item_factors[self.sample])
+        for b, block in enumerate(comp.content or ()):
+            self._spaces[f"sample_content_{b}"] = np.ascontiguousarray(block[self.sample])
+        if index_builder is not None:
+            self.factor_index = index_builder(comp.item_factors)
+        else:
+            self.factor_index = build_index(comp.item_factors, index_config)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ scoring
     def scores(self, rows: History) -> np.ndarray:
@@ -433,7 +445,7 @@ class FeedRanker:
             dup[u, len(c):] = True
         sample = self.sample
         cf_raw = np.einsum("uk,uck->uc", uvec, comp.item_factors[cols])
-        cf_s = uvec @ comp.item_factors[sample].T
+        cf_s = uvec @ self._spaces["sample_factors"].T
         cf_z = _z_from(cf_raw, cf_s)
         content_z = cold_z = None
         if comp.content is not None and (p.warm_content or p.cold_content):
@@ -458,19 +470,22 @@ class FeedRanker:
         shares = block_shares(len(comp.content), mix)
         weights = rows.matrix(profile_weights(rows, tau))
         out = np.empty(cols.shape, np.float32)
+        n_cols = cols.shape[1]
         for u in range(rows.n_users):
             w = weights[u]
-            targets = np.concatenate([cols[u], self.sample])
-            raw = np.zeros((1, targets.shape[0]), np.float32)
+            if not w.nnz:
+                out[u] = 0.0
+                continue
             sim_total = None
-            for share, block in zip(shares, comp.content):
+            for b, (share, block) in enumerate(zip(shares, comp.content)):
                 if share <= 0:
                     continue
-                sim = np.float32(share) * (block[w.indices] @ block[targets].T)
+                hist = block[w.indices]
+                sim = np.concatenate([hist @ block[cols[u]].T, hist @ self._spaces[f"sample_content_{b}"].T], axis=1)
+                sim = np.float32(share) * sim
                 sim_total = sim if sim_total is None else sim_total + sim
-            if sim_total is not None and w.nnz:
-                raw = _kernel(w.data, sim_total, gamma)
-            out[u] = _z_from(raw[:, : cols.shape[1]], raw[:, cols.shape[1] :])[0]
+            raw = _kernel(w.data, sim_total, gamma) if sim_total is not None else np.zeros((1, n_cols + len(self.sample)), np.float32)
+            out[u] = _z_from(raw[:, :n_cols], raw[:, n_cols:])[0]
         return out
 
 

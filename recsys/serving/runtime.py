@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 SIMILAR_INDEX = "similar"
 """Name of the published item->item index (root ``<artifacts>/index-similar``)."""
+USER_ITEMS_INDEX = "user-items"
+"""Name of the published index over the feed model's item factors (large catalogues' feed candidates)."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,8 @@ class Runtime:
             ranker = FeedRanker.build(
                 model, cat.ids, lambda ids: self._content_blocks(model, ids),
                 exact_max_items=self.config.service.feed_exact_max_items, index_config=self.config.index,
+                index_builder=lambda f: self._published_index(
+                    USER_ITEMS_INDEX, f, f"{model.version}-{hashlib.sha1(f.tobytes()).hexdigest()[:12]}")[0],
             )
             factors = ranker.components.item_factors
         similar = self._similar_vectors(cat.vectors, factors)
