@@ -81,8 +81,9 @@ def _later_stages() -> list[tuple[str, str, Callable[[Config, object], str]]]:
     return [
         ("recsys.embed", "embed item texts and images (offline default encoders)", _embed),
         ("recsys.align.store", "train the text-image alignment", _align),
-        ("recsys.cf.train", "train collaborative filtering (implicit ALS)", _train),
+        ("recsys.recommend.model", "train the feed model (ALS + content + popularity, blend chosen on validation)", _train),
         ("recsys.serving", "serve: similar items, a home feed, a search (in process)", _serve),
+        ("recsys.export.job", "export every user's top 20 to Parquet (the service's ranking)", _export),
     ]
 
 
@@ -112,6 +113,22 @@ def _train(config: Config, engine: object) -> str:
     m, p = model.info["metrics"], model.params
     return (f"feed model {model.version}: {m['users']} users x {m['items']} items, settings + fit "
             f"{m['fit_seconds']:.2f} s (weights cf {p.warm_cf:g} / content {p.warm_content:g} / popularity {p.warm_pop:g})")
+
+
+def _export(config: Config, engine: object) -> str:
+    from recsys.export.job import ExportContext, ExportOptions, run_export
+    from recsys.export.writers import open_sink
+    from recsys.serving import Runtime
+
+    rt = Runtime(config, engine)  # type: ignore[arg-type]
+    rt.reload()
+    out = config.data_dir / "exports" / "recommendations.parquet"
+    res = run_export(
+        ExportContext.from_runtime(rt), ExportOptions(k=20),
+        lambda spec, schema: open_sink(str(out), "parquet", None, engine, spec, schema, restart=True),
+        engine=engine, event_types=dict(config.event_types),
+    )
+    return f"{res.rows} rows for {res.ids} users in {res.seconds:.1f} s -> {res.location} (+ .manifest.json)"
 
 
 def _serve(config: Config, engine: object) -> str:

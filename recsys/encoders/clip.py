@@ -54,6 +54,9 @@ def load_clip(name: str) -> CLIPBundle:
         EncoderError: the model, tokenizer or image processor cannot be loaded.
     """
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no weight-loading bars in command output and logs
 
     path = clip_model_name(name)
     try:

@@ -98,6 +98,9 @@ class TransformerTextEncoder:
             EncoderError: the model or its tokenizer cannot be loaded.
         """
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no weight-loading bars in command output and logs
 
         path = resolve_text_model(name)
         try:
