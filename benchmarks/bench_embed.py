@@ -8,6 +8,7 @@ the image side (decoding in worker processes must not be the bottleneck).
 
     python benchmarks/bench_embed.py                 # all 8,000 items
     python benchmarks/bench_embed.py --limit 1000 --space image --workers 2
+    python benchmarks/bench_embed.py --limit 200 --json out.json   # also write the figures as JSON
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 import os
 import platform
 import sys
@@ -104,6 +106,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="image and text batch size (default: config, 64)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures as JSON here")
     args = ap.parse_args()
 
     import torch
@@ -159,6 +162,24 @@ def main() -> None:
         )
     if report.failures:
         print(f"\nfailures: {report.failures_by_reason}")
+    if args.json:
+        write_json(args.json, {
+            "bench": "embed", "items": n_items, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "load_average": list(os.getloadavg()), "image_workers": cfg.image.workers,
+            "batch_size": {"image": cfg.image.batch_size, "text": cfg.text.batch_size},
+            "spaces": {
+                space: {"encoder": version, "processed": sr.processed, "failed": sr.failed,
+                        "job_items_per_s": sr.items_per_s,
+                        "bare_items_per_s": mean_bare, "bare_passes": passes, "job_over_bare": sr.items_per_s / mean_bare}
+                for space, version, sr, mean_bare, passes in rows
+            },
+            "failures": dict(report.failures_by_reason) if report.failures else {},
+        })
+
+
+def write_json(path: Path, figures: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ nearest row; an allow mask of 10% of rows).
 
     python benchmarks/bench_index.py                 # 1,000,000 x 128
     python benchmarks/bench_index.py --n 200000 --sweep
+    python benchmarks/bench_index.py --n 20000 --json out.json   # also write the figures as JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -82,6 +84,7 @@ def main() -> None:
     ap.add_argument("--training-sample", type=int, default=None)
     ap.add_argument("--no-spherical", dest="spherical", action="store_false", help="plain k-means partitioning")
     ap.add_argument("--sweep", action="store_true", help="also sweep leaves_to_search x reorder at query time")
+    ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures as JSON here")
     args = ap.parse_args()
 
     overrides = {
@@ -175,6 +178,22 @@ def main() -> None:
     print(f"| publish (save, fsync, rename) / load of the active version | {publish_s:.1f} s / {load_s:.1f} s "
           f"({size_mb:,.0f} MiB on disk; loaded copy returns identical results: {same}) |")
     print(f"| speed-up ScaNN vs exact (p50) | {np.percentile(ex_wall, 50) / np.percentile(sc_wall, 50):.0f}x |")
+
+    if args.json:
+        def pcts(a: np.ndarray) -> dict[str, float]:
+            return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "bench": "index", "n": args.n, "dim": args.dim, "data": args.data, "k": args.k, "queries": args.queries,
+            "cpus": os.cpu_count(), "load_average": list(os.getloadavg()), "mode": p["mode"], "params": p,
+            "generate_s": gen_s, "build_s": build_s, "build_recall": info["recall_at_k"],
+            "exact_wall": pcts(ex_wall), "exact_cpu": pcts(ex_cpu), "scann_wall": pcts(sc_wall), "scann_cpu": pcts(sc_cpu),
+            "recall": rec, "deep": {"k": args.deep_k, **pcts(dp_wall), "recall": recall(deep_truth, dp_got)},
+            "exclude_one": {**pcts(fx_wall), "recall": recall(ex_truth, fx_got)},
+            "allow_10pct": {**pcts(al_wall), "recall": recall(al_truth, al_got)},
+            "publish_s": publish_s, "load_s": load_s, "size_mib": size_mb, "loaded_identical": same,
+        }, indent=2, default=str))
 
     if args.sweep and p["mode"] != "brute_force":
         searcher = index._searcher  # type: ignore[attr-defined]  # noqa: SLF001 - benchmark only

@@ -7,12 +7,13 @@
 2. The full MovieLens 100K set (``../shared/data``) is loaded into a fresh SQLite file and ``recsys train``'s
    pipeline (``train_from_sql``: matrix + ALS fit + artifact) is timed. Target: <= 30 s on 2 cores.
 
-Run: ``python benchmarks/bench_train.py [--events 1000000] [--threads 2] [--repeat 3] [--skip-movielens]``.
+Run: ``python benchmarks/bench_train.py [--events 1000000] [--threads 2] [--repeat 3] [--skip-movielens] [--json PATH]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=REPO / ".recsys" / "bench")
     parser.add_argument("--skip-movielens", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures as JSON here")
     args = parser.parse_args()
 
     config = Config()
@@ -118,13 +120,27 @@ def main() -> None:
           f"{matrix.weights.shape[0]:,} x {matrix.weights.shape[1]:,}, {matrix.weights.nnz:,} pairs  [target <= 3 s]")
     print(f"implicit ALS fit ({cfg.factors} factors, {cfg.iterations} iterations, {args.threads} threads): "
           f"wall {fit_s:.2f}s, CPU {fit_cpu:.2f}s")
+    figures: dict[str, object] = {
+        "bench": "train", "events": args.events, "users": args.users, "items": args.items, "threads": args.threads,
+        "cpus": os.cpu_count(), "load_average": list(os.getloadavg()),
+        "matrix_s": statistics.median(times), "matrix_cpu_s": statistics.median(cpu), "matrix_runs_s": times,
+        "matrix_shape": list(matrix.weights.shape), "matrix_nnz": int(matrix.weights.nnz),
+        "als_fit_s": fit_s, "als_fit_cpu_s": fit_cpu, "movielens": None,
+    }
+    figures["movielens"] = movielens_figures(args, config, cfg)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2))
 
+
+def movielens_figures(args: argparse.Namespace, config: Config, cfg: object) -> dict[str, float] | str:
+    """Time ``recsys train``'s pipeline on MovieLens 100K; a string says why it was skipped."""
     if args.skip_movielens:
-        return
+        return "skipped (--skip-movielens)"
     shared = Path(os.environ.get("RECSYS_SHARED_DATA", REPO.parent / "shared" / "data"))
     if not (shared / "movielens-100k-posters" / "events.csv").is_file():
         print(f"MovieLens training skipped: shared data not found at {shared}")
-        return
+        return f"skipped: shared data not found at {shared}"
     from recsys.cf.train import train_from_sql
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,6 +155,8 @@ def main() -> None:
               f"(matrix {m['matrix_seconds']:.2f}s, fit {m['fit_seconds']:.2f}s; {m['events']:,} events)"
               "  [target <= 30 s]")
         ml.dispose()
+    return {"train_s": total, "train_cpu_s": total_cpu, "matrix_s": m["matrix_seconds"], "fit_s": m["fit_seconds"],
+            "events": m["events"]}
 
 
 if __name__ == "__main__":

@@ -114,6 +114,9 @@ class ServiceConfig(_Section):
     read_requires_key: bool = False
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_k: int = Field(500, gt=0)
+    threads: int = Field(1, ge=0)
+    """BLAS and torch threads per serving process (gunicorn runs several processes; more threads per
+    process than cores / processes make them spin against each other). 0 = leave the libraries' default."""
     similar_content_weight: float = Field(0.7, gt=0)
     """Share of the multimodal content cosine in the similar-items score (item page widget)."""
     similar_cf_weight: float = Field(0.3, ge=0)

@@ -38,6 +38,25 @@ class Metrics:
             self.versions.labels(kind=kind, version=version or "none").set(1)
 
 
+_LIMITS: list[Any] = []
+
+
+def limit_threads(n: int) -> None:
+    """Cap BLAS (numpy, implicit) and torch threads of this process at ``n`` (0: leave them)."""
+    if n <= 0:
+        return
+    import implicit.cpu.als  # noqa: F401 - load its BLAS before the limit is set
+    from threadpoolctl import threadpool_limits
+
+    _LIMITS.append(threadpool_limits(limits=n))  # stays in force while referenced
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
 def create_app(config: Config, runtime: Any = None) -> Flask:
     """Build the app. ``runtime`` defaults to ``recsys.serving.Runtime.from_config(config)``."""
     app = Flask("recsys")
@@ -46,6 +65,7 @@ def create_app(config: Config, runtime: Any = None) -> Flask:
     if runtime is None:
         from recsys.serving import Runtime
 
+        limit_threads(config.service.threads)
         runtime = Runtime.from_config(config)
     metrics = Metrics()
     app.extensions["recsys"] = runtime

@@ -35,11 +35,17 @@ def _blas_single_thread() -> Any:
 
     implicit is imported first, so that every BLAS library it loads is loaded when the limit is set.
     """
-    import implicit.cpu.als  # noqa: F401
-    import implicit.cpu.bpr  # noqa: F401
-    from threadpoolctl import threadpool_limits
+    global _CONTROLLER
+    if _CONTROLLER is None:  # scanning the loaded libraries costs ~1 ms: once per process, not per call
+        import implicit.cpu.als  # noqa: F401
+        import implicit.cpu.bpr  # noqa: F401
+        from threadpoolctl import ThreadpoolController
 
-    return threadpool_limits(1, "blas")
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+_CONTROLLER: Any = None
 
 
 def _als(cfg: CFConfig, item_factors: np.ndarray | None = None) -> Any:

@@ -16,12 +16,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 from sqlalchemy import Engine
 
-from recsys.embed.loading import ImageSourceDataset, iter_decoded
+from recsys.embed.loading import DecodedBatch, ImageSourceDataset, collate_decoded, iter_decoded
 from recsys.embed.report import EmbedReport, ImageFailure, SpaceReport
 from recsys.embed.store import IMAGE, TEXT, PendingItem, VectorRow, count_items, item_text, pending_items, write_vectors
 from recsys.encoders.base import Encoder, ImageEncoder
+from recsys.encoders.errors import ImageLoadError
 from recsys.encoders.settings import EncodersConfig
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,62 @@ def _progress(total: int, space: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=f"embed {space}", unit="item", disable=not enabled, dynamic_ncols=True, leave=True)
 
 
-def _start(engine: Engine, space: str, encoder: Encoder) -> SpaceReport:
+def _start(engine: Engine, space: str, version: str) -> SpaceReport:
     with engine.connect() as conn:
-        total, pending = count_items(conn, space, encoder.version)
-    report = SpaceReport(space=space, encoder=encoder.version, total=total, skipped=total - pending)
-    log.info("%s space, encoder %s: %d of %d items to embed", space, encoder.version, pending, total)
+        total, pending = count_items(conn, space, version)
+    report = SpaceReport(space=space, encoder=version, total=total, skipped=total - pending)
+    log.info("%s space, encoder %s: %d of %d items to embed", space, version, pending, total)
     return report
+
+
+# Per-batch steps shared by the local loops below and the Ray engine (recsys.embed.ray_job): both
+# engines encode the same batches with the same functions and write them with the same store call.
+
+
+def encode_text_batch(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
+    """The text space's per-batch work: ``(len(texts), dim)`` float32 vectors."""
+    return encoder.encode(list(texts))
+
+
+def text_rows(items: Sequence[PendingItem], vectors: np.ndarray) -> list[VectorRow]:
+    """What is stored for a text batch: one vector per item, in order."""
+    return [VectorRow(it.id, it.content_hash, v) for it, v in zip(items, vectors, strict=True)]
+
+
+def decode_image_batch(
+    sources: Sequence[str],
+    preprocess: Callable[[Any], np.ndarray],
+    max_pixels: int,
+    fetch_timeout: float,
+    max_download_bytes: int,
+) -> DecodedBatch:
+    """Decode a batch of image sources in this process (the local engine does it in worker processes)."""
+    dataset = ImageSourceDataset(list(sources), preprocess, max_pixels, fetch_timeout, max_download_bytes)
+    return collate_decoded([dataset[i] for i in range(len(dataset))])
+
+
+def encode_image_batch(encoder: ImageEncoder, batch: DecodedBatch) -> np.ndarray:
+    """The image space's per-batch work: vectors of the decoded images ``batch.ok``, ``(len(ok), dim)``."""
+    if batch.tensor is None:
+        return np.empty((0, encoder.dim), dtype=np.float32)
+    return encoder.encode_tensors(batch.tensor)
+
+
+def image_rows(
+    items: Sequence[PendingItem],
+    ok: Sequence[int],
+    vectors: np.ndarray,
+    failed: Sequence[tuple[int, ImageLoadError]],
+) -> tuple[list[VectorRow], list[ImageFailure]]:
+    """What is stored for an image batch: vectors of ``items[ok]``, errors of the failed positions."""
+    rows = [VectorRow(items[pos].id, items[pos].content_hash, vec) for pos, vec in zip(ok, vectors, strict=True)]
+    failures = []
+    for pos, err in failed:
+        item = items[pos]
+        rows.append(VectorRow(item.id, item.content_hash, None, str(err)))
+        failures.append(ImageFailure(item.id, err.source, err.reason, err.detail))
+        log.debug("item %d: %s", item.id, err)
+    return rows, failures
 
 
 def embed_texts(
@@ -81,15 +133,15 @@ def embed_texts(
     page_size: int = PAGE_SIZE,
 ) -> SpaceReport:
     """Encode the pending items' ``title`` + ``description`` and store the vectors (one commit per batch)."""
-    report = _start(engine, TEXT, encoder)
+    report = _start(engine, TEXT, encoder.version)
     t0 = time.perf_counter()
     with _progress(report.total - report.skipped, TEXT, progress) as bar:
         for page in _pages(engine, TEXT, encoder.version, page_size):
             for batch, texts in text_batches(page, batch_size):
                 t = time.perf_counter()
-                vectors = encoder.encode(texts)
+                vectors = encode_text_batch(encoder, texts)
                 report.encode_seconds += time.perf_counter() - t
-                rows = [VectorRow(it.id, it.content_hash, v) for it, v in zip(batch, vectors, strict=True)]
+                rows = text_rows(batch, vectors)
                 write_vectors(engine, TEXT, encoder.version, encoder.dim, rows)
                 report.embedded += len(rows)
                 bar.update(len(rows))
@@ -114,7 +166,7 @@ def embed_images(
 
     Failed images are stored as errors and passed to ``on_failure``.
     """
-    report = _start(engine, IMAGE, encoder)
+    report = _start(engine, IMAGE, encoder.version)
     t0 = time.perf_counter()
     with _progress(report.total - report.skipped, IMAGE, progress) as bar:
         for page in _pages(engine, IMAGE, encoder.version, page_size):
@@ -122,19 +174,12 @@ def embed_images(
                 [it.image or "" for it in page], encoder.preprocess, max_pixels, fetch_timeout, max_download_bytes
             )
             for batch in iter_decoded(dataset, batch_size=batch_size, workers=workers):
-                rows: list[VectorRow] = []
-                if batch.tensor is not None:
-                    t = time.perf_counter()
-                    vectors = encoder.encode_tensors(batch.tensor)
-                    report.encode_seconds += time.perf_counter() - t
-                    for pos, vec in zip(batch.ok, vectors, strict=True):
-                        rows.append(VectorRow(page[pos].id, page[pos].content_hash, vec))
-                for pos, err in batch.failed:
-                    item = page[pos]
-                    rows.append(VectorRow(item.id, item.content_hash, None, str(err)))
-                    failure = ImageFailure(item.id, err.source, err.reason, err.detail)
-                    log.debug("item %d: %s", item.id, err)
-                    if on_failure is not None:
+                t = time.perf_counter()
+                vectors = encode_image_batch(encoder, batch)
+                report.encode_seconds += time.perf_counter() - t
+                rows, failures = image_rows(page, batch.ok, vectors, batch.failed)
+                if on_failure is not None:
+                    for failure in failures:
                         on_failure(failure)
                 write_vectors(engine, IMAGE, encoder.version, encoder.dim, rows)
                 report.embedded += len(batch.ok)

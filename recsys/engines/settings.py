@@ -17,8 +17,8 @@ class RayConfig(_Section):
 
     address: str | None = None
     """``None``: start a local Ray instance for the run (stopped afterwards). ``auto``: join the Ray
-    cluster this machine is a node of. ``ray://HOST:10001``: connect to a cluster's head with Ray Client.
-    Overridden by ``--ray-address``."""
+    cluster this machine is a node of; ``HOST:6379``: the cluster whose head is there. Ray Client
+    (``ray://``) cannot drive Ray Data jobs. Overridden by ``--ray-address``."""
     num_cpus: int | None = Field(None, gt=0)
     """CPUs of the local instance (``None``: all of this machine's). Not used with an ``address``."""
     actors: int = Field(2, gt=0)

@@ -287,8 +287,10 @@ def content_blocks(engine: Any, item_ids: np.ndarray, internal_ids: np.ndarray |
     return tuple(blocks), chosen
 
 
-def fit_feed_model(engine: Any, config: Any, *, content: bool = True) -> FeedModel:
+def fit_feed_model(engine: Any, config: Any, *, content: bool = True, params: HybridParams | None = None) -> FeedModel:
     """Fit the hybrid on the store (events, and stored item vectors unless ``content`` is False).
+
+    ``params``: fixed settings instead of choosing them on validation splits (benchmarks, experiments).
 
     Raises:
         RecsysError: no event with a positive weight.
@@ -302,7 +304,7 @@ def fit_feed_model(engine: Any, config: Any, *, content: bool = True) -> FeedMod
         )
     blocks, versions = content_blocks(engine, sh.item_ids) if content else (None, {})
     t1 = time.perf_counter()
-    model = HybridRecommender(config.cf).fit(sh.history, blocks)
+    model = HybridRecommender(config.cf, params).fit(sh.history, blocks)
     t2 = time.perf_counter()
     comp = model.components
     assert comp is not None and model.params is not None
