@@ -289,12 +289,22 @@ def test_cli_train(tmp_path: Path) -> None:
     eng.dispose()
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(f"data_dir: {tmp_path / 'data'}\ncf:\n  factors: 3\n  iterations: 40\n", encoding="utf-8")
-    res = CliRunner().invoke(cli, ["--config", str(cfg_file), "train", "--model", "bpr", "--version", "b1", "--json"])
+    res = CliRunner().invoke(cli, ["--config", str(cfg_file), "train", "--cf-only", "--model", "bpr", "--version", "b1", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["version"] == "b1" and out["metrics"]["pairs"] == 128
     manifest = json.loads((Path(out["path"]) / "manifest.json").read_text())
     assert manifest["model"] == "bpr" and manifest["factors"] == 4
-    res = CliRunner().invoke(cli, ["--config", str(cfg_file), "train", "--version", "a1"])
+    res = CliRunner().invoke(cli, ["--config", str(cfg_file), "train", "--cf-only", "--version", "a1"])
     assert res.exit_code == 0, res.output
     assert "trained als (3 factors) on 16 users x 16 items" in res.output and "(active)" in res.output
+    # without --cf-only: the feed model (the hybrid), its chosen weights, registered as kind "feed"
+    res = CliRunner().invoke(cli, ["--config", str(cfg_file), "train", "--no-content", "--version", "f1", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["kind"] == "feed" and out["version"] == "f1" and out["metrics"]["pairs"] == 128
+    assert set(out["params"]) >= {"warm_cf", "warm_pop", "cold_offset"} and out["encoders"] == {}
+    from recsys.recommend.model import FeedModel
+
+    loaded = FeedModel.load(out["path"])
+    assert loaded.n_items == 16 and loaded.components.content is None and loaded.version == "f1"

@@ -120,9 +120,25 @@ def fold_in(item_factors: np.ndarray, confidence: sp.csr_matrix, cfg: CFConfig) 
     if confidence.shape[0] == 0:
         return np.zeros((0, item_factors.shape[1]), dtype=np.float32)
     with _blas_single_thread():
-        model = _als(cfg, item_factors)
+        model = _fold_model(item_factors, cfg)
         out = model.recalculate_user(np.arange(confidence.shape[0]), confidence)
     return np.asarray(out, dtype=np.float32).reshape(confidence.shape[0], item_factors.shape[1])
+
+
+_FOLD_MODELS: list[tuple[np.ndarray, str, Any]] = []
+
+
+def _fold_model(item_factors: np.ndarray, cfg: CFConfig) -> Any:
+    """An ALS model over ``item_factors`` for fold-in, reused while the same array is passed: it caches the
+    Gram matrix ``YtY`` (at a million items, recomputing it would dominate a single user's fold-in)."""
+    key = cfg.model_dump_json()
+    for arr, k, model in _FOLD_MODELS:
+        if arr is item_factors and k == key:
+            return model
+    model = _als(cfg, item_factors)
+    _FOLD_MODELS.insert(0, (item_factors, key, model))
+    del _FOLD_MODELS[4:]
+    return model
 
 
 @dataclass
