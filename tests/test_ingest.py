@@ -241,3 +241,45 @@ def test_fast_csv_path_falls_back_per_row_on_a_broken_record(
     assert (rep.rows, rep.inserted, rep.rejected) == (40, 39, 1)
     assert [(r["line"], r["reason"]) for r in read_rejects(tmp_path / "r.jsonl")] == [(32, "has 6 fields, the header has 5")]
     assert count(sqlite_engine, Event) == 39
+
+
+def test_a_failed_chunk_stops_the_run_and_keeps_only_committed_chunks(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks are written on a background thread; a write failure is raised, never reported as loaded."""
+    import recsys.ingest.events as events
+
+    load_items(engine, tmp_path)
+    lines = [f"u{i % 7},A{1 + i % 3},{1700000000 + i},view," for i in range(40)]
+    path = write_csv(tmp_path / "events.csv", "user,sku,when,kind,rating\n" + "\n".join(lines) + "\n")
+    real = events._insert_events
+    calls: list[int] = []
+
+    def failing(conn: Any, rows: list[tuple[Any, ...]]) -> int:
+        calls.append(len(rows))
+        if len(calls) == 3:
+            raise RuntimeError("database went away")
+        return real(conn, rows)
+
+    monkeypatch.setattr(events, "_insert_events", failing)
+    with pytest.raises(RuntimeError, match="database went away"):
+        ingest_events(engine, path, EVENTS, TYPES, reject_path=tmp_path / "r.jsonl", chunk_size=8)
+    assert calls == [8, 8, 8]  # nothing after the failed chunk was written
+    assert count(engine, Event) == 16  # the two committed chunks, not the failed one
+    monkeypatch.setattr(events, "_insert_events", real)
+    rep = ingest_events(engine, path, EVENTS, TYPES, reject_path=tmp_path / "r.jsonl", chunk_size=8)
+    assert (rep.rows, rep.inserted, rep.unchanged, rep.rejected) == (40, 24, 16, 0)
+    assert count(engine, Event) == 40
+
+
+def test_events_load_into_an_in_memory_sqlite_database(tmp_path: Path) -> None:
+    """Its connections are per thread, so the chunks are written inline rather than on the writer thread."""
+    from recsys.store.db import make_engine, upgrade
+
+    eng = make_engine("sqlite://")
+    upgrade(eng)
+    load_items(eng, tmp_path)
+    rep = ingest_events(eng, write_csv(tmp_path / "events.csv", EVENTS_CSV), EVENTS, TYPES, reject_path=tmp_path / "r.jsonl", chunk_size=2)
+    assert (rep.rows, rep.inserted, rep.rejected, rep.new_users) == (4, 4, 0, 2)
+    assert count(eng, Event) == 4
+    eng.dispose()

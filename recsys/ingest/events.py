@@ -12,8 +12,11 @@ The idempotency key (``events.event_key``) is, in this order:
    that repeats the same row once more than before adds exactly that one.
 
 Users are created on first sight. An event for an item that is not in the catalogue is rejected.
-On PostgreSQL rows go through ``COPY`` into a temporary table and one ``INSERT ... ON CONFLICT DO
-NOTHING``; on SQLite through ``executemany`` of ``INSERT OR IGNORE``.
+On PostgreSQL rows go through binary ``COPY`` into a temporary table and one ``INSERT ... ON CONFLICT DO
+NOTHING``; on SQLite through ``executemany`` of ``INSERT OR IGNORE``. A file is read in chunks, one
+transaction each; chunk ``N`` is written on a background thread while chunk ``N + 1`` is read and
+validated (:class:`~recsys.ingest.pipeline.BackgroundWriter`), and the report counts a chunk only once
+its transaction has committed.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy.pool import SingletonThreadPool
 
 from recsys.config import EventMapping
+from recsys.ingest.pipeline import BackgroundWriter
 from recsys.ingest.readers import BadLine, open_table
 from recsys.ingest.report import IngestReport, RejectWriter
 from recsys.ingest.values import RowError, TimestampParser, is_missing, to_float, to_id, to_text
@@ -40,6 +45,8 @@ from recsys.store.models import Item, User
 log = logging.getLogger(__name__)
 
 _EVENT_COLS = ("event_key", "user_id", "item_id", "event_type", "value", "ts", "attributes")
+_STAGE_TYPES = ["text", "int8", "int8", "text", "float8", "int8", "text"]
+"""PostgreSQL types of ``events_stage``'s columns, in ``_EVENT_COLS`` order (binary COPY needs them)."""
 
 
 def load_item_ids(conn: Connection) -> dict[str, int]:
@@ -54,13 +61,23 @@ def ensure_users(conn: Connection, external_ids: list[str], known: dict[str, int
         return 0
     users = User.__table__
     dialect = conn.dialect.name
-    if dialect in ("postgresql", "sqlite"):
+    if dialect == "postgresql":
+        # Two statements whatever the number of users: arrays travel as one (binary) parameter each.
+        with conn.connection.driver_connection.cursor() as cur:
+            cur.execute(
+                "INSERT INTO users (external_id, attributes, created_at) "
+                "SELECT u, '{}', CURRENT_TIMESTAMP FROM unnest(%s::text[]) AS u ON CONFLICT (external_id) DO NOTHING",
+                (missing,),
+            )
+            cur.execute("SELECT external_id, id FROM users WHERE external_id = ANY(%s::text[])", (missing,))
+            known.update(cur.fetchall())
+        return len(missing)
+    if dialect == "sqlite":
         # Straight to the driver: this runs for every new user of a big log.
-        conflict = "ON CONFLICT (external_id) DO NOTHING"
-        mark = "%s" if dialect == "postgresql" else "?"
         cur = conn.connection.driver_connection.cursor()
         cur.executemany(
-            f"INSERT INTO users (external_id, attributes, created_at) VALUES ({mark}, '{{}}', CURRENT_TIMESTAMP) {conflict}",
+            "INSERT INTO users (external_id, attributes, created_at) VALUES (?, '{}', CURRENT_TIMESTAMP) "
+            "ON CONFLICT (external_id) DO NOTHING",
             [(u,) for u in missing],
         )
         cur.close()
@@ -248,7 +265,9 @@ def ingest_events(
     """Append the events in ``path`` idempotently (see the module docstring for the key rule).
 
     Every chunk is committed on its own: good rows land even when others are rejected, and an
-    interrupted run can simply be repeated.
+    interrupted run can simply be repeated. Writing overlaps parsing (one writer thread, one chunk
+    ahead). When a write fails, no later chunk is written and the error is raised; the chunks committed
+    before it stay, and the log says how many events they held.
 
     Raises:
         InputFormatError: before anything is written, for an unreadable file, a wrong format or a
@@ -273,37 +292,70 @@ def ingest_events(
         items = load_item_ids(conn)
         users = {k: v for k, v in conn.execute(select(User.external_id, User.id))}
     row_parser = _RowValidator(mapping, allowed_types, items)
-    with RejectWriter(Path(reject_path), reader.position_name) as rejects:
-        for chunk in reader.frames(chunk_size):
-            report.rows += len(chunk.positions) + len(chunk.bad)
-            for pos, bad in chunk.bad:
-                rejects.write(pos, None, bad.reason, bad.raw)
-            if not chunk.positions:
-                continue
-            parsed, errors = frame_parser(chunk.frame, items)
-            for i, field, reason in errors:
-                row = {k: v for k, v in chunk.frame.iloc[i].to_dict().items() if not (isinstance(v, float) and v != v)}
-                try:  # the row-at-a-time parser gives the most precise message
-                    row_parser(row)
-                except RowError as err:
-                    field, reason = err.field, err.reason
-                rejects.write(chunk.positions[i], field, reason, row)
-            if not parsed.user:
-                continue
-            with engine.begin() as conn:
-                report.new_users += ensure_users(conn, parsed.user, users)
-                user_ids = [users[u] for u in parsed.user]
-                rows = list(zip(parsed.key, user_ids, parsed.item_id, parsed.etype, parsed.value, parsed.ts, parsed.attrs))
-                inserted = _insert_events(conn, rows)
-            report.inserted += inserted
-            report.unchanged += len(rows) - inserted
-        report.rejected = rejects.count
-        report.reject_reasons = dict(rejects.reasons)
+
+    def write(parsed: _Parsed) -> _Written:
+        """One chunk, one transaction (runs on the writer thread, which alone uses ``users``)."""
+        with engine.begin() as conn:
+            new_users = ensure_users(conn, parsed.user, users)
+            user_ids = [users[u] for u in parsed.user]
+            rows = list(zip(parsed.key, user_ids, parsed.item_id, parsed.etype, parsed.value, parsed.ts, parsed.attrs))
+            inserted = _insert_events(conn, rows)
+        return _Written(len(rows), inserted, new_users)
+
+    # Chunk N is written (server work, GIL released) while chunk N + 1 is read and validated.
+    # A SingletonThreadPool (in-memory SQLite) gives each thread its own database: write inline there.
+    writer: BackgroundWriter[_Parsed, _Written] = BackgroundWriter(
+        write, name="recsys-ingest-events", background=not isinstance(engine.pool, SingletonThreadPool)
+    )
+    try:
+        with RejectWriter(Path(reject_path), reader.position_name) as rejects, writer:
+            for chunk in reader.frames(chunk_size):
+                if writer.failed:
+                    break  # close() below raises the write error
+                report.rows += len(chunk.positions) + len(chunk.bad)
+                for pos, bad in chunk.bad:
+                    rejects.write(pos, None, bad.reason, bad.raw)
+                if not chunk.positions:
+                    continue
+                parsed, errors = frame_parser(chunk.frame, items)
+                for i, field, reason in errors:
+                    row = {k: v for k, v in chunk.frame.iloc[i].to_dict().items() if not (isinstance(v, float) and v != v)}
+                    try:  # the row-at-a-time parser gives the most precise message
+                        row_parser(row)
+                    except RowError as err:
+                        field, reason = err.field, err.reason
+                    rejects.write(chunk.positions[i], field, reason, row)
+                if parsed.user:
+                    writer.submit(parsed)
+            writer.close()
+            report.rejected = rejects.count
+            report.reject_reasons = dict(rejects.reasons)
+    except BaseException:
+        done = writer.results
+        log.error(
+            "ingest of %s stopped: %s events in %s committed chunks were stored before the failure "
+            "(%s of them new); running the same file again adds only the missing ones",
+            path, f"{sum(w.rows for w in done):,}", len(done), f"{sum(w.inserted for w in done):,}",
+        )
+        raise
+    for w in writer.results:
+        report.inserted += w.inserted
+        report.unchanged += w.rows - w.inserted
+        report.new_users += w.new_users
     if not report.rejected:
         report.reject_path = None
     report.seconds = time.perf_counter() - t0
     log.info(report.summary())
     return report
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What writing one chunk did, counted after its transaction committed."""
+
+    rows: int
+    inserted: int
+    new_users: int
 
 
 def _insert_events(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
@@ -335,7 +387,9 @@ def _insert_events_pg(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
             "(event_key text, user_id bigint, item_id bigint, event_type text, value double precision, ts bigint, attributes text) "
             "ON COMMIT DELETE ROWS"
         )
-        with cur.copy(f"COPY events_stage ({', '.join(_EVENT_COLS)}) FROM STDIN") as copy:
+        # Binary COPY: no text formatting on the client, no parsing on the server.
+        with cur.copy(f"COPY events_stage ({', '.join(_EVENT_COLS)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_STAGE_TYPES)
             for r in rows:
                 copy.write_row(r)
         cur.execute(
