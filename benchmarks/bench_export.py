@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--history", type=int, default=10, help="items per user")
     ap.add_argument("-k", type=int, default=10)
-    ap.add_argument("--chunk", type=int, default=512)
+    ap.add_argument("--chunk", type=int, default=2048, help="users per chunk (recsys export --chunk-size)")
     ap.add_argument("--json", dest="json_path", default=None, help="also write the figures as JSON here")
     args = ap.parse_args()
 

@@ -143,3 +143,28 @@ def test_top_k_rows_on_wide_rows_matches_the_evaluation_ranking() -> None:
     prio = rng.permutation(9000)
     for k in (1, 10, 100):
         assert np.array_equal(top_k_rows(scores, k, prio), rank_top_k(scores, k, tie_order=prio))
+
+
+def test_candidate_path_in_linear_form_uses_exact_statistics() -> None:
+    from dataclasses import replace
+
+    model, history = _model(n_items=150)
+    model.params = replace(PARAMS, profile_gamma=0.0, cold_profile_gamma=0.0)
+    exact = FeedRanker.build(model, list(model.item_ids))
+    approx = FeedRanker.build(model, list(model.item_ids), exact_max_items=10, sample_size=5)  # tiny sample: unused
+    assert approx.linear and not approx.exact
+    rows = history.select(np.arange(8))
+    a, b = exact.rank(rows, 15), approx.rank(rows, 15)
+    assert np.array_equal(a.rows, b.rows) and np.allclose(a.scores, b.scores, atol=1e-4)
+
+
+def test_mips_augmentation_keeps_the_inner_product_order() -> None:
+    from recsys.recommend.ranker import mips_augment
+
+    rng = np.random.default_rng(2)
+    f = (rng.normal(size=(500, 6)) * rng.uniform(0.1, 3, size=(500, 1))).astype(np.float32)
+    aug = mips_augment(f)
+    assert np.allclose(np.linalg.norm(aug, axis=1), 1.0, atol=1e-5)
+    q = rng.normal(size=(20, 6)).astype(np.float32)
+    qa = np.concatenate([q, np.zeros((20, 1), np.float32)], axis=1)
+    assert np.array_equal(np.argsort(-(q @ f.T), axis=1)[:, :10], np.argsort(-(qa @ aug.T), axis=1)[:, :10])

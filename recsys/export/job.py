@@ -121,6 +121,17 @@ def rank_feed_chunk(ctx: ExportContext, user_ids: Sequence[str], history: Histor
     pooled = opts.diversity > 0 or bool(opts.max_per_category)
     ranking = ctx.feed.rank(history, opts.k, allowed, exclude_seen=opts.exclude_seen,
                             pool=FEED_POOL if pooled else None, neighbours=ctx.neighbours())
+    ids = np.asarray(ctx.ids, dtype=object)
+    if not pooled:  # the common case, vectorised: ranked rows are a prefix of each row (-1 pads last)
+        rows, sc = ranking.rows[:, : opts.k], ranking.scores[:, : opts.k]
+        valid = rows >= 0
+        rank = np.broadcast_to(np.arange(1, rows.shape[1] + 1, dtype=np.int32), rows.shape)
+        return pa.table({
+            "user_id": pa.array(np.repeat(np.asarray(user_ids, dtype=object), valid.sum(axis=1)), pa.string()),
+            "rank": pa.array(rank[valid], pa.int32()),
+            "item_id": pa.array(ids[rows[valid]], pa.string()),
+            "score": pa.array(sc[valid], pa.float32()),
+        }, schema=FEED_SCHEMA)
     users: list[np.ndarray] = []
     items: list[np.ndarray] = []
     ranks: list[np.ndarray] = []
@@ -137,7 +148,6 @@ def rank_feed_chunk(ctx: ExportContext, user_ids: Sequence[str], history: Histor
         items.append(rows)
         ranks.append(np.arange(1, len(rows) + 1, dtype=np.int32))
         scores.append(sc)
-    ids = np.asarray(ctx.ids, dtype=object)
     item_rows = np.concatenate(items) if items else np.zeros(0, np.int64)
     return pa.table({
         "user_id": pa.array(np.concatenate(users) if users else [], pa.string()),

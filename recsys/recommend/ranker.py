@@ -71,18 +71,28 @@ def top_k_rows(scores: np.ndarray, k: int, priority: np.ndarray) -> np.ndarray:
     return out
 
 
-def _top_k_by_blocks(scores: np.ndarray, k: int, priority: np.ndarray, block: int = 128) -> np.ndarray:
+def _top_k_by_blocks(scores: np.ndarray, k: int, priority: np.ndarray, block: int = 64) -> np.ndarray:
     """:func:`top_k_rows` for wide rows: the ``k``-th largest of the block maxima bounds the answer from
-    below (``k`` distinct elements reach it), so only the few elements at or above it are sorted."""
+    below (``k`` distinct elements reach it), so only the blocks whose maximum reaches it are searched."""
     n, m = scores.shape
     full = m // block
-    maxima = scores[:, : full * block].reshape(n, full, block).max(axis=2)
+    blocks = scores[:, : full * block].reshape(n, full, block)
+    maxima = blocks.max(axis=2)
     if m > full * block:
         maxima = np.concatenate([maxima, scores[:, full * block :].max(axis=1, keepdims=True)], axis=1)
     nb = maxima.shape[1]
     bound = np.partition(maxima, nb - k, axis=1)[:, nb - k] if nb >= k else maxima.min(axis=1)
-    r, c = np.nonzero(scores >= bound[:, None])
-    vals = scores[r, c]
+    r_blk, b_idx = np.nonzero(maxima[:, :full] >= bound[:, None])  # the few blocks that can hold the answer
+    vals = blocks[r_blk, b_idx].ravel()
+    rows = np.repeat(r_blk, block)
+    cols = (b_idx[:, None] * block + np.arange(block)[None, :]).ravel()
+    if m > full * block:  # the short last block
+        r_t, c_t = np.nonzero(scores[:, full * block :] >= bound[:, None])
+        rows = np.concatenate([rows, r_t])
+        cols = np.concatenate([cols, c_t + full * block])
+        vals = np.concatenate([vals, scores[r_t, c_t + full * block]])
+    keep = vals >= bound[rows]
+    r, c, vals = rows[keep], cols[keep], vals[keep]
     order = np.lexsort((priority[c], -vals, r))
     r, c = r[order], c[order]
     starts = np.searchsorted(r, np.arange(n))
@@ -221,10 +231,17 @@ class FeedRanker:
         self._spaces["sample_factors"] = np.ascontiguousarray(comp.item_factors[self.sample])
         for b, block in enumerate(comp.content or ()):
             self._spaces[f"sample_content_{b}"] = np.ascontiguousarray(block[self.sample])
+        augmented = mips_augment(comp.item_factors)
         if index_builder is not None:
-            self.factor_index = index_builder(comp.item_factors)
+            self.factor_index = index_builder(augmented)
         else:
-            self.factor_index = build_index(comp.item_factors, index_config)  # type: ignore[arg-type]
+            self.factor_index = build_index(augmented, index_config)  # type: ignore[arg-type]
+        if self.linear:  # exact catalogue statistics from the Gram matrices (computed once, here)
+            self._space("cf", None)
+            p = self.model.params
+            if comp.content is not None:
+                self._space("content", p.content_mix)
+                self._space("content", p.cold_content_mix)
 
     # ------------------------------------------------------------------ scoring
     def scores(self, rows: History) -> np.ndarray:
@@ -274,7 +291,7 @@ class FeedRanker:
         """Catalogue mean and deviation of ``q @ x_i`` per user from the items' mean and Gram matrix."""
         q64 = np.asarray(q, dtype=np.float64)
         m = q64 @ mean
-        var = np.einsum("ud,de,ue->u", q64, gram, q64) - m * m
+        var = np.sum((q64 @ gram) * q64, axis=1) - m * m
         sd = np.sqrt(np.maximum(var, 0.0))
         return m, np.where(sd > 1e-12 * np.maximum(np.abs(m), 1.0), sd, 0.0)
 
@@ -430,7 +447,8 @@ class FeedRanker:
         fold = apply_confidence(rows.matrix(recency_weights(rows, p.recency_tau, p.recency_beta)), cfg, comp.bm25)
         uvec = fold_in(comp.item_factors, fold, cfg)
         fetch = max(200, 2 * want)
-        ids, _ = self.factor_index.search(uvec, fetch)  # type: ignore[attr-defined]
+        query = np.concatenate([uvec, np.zeros((uvec.shape[0], 1), np.float32)], axis=1)  # see mips_augment
+        ids, _ = self.factor_index.search(query, fetch)  # type: ignore[attr-defined]
         cand: list[np.ndarray] = []
         for u in range(rows.n_users):
             parts = [ids[u][ids[u] >= 0], self.popular]
@@ -443,10 +461,12 @@ class FeedRanker:
         dup = np.zeros(cols.shape, dtype=bool)
         for u, c in enumerate(cand):
             dup[u, len(c):] = True
-        sample = self.sample
         cf_raw = np.einsum("uk,uck->uc", uvec, comp.item_factors[cols])
-        cf_s = uvec @ self._spaces["sample_factors"].T
-        cf_z = _z_from(cf_raw, cf_s)
+        if self.linear:
+            _f, f_mean, f_gram = self._space("cf", None)
+            cf_z = _z_affine(cf_raw, *self._affine(uvec, f_mean, f_gram))
+        else:
+            cf_z = _z_from(cf_raw, uvec @ self._spaces["sample_factors"].T)
         content_z = cold_z = None
         if comp.content is not None and (p.warm_content or p.cold_content):
             content_z = self._content_z(rows, cols, p.profile_tau, p.profile_gamma, p.content_mix)
@@ -467,6 +487,14 @@ class FeedRanker:
     def _content_z(self, rows: History, cols: np.ndarray, tau: float, gamma: float, mix: float) -> np.ndarray:
         comp = self.components
         assert comp.content is not None and self.sample is not None
+        if self.linear:  # gamma = 0: cosine to the weighted mean profile, standardised exactly (Gram matrix)
+            x, x_mean, x_gram = self._space("content", mix)
+            w = rows.matrix(profile_weights(rows, tau))
+            totals = np.asarray(w.sum(axis=1)).ravel()
+            w = sp.diags(np.where(totals > 0, 1.0 / np.maximum(totals, 1e-30), 0.0).astype(np.float32)) @ w
+            prof = np.asarray(w @ x, dtype=np.float32)
+            raw = np.einsum("ud,ucd->uc", prof, x[cols])
+            return _z_affine(raw, *self._affine(prof, x_mean, x_gram))
         shares = block_shares(len(comp.content), mix)
         weights = rows.matrix(profile_weights(rows, tau))
         out = np.empty(cols.shape, np.float32)
@@ -496,6 +524,24 @@ def _kernel(w: np.ndarray, sim: np.ndarray, gamma: float) -> np.ndarray:
         out = wn @ np.exp(np.float32(gamma) * (sim - np.float32(1.0)))
         return (1.0 + np.log(np.maximum(out, np.float32(1e-30))) / np.float32(gamma))[None, :].astype(np.float32)
     return (wn @ sim)[None, :].astype(np.float32)
+
+
+def mips_augment(factors: np.ndarray) -> np.ndarray:
+    """Unit rows ``[f / M, sqrt(1 - |f|^2 / M^2)]`` (``M`` the largest norm): a query ``[u, 0]`` ranks them
+    by ``u . f``, so maximum-inner-product search over factors of any norm becomes a search over unit
+    vectors, which ScaNN's spherical partitioning and its recall check assume."""
+    f = np.asarray(factors, dtype=np.float32)
+    norms = np.linalg.norm(f, axis=1)
+    top = float(norms.max()) if len(norms) else 1.0
+    top = top if top > 0 else 1.0
+    extra = np.sqrt(np.maximum(0.0, 1.0 - (norms / top) ** 2)).astype(np.float32)
+    return np.ascontiguousarray(np.concatenate([f / np.float32(top), extra[:, None]], axis=1))
+
+
+def _z_affine(values: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """Standardise ``values`` rows with exact catalogue means / deviations (0 where the deviation is 0)."""
+    inv = np.where(sd > 0, 1.0 / np.where(sd > 0, sd, 1.0), 0.0)
+    return ((values - mean[:, None]) * inv[:, None]).astype(np.float32)
 
 
 def _z_from(values: np.ndarray, sample: np.ndarray) -> np.ndarray:
