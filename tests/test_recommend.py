@@ -157,14 +157,3 @@ def test_candidate_path_in_linear_form_uses_exact_statistics() -> None:
     a, b = exact.rank(rows, 15), approx.rank(rows, 15)
     assert np.array_equal(a.rows, b.rows) and np.allclose(a.scores, b.scores, atol=1e-4)
 
-
-def test_mips_augmentation_keeps_the_inner_product_order() -> None:
-    from recsys.recommend.ranker import mips_augment
-
-    rng = np.random.default_rng(2)
-    f = (rng.normal(size=(500, 6)) * rng.uniform(0.1, 3, size=(500, 1))).astype(np.float32)
-    aug = mips_augment(f)
-    assert np.allclose(np.linalg.norm(aug, axis=1), 1.0, atol=1e-5)
-    q = rng.normal(size=(20, 6)).astype(np.float32)
-    qa = np.concatenate([q, np.zeros((20, 1), np.float32)], axis=1)
-    assert np.array_equal(np.argsort(-(q @ f.T), axis=1)[:, :10], np.argsort(-(qa @ aug.T), axis=1)[:, :10])

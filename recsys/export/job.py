@@ -159,7 +159,8 @@ def rank_feed_chunk(ctx: ExportContext, user_ids: Sequence[str], history: Histor
 
 def similar_chunk(ctx: ExportContext, rows: np.ndarray, opts: ExportOptions, allowed: np.ndarray) -> pa.Table:
     """Similar items of some catalogue rows, as ``GET /v1/items/<id>/similar`` answers them."""
-    found, scores = ctx.similar_index.search(ctx.similar_vectors[rows], opts.k, allow=allowed,
+    allow = None if allowed.all() else allowed  # the API's rule: no mask when nothing is filtered out
+    found, scores = ctx.similar_index.search(ctx.similar_vectors[rows], opts.k, allow=allow,
                                              exclude=[[int(r)] for r in rows])
     found, scores = np.asarray(found).reshape(len(rows), -1), np.asarray(scores).reshape(len(rows), -1)
     ids = np.asarray(ctx.ids, dtype=object)

@@ -159,15 +159,16 @@ class FeedRanker:
         exact_max_items: int = 100_000,
         sample_size: int = 20_000,
         index_config: object | None = None,
-        index_builder: Callable[[np.ndarray], object] | None = None,
+        index_builder: Callable[[np.ndarray, np.ndarray | None], object] | None = None,
     ) -> FeedRanker:
         """Align the model to the serving rows ``ids``.
 
         Args:
             new_item_blocks: content blocks (the model's spaces, L2-normalised, zero rows where missing)
                 of items the model does not know; ``None``: such items get zero content.
-            index_builder: builds the item-factor index of the candidate regime (the service passes one
-                that loads or publishes a versioned index); default: built in memory.
+            index_builder: ``(vectors, recall queries) -> index`` for the item-factor index of the candidate
+                regime (the service passes one that loads or publishes a versioned index); default: built
+                in memory.
         """
         ids = tuple(str(i) for i in ids)
         n = len(ids)
@@ -219,7 +220,7 @@ class FeedRanker:
         return len(self.ids) <= self.exact_max_items
 
     def _prepare_candidates(self, sample_size: int, index_config: object | None,
-                            index_builder: Callable[[np.ndarray], object] | None) -> None:
+                            index_builder: Callable[[np.ndarray, np.ndarray | None], object] | None) -> None:
         from recsys.index.factory import build_index
 
         n = len(self.ids)
@@ -231,11 +232,18 @@ class FeedRanker:
         self._spaces["sample_factors"] = np.ascontiguousarray(comp.item_factors[self.sample])
         for b, block in enumerate(comp.content or ()):
             self._spaces[f"sample_content_{b}"] = np.ascontiguousarray(block[self.sample])
-        augmented = mips_augment(comp.item_factors)
+        # Candidates by the cosine of item factors to the user's vector: the index holds unit rows, so
+        # ScaNN's spherical partitioning applies (a MIPS transform [f/M, sqrt(1 - |f|^2/M^2)] squeezed the
+        # many small cold-item factors into one point and left the partitioner with empty leaves). The
+        # candidates are rescored exactly, and the most popular items are always among them.
+        unit = _unit_rows(comp.item_factors)
+        warm_rows = np.flatnonzero(comp.warm)
+        pick = rng.choice(warm_rows, size=min(200, len(warm_rows)), replace=False) if len(warm_rows) else warm_rows
+        queries = unit[pick] if len(pick) else None  # recall is checked on user-like queries
         if index_builder is not None:
-            self.factor_index = index_builder(augmented)
+            self.factor_index = index_builder(unit, queries)
         else:
-            self.factor_index = build_index(augmented, index_config)  # type: ignore[arg-type]
+            self.factor_index = build_index(unit, index_config, queries=queries)  # type: ignore[arg-type]
         if self.linear:  # exact catalogue statistics from the Gram matrices (computed once, here)
             self._space("cf", None)
             p = self.model.params
@@ -447,8 +455,7 @@ class FeedRanker:
         fold = apply_confidence(rows.matrix(recency_weights(rows, p.recency_tau, p.recency_beta)), cfg, comp.bm25)
         uvec = fold_in(comp.item_factors, fold, cfg)
         fetch = max(200, 2 * want)
-        query = np.concatenate([uvec, np.zeros((uvec.shape[0], 1), np.float32)], axis=1)  # see mips_augment
-        ids, _ = self.factor_index.search(query, fetch)  # type: ignore[attr-defined]
+        ids, _ = self.factor_index.search(_unit_rows(uvec), fetch)  # type: ignore[attr-defined]
         cand: list[np.ndarray] = []
         for u in range(rows.n_users):
             parts = [ids[u][ids[u] >= 0], self.popular]
@@ -526,16 +533,11 @@ def _kernel(w: np.ndarray, sim: np.ndarray, gamma: float) -> np.ndarray:
     return (wn @ sim)[None, :].astype(np.float32)
 
 
-def mips_augment(factors: np.ndarray) -> np.ndarray:
-    """Unit rows ``[f / M, sqrt(1 - |f|^2 / M^2)]`` (``M`` the largest norm): a query ``[u, 0]`` ranks them
-    by ``u . f``, so maximum-inner-product search over factors of any norm becomes a search over unit
-    vectors, which ScaNN's spherical partitioning and its recall check assume."""
-    f = np.asarray(factors, dtype=np.float32)
-    norms = np.linalg.norm(f, axis=1)
-    top = float(norms.max()) if len(norms) else 1.0
-    top = top if top > 0 else 1.0
-    extra = np.sqrt(np.maximum(0.0, 1.0 - (norms / top) ** 2)).astype(np.float32)
-    return np.ascontiguousarray(np.concatenate([f / np.float32(top), extra[:, None]], axis=1))
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), C-contiguous float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(np.where(norms > 0, x / np.maximum(norms, 1e-30), 0.0), dtype=np.float32)
 
 
 def _z_affine(values: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:

@@ -183,8 +183,8 @@ class Runtime:
             ranker = FeedRanker.build(
                 model, cat.ids, lambda ids: self._content_blocks(model, ids),
                 exact_max_items=self.config.service.feed_exact_max_items, index_config=self.config.index,
-                index_builder=lambda f: self._published_index(
-                    USER_ITEMS_INDEX, f, f"{model.version}-{hashlib.sha1(f.tobytes()).hexdigest()[:12]}")[0],
+                index_builder=lambda f, queries: self._published_index(
+                    USER_ITEMS_INDEX, f, f"{model.version}-{hashlib.sha1(f.tobytes()).hexdigest()[:12]}", queries)[0],
             )
             factors = ranker.components.item_factors
         similar = self._similar_vectors(cat.vectors, factors)
@@ -208,7 +208,8 @@ class Runtime:
             self._text_encoder = build_text_encoder(self.config.encoders.text, self.config.encoders.device)
         return self._text_encoder
 
-    def _published_index(self, name: str, vectors: np.ndarray, fingerprint: str) -> tuple[Any, str]:
+    def _published_index(self, name: str, vectors: np.ndarray, fingerprint: str,
+                         queries: np.ndarray | None = None) -> tuple[Any, str]:
         """The active published index ``name`` when it was built from these vectors, else a new one.
 
         A new index is built, then published atomically under ``<artifacts>/index-<name>`` and marked
@@ -230,7 +231,7 @@ class Runtime:
                         return retriever, current
         except (ArtifactError, OSError, ValueError) as exc:
             log.warning("index %s: cannot use the published version (%s); building a new one", name, exc)
-        retriever = build_index(vectors, self.config.index)
+        retriever = build_index(vectors, self.config.index, queries=queries)
         retriever.info["fingerprint"] = fingerprint
         retriever.info["n"] = len(vectors)
         try:
@@ -337,8 +338,12 @@ class Runtime:
         r = st.row.get(item_id)
         if r is None:
             raise UnknownIdError(f"unknown item id {item_id!r}")
-        allowed = self._allowed(st, category, [*exclude, item_id], available_only)
-        ids, scores = st.similar_index.search(st.similar_vectors[r], k, allow=allowed)
+        blocked = [r, *(st.row[e] for e in exclude if e in st.row)]
+        if category is None and (not available_only or bool(st.available.all())):
+            allow = None  # no mask to build and check: the common item-page call
+        else:
+            allow = self._allowed(st, category, (), available_only)
+        ids, scores = st.similar_index.search(st.similar_vectors[r], k, allow=allow, exclude=blocked)
         items = [
             self._item(st, int(i), float(s), [{"type": "similar_to", "item": item_id}])
             for i, s in zip(np.asarray(ids).ravel(), np.asarray(scores).ravel()) if int(i) >= 0
