@@ -121,6 +121,9 @@ class ServiceConfig(_Section):
     """Share of the multimodal content cosine in the similar-items score (item page widget)."""
     similar_cf_weight: float = Field(0.3, ge=0)
     """Share of the CF co-interaction cosine (item factors) in the similar-items score; 0 = content only."""
+    similar_cache_size: int = Field(100_000, ge=0)
+    """Similar-items answers kept per serving process (LRU; 0 = no cache). Item pages ask the same
+    questions over and over; the cache is dropped whenever the model, index or catalogue changes."""
     feed_exact_max_items: int = Field(100_000, gt=0)
     """Up to this many items the home feed scores every item exactly as ``recsys evaluate`` does; above it,
     a few hundred retrieved candidates are scored (standardised over a fixed item sample)."""

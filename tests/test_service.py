@@ -346,3 +346,19 @@ def test_the_candidate_regime_for_large_catalogues_serves_through_the_runtime(se
     assert len(ids) == 10 and not seen & {big._st().row[i] for i in ids}
     assert len(set(ids) & set(exact)) >= 7  # candidates + a sampled standardisation: close to the exact list
     assert big.recommend("cold-nobody", k=5).cold_start
+
+
+def test_similar_items_answers_are_cached_per_snapshot(service: tuple[Any, Any, Config]) -> None:
+    _, rt, _ = service
+    first = rt.similar_items("D0005", k=4)
+    assert rt.similar_items("D0005", k=4) is first  # the same question: the cached answer
+    assert rt.similar_items("D0005", k=5) is not first  # another question
+    rt.reload()  # a new snapshot (model, index or catalogue change) starts with an empty cache
+    again = rt.similar_items("D0005", k=4)
+    assert again is not first and [i.id for i in again.items] == [i.id for i in first.items]
+    original = rt.config
+    rt.config = original.model_copy(update={"service": original.service.model_copy(update={"similar_cache_size": 0})})
+    try:
+        assert rt.similar_items("D0005", k=4) is not rt.similar_items("D0005", k=4)
+    finally:
+        rt.config = original

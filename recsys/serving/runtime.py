@@ -19,6 +19,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,9 @@ class _State:
     similar_vectors: np.ndarray
     similar_index: Any
     versions: dict[str, str | None] = field(default_factory=dict)
+    similar_cache: OrderedDict[tuple[Any, ...], Ranked] = field(default_factory=OrderedDict)
+    """Answers of ``similar_items`` for this snapshot (LRU, ``service.similar_cache_size``); a new snapshot
+    (model, index, catalogue change) starts empty, so a cached answer is never stale."""
 
 
 class Runtime:
@@ -338,6 +342,14 @@ class Runtime:
         r = st.row.get(item_id)
         if r is None:
             raise UnknownIdError(f"unknown item id {item_id!r}")
+        size = self.config.service.similar_cache_size
+        key = (item_id, k, category, tuple(exclude), available_only)
+        if size:
+            with self._lock:
+                hit = st.similar_cache.get(key)
+                if hit is not None:
+                    st.similar_cache.move_to_end(key)
+                    return hit
         blocked = [r, *(st.row[e] for e in exclude if e in st.row)]
         if category is None and (not available_only or bool(st.available.all())):
             allow = None  # no mask to build and check: the common item-page call
@@ -348,7 +360,13 @@ class Runtime:
             self._item(st, int(i), float(s), [{"type": "similar_to", "item": item_id}])
             for i, s in zip(np.asarray(ids).ravel(), np.asarray(scores).ravel()) if int(i) >= 0
         ]
-        return Ranked(items)
+        ranked = Ranked(items)
+        if size:
+            with self._lock:
+                st.similar_cache[key] = ranked
+                while len(st.similar_cache) > size:
+                    st.similar_cache.popitem(last=False)
+        return ranked
 
     # ------------------------------------------------------------------ home feed
     def _user_events(self, st: _State, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
