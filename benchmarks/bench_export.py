@@ -110,8 +110,8 @@ def main() -> None:
         "peak_rss_mb": round(peak_rss_mb()), "peak_rss_mb_before_export": round(rss_before),
         "parquet_mb": round(size_mb, 1), "rows": res.rows, "cores": os.cpu_count(),
     }
-    print(f"| users | items | dim | k | export s | users/s | bare matmul+top-k users/s | peak RSS MB | parquet MB |")
-    print(f"|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| users | items | dim | k | export s | users/s | bare matmul+top-k users/s | peak RSS MB | parquet MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| {args.users:,} | {args.items:,} | {args.dim} | {args.k} | {export_s:,.1f} | {figures['users_per_s']:,} | "
           f"{figures['baseline_matmul_topk_users_per_s']:,} | {figures['peak_rss_mb']:,} | {size_mb:,.1f} |")
     if args.json_path:

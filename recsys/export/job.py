@@ -222,11 +222,6 @@ def store_histories(engine: Any, ctx: ExportContext, event_types: dict[str, floa
 
 
 # ---------------------------------------------------------------------- the job
-def _chunks(n: int, size: int) -> Iterator[tuple[int, int, int]]:
-    for c, start in enumerate(range(0, n, size)):
-        yield c, start, min(start + size, n)
-
-
 def run_export(
     ctx: ExportContext,
     opts: ExportOptions,

@@ -37,7 +37,7 @@ from sqlalchemy.pool import SingletonThreadPool
 
 from recsys.config import EventMapping
 from recsys.ingest.pipeline import BackgroundWriter
-from recsys.ingest.readers import BadLine, open_table
+from recsys.ingest.readers import open_table
 from recsys.ingest.report import IngestReport, RejectWriter
 from recsys.ingest.values import RowError, TimestampParser, is_missing, to_float, to_id, to_text
 from recsys.store.models import Item, User
