@@ -129,6 +129,11 @@ def test_linear_form_gives_the_general_scores(content_mix: float) -> None:
     assert np.allclose(fast.scores(rows), slow.scores(rows), atol=2e-4)
     a, b = fast.rank(rows, 10), slow.rank(rows, 10)
     assert np.array_equal(a.rows, b.rows)
+    mask = np.random.default_rng(1).random(400) < 0.6  # filters map onto the linear form's column order
+    a_f, b_f = fast.rank(rows, 10, mask), slow.rank(rows, 10, mask)
+    assert np.array_equal(a_f.rows, b_f.rows) and mask[a_f.rows].all()
+    seen = rows.matrix().tocoo()
+    assert not any(r in set(seen.col[seen.row == u]) for u in range(20) for r in a_f.rows[u])
     assert np.allclose(a.cf, b.cf, atol=2e-4) and np.allclose(a.content, b.content, atol=2e-4)
     empty = user_history([np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)], fast.tie_rank, 400)
     assert np.array_equal(fast.rank(empty, 5).rows, slow.rank(empty, 5).rows)  # a cold-start user: popularity

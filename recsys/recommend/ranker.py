@@ -254,7 +254,10 @@ class FeedRanker:
     # ------------------------------------------------------------------ scoring
     def scores(self, rows: History) -> np.ndarray:
         """Scores ``(rows.n_users, n_items)`` over the whole catalogue, the evaluation's formula exactly."""
-        return self._exact(rows)[0]
+        s, explain, _ = self._exact(rows)
+        if isinstance(explain, dict):  # the linear form scores warm items first, then cold ones
+            return s[:, self._order()[1]]
+        return s
 
     def _exact(self, rows: History) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(scores, cf_z, content_z)`` over the whole catalogue (content zeros without content)."""
@@ -339,10 +342,14 @@ class FeedRanker:
 
         # One matrix product: user coefficients [warm part | cold part] against item rows that hold
         # [F_i, C_i, pop_i, 1] in the warm half (warm items) or in the cold half (cold items).
-        q = np.concatenate([self._user_side(warm_w, sides["warm"], uvec, scale, inv_cf, cf_m, 1.0, 0.0),
-                            self._user_side(cold_w, sides["cold"], uvec, scale, inv_cf, cf_m,
-                                            p.cold_scale, p.cold_offset)], axis=1)
-        s = q @ self._item_side(sides["warm"] is not None, p.content_mix, p.cold_content_mix).T
+        # columns in the order warm items, then cold items (``_order``): one product per half, no scatter
+        q_warm = self._user_side(warm_w, sides["warm"], uvec, scale, inv_cf, cf_m, 1.0, 0.0)
+        q_cold = self._user_side(cold_w, sides["cold"], uvec, scale, inv_cf, cf_m, p.cold_scale, p.cold_offset)
+        x_warm, x_cold = self._item_side(sides["warm"] is not None, p.content_mix, p.cold_content_mix)
+        s = np.empty((uvec.shape[0], len(self.ids)), dtype=np.float32)
+        n_warm = x_warm.shape[0]
+        np.matmul(q_warm, x_warm.T, out=s[:, :n_warm])
+        np.matmul(q_cold, x_cold.T, out=s[:, n_warm:])
         return s, {"uvec": uvec, "cf": (cf_m, inv_cf), "warm": sides["warm"], "cold": sides["cold"]}
 
     @staticmethod
@@ -362,21 +369,29 @@ class FeedRanker:
         parts.append((const * factor + offset)[:, None] / max(factor, 1e-30))
         return (np.float32(factor) * np.concatenate(parts, axis=1)).astype(np.float32)
 
-    def _item_side(self, with_content: bool, warm_mix: float, cold_mix: float) -> np.ndarray:
-        """``(n, 2 (k + d + 2))``: warm items' ``[F_i, C_i, pop_i, 1]`` in the first half, cold items' in the second."""
+    def _order(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(order, inverse)``: the linear form's column order (warm items, then cold) and its inverse."""
+        if "order" not in self._spaces:
+            warm = self.components.warm
+            order = np.concatenate([np.flatnonzero(warm), np.flatnonzero(~warm)]).astype(np.int64)
+            inverse = np.empty_like(order)
+            inverse[order] = np.arange(len(order))
+            self._spaces["order"] = (order, inverse)
+        return self._spaces["order"]
+
+    def _item_side(self, with_content: bool, warm_mix: float, cold_mix: float) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``[F_i, C_i, pop_i, 1]`` of the warm items and of the cold items (content mixed for each)."""
         key = ("items", with_content, warm_mix, cold_mix)
         if key not in self._spaces:
             comp = self.components
             halves = []
-            for mix, mask in ((warm_mix, comp.warm), (cold_mix, ~comp.warm)):
-                cols = [comp.item_factors]
+            for mix, rows in ((warm_mix, np.flatnonzero(comp.warm)), (cold_mix, np.flatnonzero(~comp.warm))):
+                cols = [comp.item_factors[rows]]
                 if with_content:
-                    cols.append(self._space("content", mix)[0])
-                cols += [comp.pop[:, None], np.ones((len(comp.pop), 1), np.float32)]
-                half = np.concatenate(cols, axis=1).astype(np.float32)
-                half[~mask] = 0.0
-                halves.append(half)
-            self._spaces[key] = np.ascontiguousarray(np.concatenate(halves, axis=1))
+                    cols.append(self._space("content", mix)[0][rows])
+                cols += [comp.pop[rows, None], np.ones((len(rows), 1), np.float32)]
+                halves.append(np.ascontiguousarray(np.concatenate(cols, axis=1), dtype=np.float32))
+            self._spaces[key] = tuple(halves)
         return self._spaces[key]
 
     def _linear_components(self, explain: dict, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -409,13 +424,18 @@ class FeedRanker:
         """
         want = max(k, pool or 0)
         cold = rows.items.shape[0] == 0
+        order = None
         if self.exact:
             s, cf_z, content_z = self._exact(rows)
             comps = (cf_z, content_z)
+            if isinstance(cf_z, dict):  # linear form: columns are warm items, then cold ones
+                order, inverse = self._order()
         else:
             s, cols, comps = self._candidate_scores(rows, want, neighbours)
         if allowed is not None:
             mask = np.asarray(allowed, dtype=bool)
+            if order is not None:
+                mask = mask[..., order]
             if self.exact and mask.ndim == 1:
                 if not mask.all():
                     s[:, ~mask] = -np.inf
@@ -425,13 +445,14 @@ class FeedRanker:
         if exclude_seen and rows.items.shape[0]:
             seen = rows.matrix(np.ones_like(rows.weight))
             if self.exact:
-                s[seen.nonzero()] = -np.inf
+                r_seen, c_seen = seen.nonzero()
+                s[r_seen, c_seen if order is None else inverse[c_seen]] = -np.inf
             else:
                 s = np.where(_seen_mask(seen, cols), -np.inf, s).astype(np.float32)
         if self.exact:
-            top = top_k_rows(s, want, self.priority)
+            top = top_k_rows(s, want, self.priority if order is None else self.priority[order])
             top_s = np.take_along_axis(s, top, axis=1)
-            out_rows = np.where(np.isfinite(top_s), top, -1)
+            out_rows = np.where(np.isfinite(top_s), top if order is None else order[top], -1)
         else:
             top = top_k_rows_2d(s, want, self.priority[cols])
             top_s = np.take_along_axis(s, top, axis=1)
