@@ -11,11 +11,13 @@ Two regimes, chosen by catalogue size (``exact_max_items``):
 - **exact** (the default up to 100,000 items): every item is scored with the evaluation's own functions
   (:func:`recsys.cf.hybrid.user_components` and :func:`~recsys.cf.hybrid.hybrid_scores`); the top ``k``
   use the evaluation's tie order. The service therefore returns what ``recsys evaluate`` would rank for
-  that user under the same model.
-- **candidates** (larger catalogues): a few hundred candidates from a ScaNN index over the item factors
-  (the user's folded-in vector as the query), the similar-items neighbours of the user's latest items and
-  the most popular items are scored with the same formula; the per-user standardisation of each component
-  uses its mean and deviation over a fixed random sample of items instead of the whole catalogue.
+  that user under the same model. When the content kernel is a plain cosine (``gamma = 0``) the same
+  score is computed in its linear form (:attr:`FeedRanker.linear`: matrix products, catalogue means and
+  deviations from Gram matrices), equal up to float rounding and much faster for batches.
+- **candidates** (larger catalogues): a few hundred candidates from a ScaNN index over the unit item
+  factors (the user's folded-in vector as the query), the similar-items neighbours of the user's latest
+  items and the most popular items are scored with the same formula; each component is standardised with
+  the exact catalogue statistics in the linear form, else with those of a fixed random sample of items.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-
 from typing import Any
 
 import numpy as np
