@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,22 +28,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-RECSYS = [str(Path(sys.executable).parent / "recsys")]  # the console script of this interpreter's venv
+from bench_embed_engines import run, shared_data  # noqa: E402 - the same CLI runner
+
 SMALL_GRIDS = {"iterations": 5, "hybrid": {"rounds": 1, "profile_gamma": [0.0, 10.0], "profile_tau": [3.0, 1000.0],
                                            "cold_offset": [0.0], "cold_scale": [1.0]}}
-
-
-def shared_data() -> Path:
-    return Path(os.environ.get("RECSYS_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
-def run(args: list[str]) -> tuple[float, str]:
-    t = time.perf_counter()
-    out = subprocess.run([*RECSYS, *args], check=False, capture_output=True, text=True, cwd=REPO)
-    if out.returncode != 0:
-        sys.exit(f"recsys {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
-    return time.perf_counter() - t, out.stdout
 
 
 def prepare(tmp: Path, tiny: bool, actors: int) -> Path:

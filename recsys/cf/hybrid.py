@@ -44,6 +44,7 @@ from recsys.cf.model import fit_factors, fold_in
 from recsys.cf.scoring import (
     BlendWeights,
     BlockSimilarity,
+    RidgeMap,
     blend,
     block_shares,
     fit_ridge,
@@ -114,6 +115,9 @@ class HybridComponents:
             and image; zero rows where an item lacks that part), or ``None``.
         bm25: BM25 statistics for weighing new rows (``confidence == "bm25"`` only).
         fit_seconds: time of the factorisation alone.
+        factor_map, pop_map: the content -> CF factor and content -> log popularity ridge maps fitted on
+            the warm items (``None`` without content or warm items); they place items without events.
+        pop_mean, pop_std: what standardised the log popularity into ``pop``.
     """
 
     item_factors: np.ndarray
@@ -122,6 +126,10 @@ class HybridComponents:
     content: tuple[np.ndarray, ...] | None
     bm25: Bm25Stats | None
     fit_seconds: float
+    factor_map: RidgeMap | None = None
+    pop_map: RidgeMap | None = None
+    pop_mean: float = 0.0
+    pop_std: float = 1.0
 
 
 ContentInput = np.ndarray | Sequence[np.ndarray] | None
@@ -156,16 +164,19 @@ def fit_components(history: History, content: ContentInput, cfg: CFConfig) -> Hy
     counts = history.item_counts()
     warm = counts > 0
     pop = np.log1p(counts).astype(np.float32)
-    if blocks is not None and warm.any() and (~warm).any():
+    mapping = pop_map = None
+    if blocks is not None and warm.any():  # fitted even when every item is warm: later items need them
         x = np.concatenate(blocks, axis=1)
         mapping = fit_ridge(x[warm], item_factors[warm], cfg.hybrid.mapping_l2)
-        item_factors[~warm] = mapping(x[~warm])
         pop_map = fit_ridge(x[warm], pop[warm], cfg.hybrid.mapping_l2)
-        pop[~warm] = pop_map(x[~warm])[:, 0]
+        if (~warm).any():
+            item_factors[~warm] = mapping(x[~warm])
+            pop[~warm] = pop_map(x[~warm])[:, 0]
     elif (~warm).any():
         item_factors[~warm] = 0.0
     pop_z = zscore_rows(pop[None, :])[0]
-    return HybridComponents(item_factors, warm, pop_z, blocks, stats, fit_s)
+    return HybridComponents(item_factors, warm, pop_z, blocks, stats, fit_s, mapping, pop_map,
+                            float(pop.mean()), float(pop.std()) or 1.0)
 
 
 def content_component(

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from recsys.cf.history import History
 from recsys.errors import ArtifactError, ConfigError
+from recsys.recommend.model import type_weights
 from recsys.recommend.ranker import FEED_POOL, FeedRanker, reshape
 
 log = logging.getLogger(__name__)
@@ -199,10 +200,7 @@ def store_histories(engine: Any, ctx: ExportContext, event_types: dict[str, floa
     for internal, row in ctx.internal_to_row.items():
         lookup[internal] = row
     item_rows = np.where(ev.item_id < top, lookup[np.minimum(ev.item_id, top - 1)], -1)
-    types = np.asarray(ev.event_type, dtype=object)
-    weight = np.zeros(types.shape[0], dtype=np.float32)
-    for name in np.unique(types) if types.size else []:
-        weight[types == name] = max(float(event_types.get(str(name), 0.0)), 0.0)
+    weight = type_weights(ev.event_type, event_types)
     keep = (weight > 0) & (item_rows >= 0)
     pos = np.searchsorted(user_internal, ev.user_id[keep])
     ext_of_event = user_ext[pos]

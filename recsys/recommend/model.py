@@ -34,7 +34,7 @@ import numpy as np
 from recsys.cf.history import History
 from recsys.cf.hybrid import HybridComponents, HybridParams, HybridRecommender
 from recsys.cf.matrix import Bm25Stats
-from recsys.cf.scoring import RidgeMap, fit_ridge
+from recsys.cf.scoring import RidgeMap
 from recsys.cf.settings import CFConfig
 from recsys.errors import ArtifactError, RecsysError
 
@@ -79,6 +79,18 @@ class StoreHistory:
     weight_scale: float
 
 
+def type_weights(event_type: np.ndarray, event_types: dict[str, float], *, warn: bool = False) -> np.ndarray:
+    """``(n,)`` float32 weight of each event from its type (``config.event_types``; unknown or non-positive: 0)."""
+    types = np.asarray(event_type, dtype=object)
+    weight = np.zeros(types.shape[0], dtype=np.float32)
+    for name in np.unique(types) if types.size else []:
+        w = float(event_types.get(str(name), 0.0))
+        if w <= 0 and warn:
+            log.warning("feed model: events of type %r ignored (weight %s in config.event_types)", name, w)
+        weight[types == name] = max(w, 0.0)
+    return weight
+
+
 def read_store_history(engine: Any, event_types: dict[str, float]) -> StoreHistory:
     """Read the events and id tables into a :class:`StoreHistory` (see the module docstring)."""
     from recsys.cf.sql import _id_table, _rows_of, read_event_columns
@@ -87,13 +99,7 @@ def read_store_history(engine: Any, event_types: dict[str, float]) -> StoreHisto
     ev = read_event_columns(engine, with_value=False, with_ts=True)
     item_internal, item_ext = _id_table(engine, Item)
     user_internal, user_ext = _id_table(engine, User)
-    types = np.asarray(ev.event_type, dtype=object)
-    weight = np.zeros(types.shape[0], dtype=np.float64)
-    for name in np.unique(types) if types.size else []:
-        w = float(event_types.get(str(name), 0.0))
-        if w <= 0:
-            log.warning("feed model: events of type %r ignored (weight %s in config.event_types)", name, w)
-        weight[types == name] = max(w, 0.0)
+    weight = type_weights(ev.event_type, event_types, warn=True)
     keep = weight > 0
     item_rows = _rows_of(ev.item_id[keep], item_internal)
     user_rows_all = _rows_of(ev.user_id[keep], user_internal)
@@ -308,22 +314,7 @@ def fit_feed_model(engine: Any, config: Any, *, content: bool = True, params: Hy
     t2 = time.perf_counter()
     comp = model.components
     assert comp is not None and model.params is not None
-    factor_map = pop_map = None
-    pop_mean, pop_std = 0.0, 1.0
-    counts = sh.history.item_counts()
-    warm = counts > 0
-    pop = np.log1p(counts)
-    if comp.content is not None and warm.any() and (~warm).any():
-        x = np.concatenate(comp.content, axis=1)
-        factor_map = fit_ridge(x[warm], comp.item_factors[warm], config.cf.hybrid.mapping_l2)
-        pop_map = fit_ridge(x[warm], pop[warm], config.cf.hybrid.mapping_l2)
-        pop[~warm] = pop_map(x[~warm])[:, 0]
-    elif comp.content is not None and warm.any():
-        x = np.concatenate(comp.content, axis=1)
-        factor_map = fit_ridge(x, comp.item_factors, config.cf.hybrid.mapping_l2)
-        pop_map = fit_ridge(x, pop, config.cf.hybrid.mapping_l2)
-    pop32 = pop.astype(np.float32)
-    pop_mean, pop_std = float(pop32.mean()), float(pop32.std()) or 1.0
+    warm = comp.warm
     metrics = {
         "read_seconds": round(t1 - t0, 3),
         "fit_seconds": round(t2 - t1, 3),
@@ -334,8 +325,8 @@ def fit_feed_model(engine: Any, config: Any, *, content: bool = True, params: Hy
         "warm_items": int(warm.sum()),
     }
     return FeedModel(
-        item_ids=sh.item_ids, params=model.params, cfg=config.cf, components=comp, factor_map=factor_map,
-        pop_map=pop_map, pop_mean=pop_mean, pop_std=pop_std, encoders=versions, weight_scale=sh.weight_scale,
+        item_ids=sh.item_ids, params=model.params, cfg=config.cf, components=comp, factor_map=comp.factor_map,
+        pop_map=comp.pop_map, pop_mean=comp.pop_mean, pop_std=comp.pop_std, encoders=versions, weight_scale=sh.weight_scale,
         info={"metrics": metrics, "selection": _jsonable(model.selection)},
     )
 

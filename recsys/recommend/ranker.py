@@ -130,7 +130,6 @@ class Ranking:
     cf: np.ndarray
     content: np.ndarray
     pop: np.ndarray
-    cold: bool
 
 
 @dataclass
@@ -370,14 +369,15 @@ class FeedRanker:
         parts.append((const * factor + offset)[:, None] / max(factor, 1e-30))
         return (np.float32(factor) * np.concatenate(parts, axis=1)).astype(np.float32)
 
-    def _order(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(order, inverse)``: the linear form's column order (warm items, then cold) and its inverse."""
+    def _order(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(order, inverse, priority)``: the linear form's column order (warm items, then cold), its
+        inverse, and the tie-break priority in that order."""
         if "order" not in self._spaces:
             warm = self.components.warm
             order = np.concatenate([np.flatnonzero(warm), np.flatnonzero(~warm)]).astype(np.int64)
             inverse = np.empty_like(order)
             inverse[order] = np.arange(len(order))
-            self._spaces["order"] = (order, inverse)
+            self._spaces["order"] = (order, inverse, self.priority[order])
         return self._spaces["order"]
 
     def _item_side(self, with_content: bool, warm_mix: float, cold_mix: float) -> tuple[np.ndarray, np.ndarray]:
@@ -424,13 +424,12 @@ class FeedRanker:
             exclude_seen: leave out the items in each user's history.
         """
         want = max(k, pool or 0)
-        cold = rows.items.shape[0] == 0
         order = None
         if self.exact:
             s, cf_z, content_z = self._exact(rows)
             comps = (cf_z, content_z)
             if isinstance(cf_z, dict):  # linear form: columns are warm items, then cold ones
-                order, inverse = self._order()
+                order, inverse, order_priority = self._order()
         else:
             s, cols, comps = self._candidate_scores(rows, want, neighbours)
         if allowed is not None:
@@ -451,7 +450,7 @@ class FeedRanker:
             else:
                 s = np.where(_seen_mask(seen, cols), -np.inf, s).astype(np.float32)
         if self.exact:
-            top = top_k_rows(s, want, self.priority if order is None else self.priority[order])
+            top = top_k_rows(s, want, self.priority if order is None else order_priority)
             top_s = np.take_along_axis(s, top, axis=1)
             out_rows = np.where(np.isfinite(top_s), top if order is None else order[top], -1)
         else:
@@ -466,7 +465,7 @@ class FeedRanker:
             cf = np.take_along_axis(comps[0], pick, axis=1)
             content = np.take_along_axis(comps[1], pick, axis=1)
         pop = self.components.pop[safe]
-        return Ranking(out_rows, np.where(np.isfinite(top_s), top_s, np.nan).astype(np.float32), cf, content, pop, cold)
+        return Ranking(out_rows, np.where(np.isfinite(top_s), top_s, np.nan).astype(np.float32), cf, content, pop)
 
     # ------------------------------------------------------------------ large catalogues
     def _candidate_scores(self, rows: History, want: int, neighbours: Neighbours | None

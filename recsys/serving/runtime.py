@@ -44,6 +44,11 @@ USER_ITEMS_INDEX = "user-items"
 """Name of the published index over the feed model's item factors (large catalogues' feed candidates)."""
 
 
+def _fingerprint(vectors: np.ndarray) -> str:
+    """What a published index records of the vectors it was built from (reused when they match)."""
+    return hashlib.sha1(np.ascontiguousarray(vectors).tobytes()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class RankedItem:
     id: str
@@ -188,13 +193,12 @@ class Runtime:
                 model, cat.ids, lambda ids: self._content_blocks(model, ids),
                 exact_max_items=self.config.service.feed_exact_max_items, index_config=self.config.index,
                 index_builder=lambda f, queries: self._published_index(
-                    USER_ITEMS_INDEX, f, f"{model.version}-{hashlib.sha1(f.tobytes()).hexdigest()[:12]}", queries)[0],
+                    USER_ITEMS_INDEX, f, f"{model.version}-{_fingerprint(f)}", queries)[0],
             )
             factors = ranker.components.item_factors
         similar = self._similar_vectors(cat.vectors, factors)
         align = active_artifact(self.engine, "align")
-        fingerprint = hashlib.sha1(similar.tobytes()).hexdigest()[:16]
-        index, index_version = self._published_index(SIMILAR_INDEX, similar, fingerprint)
+        index, index_version = self._published_index(SIMILAR_INDEX, similar, _fingerprint(similar))
         versions = {
             "model": model.version if model else None,
             "align": align.version if align else None,
@@ -213,12 +217,13 @@ class Runtime:
         return self._text_encoder
 
     def _published_index(self, name: str, vectors: np.ndarray, fingerprint: str,
-                         queries: np.ndarray | None = None) -> tuple[Any, str]:
+                         queries: np.ndarray | None = None, *, force: bool = False) -> tuple[Any, str]:
         """The active published index ``name`` when it was built from these vectors, else a new one.
 
         A new index is built, then published atomically under ``<artifacts>/index-<name>`` and marked
         active in the registry (kind ``index-<name>``), so other workers and restarts load it instead of
         building it again. A failed publish is logged and the in-memory index is served anyway.
+        ``force``: always build and publish (a failed publish raises).
         """
         from recsys.index.factory import build_index
         from recsys.index.manifest import read_manifest
@@ -226,7 +231,7 @@ class Runtime:
 
         root = self.config.artifacts_path / f"index-{name}"
         try:
-            current = active_version(root)
+            current = None if force else active_version(root)
             if current is not None:
                 info = read_manifest(root / current).get("info") or {}
                 if info.get("fingerprint") == fingerprint and info.get("n", len(vectors)) == len(vectors):
@@ -242,6 +247,8 @@ class Runtime:
             version = publish(retriever, root, engine=self.engine, kind=f"index-{name}")
             prune(root, keep=3)
         except Exception as exc:  # noqa: BLE001 - serving goes on with the in-memory index
+            if force:
+                raise
             log.warning("index %s: could not publish (%s); serving an unpublished in-memory index", name, exc)
             version = f"unpublished-{fingerprint[:10]}"
         return retriever, version
@@ -283,15 +290,9 @@ class Runtime:
 
         Serving processes pick it up at their next ``refresh_if_changed``. Returns the new version.
         """
-        from recsys.index.factory import build_index
-        from recsys.index.publish import publish
-
         st = self._st()
-        retriever = build_index(st.similar_vectors, self.config.index)
-        retriever.info["fingerprint"] = hashlib.sha1(st.similar_vectors.tobytes()).hexdigest()[:16]
-        retriever.info["n"] = len(st.similar_vectors)
-        version = publish(retriever, self.config.artifacts_path / f"index-{SIMILAR_INDEX}", engine=self.engine,
-                          kind=f"index-{SIMILAR_INDEX}")
+        _, version = self._published_index(SIMILAR_INDEX, st.similar_vectors, _fingerprint(st.similar_vectors),
+                                           force=True)
         self.reload()
         return version
 
