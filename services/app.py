@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from flask import Flask, g, request
+from flask_orjson import OrjsonProvider
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from recsys.config import Config
@@ -61,7 +62,7 @@ def create_app(config: Config, runtime: Any = None) -> Flask:
     """Build the app. ``runtime`` defaults to ``recsys.serving.Runtime.from_config(config)``."""
     app = Flask("recsys")
     app.config["MAX_CONTENT_LENGTH"] = config.service.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = OrjsonProvider(app)  # orjson: keys in insertion order, several times faster than the json module
     if runtime is None:
         from recsys.serving import Runtime
 
