@@ -124,6 +124,10 @@ class ServiceConfig(_Section):
     similar_cache_size: int = Field(100_000, ge=0)
     """Similar-items answers kept per serving process (LRU; 0 = no cache). Item pages ask the same
     questions over and over; the cache is dropped whenever the model, index or catalogue changes."""
+    similar_table_k: int = Field(50, ge=0)
+    """Neighbours precomputed per item with the similar-items index and saved beside it (0 = none). A widget
+    call whose answer lies within them (``k`` up to this, filters keeping enough) reads a table row instead
+    of searching; the table is built with the index (batched searches on all cores)."""
     feed_exact_max_items: int = Field(100_000, gt=0)
     """Up to this many items the home feed scores every item exactly as ``recsys evaluate`` does; above it,
     a few hundred retrieved candidates are scored (standardised over a fixed item sample)."""

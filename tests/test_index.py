@@ -521,3 +521,124 @@ def test_top_k_ties_and_padding() -> None:
     ids, vals = top_k(scores, 5)
     np.testing.assert_array_equal(ids, [[1, 2, 4, 0, -1]])
     assert np.isneginf(vals[0, -1])
+
+
+# --------------------------------------------------------------------------- neighbour table
+@pytest.mark.parametrize("backend", ["exact", pytest.param("scann", marks=needs_scann)])
+def test_the_neighbour_table_holds_each_rows_search_without_itself(vectors: np.ndarray, backend: str) -> None:
+    from recsys.index.neighbours import build_neighbours
+
+    index = build_index(vectors, IndexConfig(backend=backend, recall_sample=50))
+    table = build_neighbours(index, 12, batch=100)
+    assert table.ids.shape == (N, 12) and table.ids.dtype == np.int32
+    for row in range(0, N, 7):
+        ids, scores = index.search(vectors[row], 12, exclude=[row])
+        assert row not in table.ids[row]
+        np.testing.assert_array_equal(table.ids[row], ids)
+        np.testing.assert_allclose(table.scores[row], scores, rtol=1e-5, atol=1e-6)
+        got = table.lookup(row, 5)
+        assert got is not None
+        np.testing.assert_array_equal(got[0], ids[:5])
+
+
+def test_neighbour_lookups_with_filters_equal_a_filtered_search_or_defer(vectors: np.ndarray) -> None:
+    from recsys.index.neighbours import build_neighbours
+
+    index = ExactRetriever(vectors)
+    table = build_neighbours(index, 20)
+    allow = np.arange(N) % 3 != 0
+    answered = 0
+    for row in range(0, N, 11):
+        excl = [int(table.ids[row, 0]), int(table.ids[row, 4])]
+        for kw in ({"allow": allow}, {"exclude": excl}, {"allow": allow, "exclude": excl}):
+            got = table.lookup(row, 8, **kw)
+            assert got is not None  # 20 stored, at most 2 excluded and a third masked: 8 survive
+            want, _ = index.search(vectors[row], 8, allow=kw.get("allow"), exclude=[row, *kw.get("exclude", [])])
+            np.testing.assert_array_equal(got[0], want)
+            answered += 1
+        rare = np.zeros(N, dtype=bool)
+        rare[np.arange(row % 50, N, 50)] = True  # 2% of the rows: the stored 20 cannot hold 8 of them
+        if table.lookup(row, 8, allow=rare) is None:
+            continue
+        answered += 1
+        got = table.lookup(row, 8, allow=rare)
+        want, _ = index.search(vectors[row], 8, allow=rare, exclude=[row])
+        np.testing.assert_array_equal(got[0], want)
+    assert table.lookup(0, 21) is None  # wider than the table: the caller searches
+    assert answered >= 3 * len(range(0, N, 11))
+
+
+def test_a_complete_neighbour_list_answers_any_k_and_filter() -> None:
+    from recsys.index.neighbours import build_neighbours
+
+    small = clustered_vectors(6, DIM, seed=5)
+    index = ExactRetriever(small)
+    table = build_neighbours(index, 10)  # 5 others per row: every list is complete, -1 padded
+    assert (table.ids[:, 5:] == -1).all()
+    ids, _ = table.lookup(2, 10)
+    assert sorted(ids.tolist()) == [0, 1, 3, 4, 5]
+    allow = np.array([True, False, True, False, True, True])
+    ids, _ = table.lookup(2, 10, allow=allow, exclude=[5])
+    np.testing.assert_array_equal(ids, index.search(small[2], 10, allow=allow, exclude=[2, 5])[0])
+
+
+@pytest.mark.parametrize("backend", ["exact", pytest.param("scann", marks=needs_scann)])
+def test_the_neighbour_table_is_published_and_loaded_with_its_index(
+    vectors: np.ndarray, tmp_path: Path, backend: str
+) -> None:
+    from recsys.index.neighbours import IDS_FILE, build_neighbours
+
+    index = build_index(vectors, IndexConfig(backend=backend, recall_sample=50))
+    index.neighbours = build_neighbours(index, 8)
+    version = publish(index, tmp_path / "ix")
+    assert (tmp_path / "ix" / version / IDS_FILE).is_file()
+    loaded = load_active(tmp_path / "ix")
+    assert isinstance(loaded.neighbours.ids, np.memmap)
+    np.testing.assert_array_equal(np.asarray(loaded.neighbours.ids), index.neighbours.ids)
+    publish(build_index(vectors, IndexConfig(backend=backend, recall_sample=50)), tmp_path / "ix")
+    assert load_active(tmp_path / "ix").neighbours is None  # a version without a table loads without one
+
+
+@pytest.mark.parametrize("backend", ["exact", pytest.param("scann", marks=needs_scann)])
+def test_neighbours_of_merges_the_side_buffer_and_equals_a_search(vectors: np.ndarray, backend: str) -> None:
+    """After add() / update(), table answers skip the replaced rows and merge the buffered ones: the same
+    rows as a search over the current vectors."""
+    from recsys.index.neighbours import build_neighbours
+
+    index = build_index(vectors, IndexConfig(backend=backend, recall_sample=50))
+    index.neighbours = build_neighbours(index, 15)
+    rng = np.random.default_rng(0)
+    near = index.neighbours.ids[10, :3].astype(np.int64)  # rows 10's table lists: replace them, add copies
+    moved = clustered_vectors(3, DIM, seed=9)
+    index.update(near, moved)
+    added = index.add(vectors[[10, 20, 30]] * np.float32(0.999) + moved * np.float32(0.01))
+    current = index.all_vectors()
+    allow = rng.random(index.size) < 0.8
+    with pytest.raises(ValueError, match="side buffer"):
+        build_neighbours(index, 5)
+    for row in [10, 20, 30, 100, 599, int(near[0]), int(added[1])]:
+        for kw in ({}, {"allow": allow}, {"exclude": [int(added[0])]}):
+            got, got_scores = index.neighbours_of(row, 6, **kw)
+            want, want_scores = index.search(current[row], 6, allow=kw.get("allow"),
+                                             exclude=[row, *kw.get("exclude", [])])
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-6)
+    assert int(added[0]) in index.neighbours_of(10, 3)[0]  # the new near-copy of row 10 is its neighbour
+
+
+def test_apply_rows_buffers_a_small_change_and_refuses_a_big_one(vectors: np.ndarray) -> None:
+    index = ExactRetriever(vectors)
+    grown = np.vstack([vectors, clustered_vectors(4, DIM, seed=11)])
+    grown[[5, 50]] = clustered_vectors(2, DIM, seed=12)
+    assert index.apply_rows(grown, max_buffered=10)
+    assert index.size == N + 4 and index.buffer_size == 6
+    np.testing.assert_array_equal(index.all_vectors(), grown)
+    assert index.apply_rows(grown, max_buffered=10) and index.buffer_size == 6  # nothing new: nothing buffered
+    again = grown.copy()
+    again[5] = vectors[5]  # a replaced row changed back
+    assert index.apply_rows(again, max_buffered=10)
+    np.testing.assert_array_equal(index.all_vectors(), again)
+    shifted = np.vstack([again[1:], again[:1]])  # another row order: every row differs
+    assert not index.apply_rows(shifted, max_buffered=10)
+    assert not index.apply_rows(again[:-1], max_buffered=10)  # fewer rows
+    np.testing.assert_array_equal(index.all_vectors(), again)  # refused: untouched

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from PIL import Image
@@ -190,6 +191,20 @@ def test_put_item_becomes_findable_and_recommendable(service: tuple[Any, Any, Co
     assert client.get("/v1/items/NEW-1/similar?k=3").status_code == 200
     lamps = client.get("/v1/users/U0001/recommendations?k=5&category=lamp").json["items"]
     assert [i["id"] for i in lamps] == ["NEW-1"]  # a cold item can be recommended at once
+    # the similar-items index was not rebuilt: the new item went into the published one's side buffer
+    from recsys.index.manifest import read_manifest
+    from recsys.store.artifacts import active_artifact
+
+    manifest = read_manifest(active_artifact(_rt.engine, "index-similar").path)
+    assert manifest["n_buffered"] >= 1 and manifest["info"].get("derived_from")
+    st = _rt._st()
+    new = st.row["NEW-1"]
+    sims = st.similar_vectors[: len(st.ids)] @ st.similar_vectors[new]
+    sims[new] = -np.inf
+    ranks = {int(r): int((st.similar_vectors @ st.similar_vectors[r] > sims[r]).sum()) - 1 for r in np.argsort(-sims)[:5]}
+    near, rank = min(ranks.items(), key=lambda kv: kv[1])  # an old item with the new one high in its list
+    listed = [i["id"] for i in client.get(f"/v1/items/{st.ids[near]}/similar?k={rank + 1}").json["items"]]
+    assert "NEW-1" in listed  # its table row is merged with the buffered new item
     batch = client.put("/v1/items", json={"items": [{"id": "NEW-1", "title": title, "description": "A quokka shaped lamp",
                                                      "category": "lamp"}, {"id": "NEW-2", "title": "Second"}]},
                        headers={"X-API-Key": KEY})
@@ -362,3 +377,46 @@ def test_similar_items_answers_are_cached_per_snapshot(service: tuple[Any, Any, 
         assert rt.similar_items("D0005", k=4) is not rt.similar_items("D0005", k=4)
     finally:
         rt.config = original
+
+
+def test_similar_items_read_the_published_neighbour_table_and_equal_a_live_search(
+    service: tuple[Any, Any, Config],
+) -> None:
+    """The widget's answers come from the table built and published with the index (service.similar_table_k);
+    they equal a live index search, with and without filters, and wider or rarer questions still search."""
+    from recsys.index.neighbours import IDS_FILE
+    from recsys.store.artifacts import active_artifact
+
+    client, rt, config = service
+    rt.refresh_if_changed(every_s=0)
+    st = rt._st()
+    table = st.similar_index.neighbours
+    assert table is not None and table.width == config.service.similar_table_k
+    assert (Path(active_artifact(rt.engine, "index-similar").path) / IDS_FILE).is_file()
+    calls = {"search": 0}
+    search = st.similar_index.search
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls["search"] += 1
+        return search(*args, **kwargs)
+
+    st.similar_index.search = counting
+    original = rt.config
+    rt.config = original.model_copy(update={"service": original.service.model_copy(update={"similar_cache_size": 0})})
+    try:
+        category = st.categories[3]
+        for item in st.ids[:20]:
+            r = st.row[item]
+            for kw in ({}, {"exclude": [st.ids[int(table.ids[r, 1])]]}, {"category": category}):
+                got = [i.id for i in rt.similar_items(item, k=5, **kw).items]
+                allow = rt._allowed(st, kw.get("category"), (), True)
+                blocked = [r, *(st.row[e] for e in kw.get("exclude", []))]
+                want, _ = search(st.similar_vectors[r], 5, allow=allow, exclude=blocked)
+                assert got == [st.ids[int(i)] for i in want], (item, kw)
+        table_answers = calls["search"]
+        wide = client.get(f"/v1/items/{st.ids[0]}/similar?k={table.width + 1}").json
+        assert calls["search"] == table_answers + 1 and len(wide["items"]) == min(table.width + 1, len(st.ids) - 1)
+    finally:
+        rt.config = original
+        del st.similar_index.search
+    assert table_answers < 20  # category filters keep few of the 50 stored rows: some searched, most did not

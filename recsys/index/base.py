@@ -289,6 +289,10 @@ class BaseRetriever(abc.ABC):
         self._lock = threading.Lock()
         self._buffer_warn = buffer_warn
         self._warned = False
+        self.neighbours: Any = None
+        """A :class:`~recsys.index.neighbours.NeighbourTable` of the base rows, when one was built or loaded.
+        It stays valid after :meth:`add` / :meth:`update`: :meth:`neighbours_of` leaves replaced rows out of its
+        lists and merges an exact scan of the side buffer."""
 
     # -- subclass hooks
     @abc.abstractmethod
@@ -340,6 +344,79 @@ class BaseRetriever(abc.ABC):
             valid = ids[0] >= 0
             return ids[0][valid], scores[0][valid]
         return ids, scores
+
+    def neighbours_of(
+        self, row: int, k: int, *, allow: np.ndarray | None = None, exclude: Sequence[int] = ()
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` rows nearest to row ``row``, the row itself left out: what
+        ``search(vector of row, k, allow=allow, exclude=[row, *exclude])`` returns, read from the neighbour
+        table when it can tell (see :meth:`~recsys.index.neighbours.NeighbourTable.lookup`), else searched.
+
+        With a side buffer, the table's lists skip the replaced base rows and are merged with an exact scan
+        of the buffered vectors; a row that was itself added or replaced is searched.
+
+        Returns:
+            ``(ids (m,) int64, scores (m,) float32)``, as a single-query :meth:`search`.
+        """
+        k = check_k(k)
+        buf = self._buffer
+        size = self.n_base + buf.n_added
+        if not 0 <= row < size:
+            raise ValueError(f"row must be in 0..{size - 1}, got {row}")
+        table = self.neighbours
+        own = row >= self.n_base or (buf.hidden.size and row in buf.hidden)
+        if table is not None and not own:
+            skip = exclude
+            if buf.hidden.size:
+                skip = np.concatenate([np.asarray(exclude, dtype=np.int64), buf.hidden])
+            found = table.lookup(row, k, allow=allow, exclude=skip)
+            if found is not None:
+                if not len(buf):
+                    return found
+                query = np.asarray(self._base_vectors()[row], dtype=np.float32)
+                filt = RowFilter.build(1, size, allow, [row, *exclude], True)
+                b_ids, b_scores = _search_buffer(query[None, :], buf, filt, k)
+                ids, scores = merge_top_k(found[0][None, :], found[1][None, :], b_ids, b_scores, k)
+                valid = ids[0] >= 0
+                return ids[0][valid], scores[0][valid]
+        if row >= self.n_base or own:
+            query = buf.vectors[int(np.flatnonzero(buf.ids == row)[-1])]
+        else:
+            query = np.asarray(self._base_vectors()[row], dtype=np.float32)
+        return self.search(query, k, allow=allow, exclude=[row, *exclude])
+
+    def apply_rows(self, vectors: np.ndarray, *, max_buffered: int, chunk: int = 65_536) -> bool:
+        """Bring the index to ``vectors`` through the side buffer, without a rebuild: rows whose vector
+        differs are replaced (:meth:`update`), rows beyond :attr:`size` are appended (:meth:`add`).
+
+        Meant for a catalogue that kept its row order and grew or changed a little (new items get new
+        rows at the end). Returns ``False`` and leaves the index as it was when ``vectors`` has fewer
+        rows or another dimension, or when the buffer would then hold more than ``max_buffered`` rows
+        (a shifted row order makes every row differ, so it lands here too): rebuild instead.
+        """
+        vecs = np.asarray(vectors)
+        if vecs.ndim != 2 or vecs.shape[1] != self.dim or len(vecs) < self.size:
+            return False
+        buf = self._buffer
+        base = self._base_vectors()
+        parts = []
+        for start in range(0, self.n_base, chunk):
+            stop = min(start + chunk, self.n_base)
+            parts.append(np.flatnonzero((np.asarray(base[start:stop]) != vecs[start:stop]).any(axis=1)) + start)
+            if sum(len(p) for p in parts) > max_buffered:
+                return False
+        changed = np.concatenate(parts) if parts else _EMPTY
+        if len(buf):  # rows in the buffer compare with their buffered vector, not the base one
+            same = (buf.vectors == vecs[buf.ids]).all(axis=1)
+            changed = np.union1d(np.setdiff1d(changed, buf.ids[same]), buf.ids[~same])
+        new = np.arange(self.size, len(vecs), dtype=np.int64)
+        if len(np.union1d(buf.ids, changed)) + len(new) > max_buffered:
+            return False
+        if len(changed):
+            self.update(changed, vecs[changed])
+        if len(new):
+            self.add(vecs[new])
+        return True
 
     def add(self, vectors: np.ndarray) -> np.ndarray:
         """Append vectors ``(m, dim)``; returns their ids ``(m,)`` int64 (``size .. size + m - 1``)."""

@@ -9,6 +9,7 @@ import numpy as np
 
 from recsys.index.base import NEG_INF, BaseRetriever, RowFilter, SideBuffer, as_matrix, top_k
 from recsys.index.manifest import config_of, load_buffer, read_manifest, write_artifact_files, write_manifest
+from recsys.index.neighbours import load_neighbours
 from recsys.index.settings import IndexConfig
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class ExactRetriever(BaseRetriever):
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         np.save(out / VECTORS_FILE, np.asarray(self._vectors, dtype=np.float32))
-        write_artifact_files(out, self._buffer)
+        write_artifact_files(out, self._buffer, self.neighbours)
         write_manifest(out, self)
 
     @classmethod
@@ -90,6 +91,7 @@ class ExactRetriever(BaseRetriever):
         vectors = np.load(src / VECTORS_FILE, mmap_mode="r" if mmap else None)
         retriever = cls(vectors, cfg, load_buffer(src, vectors.shape[1]))
         retriever.info = dict(manifest.get("info", retriever.info))
+        retriever.neighbours = load_neighbours(src, mmap=mmap)
         return retriever
 
 

@@ -6,6 +6,8 @@ A saved retriever is a directory::
     vectors.npy          (n_base, dim) float32, the indexed rows
     buffer_ids.npy       side buffer (only when vectors were added or replaced after the build)
     buffer_vectors.npy
+    neighbours_ids.npy   the neighbour table (recsys.index.neighbours), when one was built
+    neighbours_scores.npy
     scann/               ScaNN's own serialisation (scann backend only; relative paths)
 
 The manifest holds ``format``, ``backend``, ``params``, ``n`` (searchable rows), ``n_base``,
@@ -45,8 +47,12 @@ def _package_version() -> str:
         return "unknown"
 
 
-def write_artifact_files(directory: Path, buffer: SideBuffer) -> None:
-    """Write the side buffer (nothing when it is empty)."""
+def write_artifact_files(directory: Path, buffer: SideBuffer, neighbours: Any = None) -> None:
+    """Write the side buffer (nothing when it is empty) and the neighbour table (when there is one)."""
+    if neighbours is not None:
+        from recsys.index.neighbours import save_neighbours
+
+        save_neighbours(directory, neighbours)
     if len(buffer):
         np.save(directory / BUFFER_IDS, buffer.ids)
         np.save(directory / BUFFER_VECTORS, buffer.vectors)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from recsys.errors import ArtifactError
 from recsys.index.base import NEG_INF, BaseRetriever, RowFilter, SideBuffer, as_matrix
 from recsys.index.exact import VECTORS_FILE, search_rows
 from recsys.index.manifest import config_of, load_buffer, read_manifest, write_artifact_files, write_manifest
+from recsys.index.neighbours import load_neighbours
 from recsys.index.settings import IndexConfig
 
 log = logging.getLogger(__name__)
@@ -135,6 +139,7 @@ class ScannRetriever(BaseRetriever):
         self.params = params
         self.cfg = cfg
         self.stats: Counter[str] = Counter()
+        self._batch_threads = cfg.search_threads
         if cfg.search_threads > 1:
             searcher.set_num_threads(cfg.search_threads)
         self.info = {"backend": self.backend, "params": params.as_dict(), "recall_k": cfg.recall_k}
@@ -157,6 +162,20 @@ class ScannRetriever(BaseRetriever):
     def _base_vectors(self) -> np.ndarray:
         return self._vectors
 
+    @contextmanager
+    def batch_threads(self, threads: int = 0) -> Iterator[None]:
+        """Within the block, batched searches run on ``threads`` threads (0: all cores), e.g. to build a
+        neighbour table; afterwards the configured ``search_threads`` apply again. Not for serving threads."""
+        n = threads or os.cpu_count() or 1
+        before = self._batch_threads
+        self._searcher.set_num_threads(n)
+        self._batch_threads = n
+        try:
+            yield
+        finally:
+            self._batch_threads = before
+            self._searcher.set_num_threads(max(before, 1))
+
     # -- search
     def _scann(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw ScaNN top ``fetch`` for ``(n, dim)`` queries: ``(n, fetch)`` ids (-1 pads) and scores."""
@@ -174,7 +193,7 @@ class ScannRetriever(BaseRetriever):
         if len(queries) == 1:
             ids, scores = self._searcher.search(queries[0], fetch, pre, leaves)
             ids, scores = ids[None, :], scores[None, :]
-        elif self.cfg.search_threads > 1:
+        elif self._batch_threads > 1:
             ids, scores = self._searcher.search_batched_parallel(queries, fetch, pre, leaves)
         else:
             ids, scores = self._searcher.search_batched(queries, fetch, pre, leaves)
@@ -250,7 +269,7 @@ class ScannRetriever(BaseRetriever):
         (out / SCANN_DIR).mkdir(parents=True, exist_ok=True)
         self._searcher.serialize(str(out / SCANN_DIR), relative_path=True)
         np.save(out / VECTORS_FILE, np.asarray(self._vectors, dtype=np.float32))
-        write_artifact_files(out, self._buffer)
+        write_artifact_files(out, self._buffer, self.neighbours)
         write_manifest(out, self)
 
     @classmethod
@@ -271,6 +290,7 @@ class ScannRetriever(BaseRetriever):
         params = ScannParams(**manifest["params"])
         retriever = cls(searcher, vectors, params, cfg, load_buffer(src, vectors.shape[1]))
         retriever.info = dict(manifest.get("info", retriever.info))
+        retriever.neighbours = load_neighbours(src, mmap=mmap)
         return retriever
 
 

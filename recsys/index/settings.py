@@ -77,5 +77,11 @@ class IndexConfig(_Section):
     """Batched exact search computes at most this many scores at once (queries x rows, 4 bytes each)."""
 
     # --- Side buffer
+    max_buffered: int = Field(5_000, ge=0)
+    """A published index whose catalogue grew or changed in at most this many rows is updated through its
+    side buffer (new and changed rows, scanned exactly at query time) and republished, without a rebuild;
+    more, and it is rebuilt. 0 = always rebuild."""
+    max_buffered_fraction: float = Field(0.05, ge=0, le=1)
+    """... and in at most this fraction of its rows (a new model changes every row: rebuild)."""
     buffer_warn: int = Field(50_000, gt=0)
     """Log a warning (once per retriever) when more vectors than this were added since the build."""

@@ -94,6 +94,16 @@ class _State:
     similar_cache: OrderedDict[tuple[Any, ...], Ranked] = field(default_factory=OrderedDict)
     """Answers of ``similar_items`` for this snapshot (LRU, ``service.similar_cache_size``); a new snapshot
     (model, index, catalogue change) starts empty, so a cached answer is never stale."""
+    all_available: bool = field(init=False)
+    category_codes: np.ndarray = field(init=False)
+    """``(n,)`` int32: each item's position in ``category_index`` (-1: no category); masks by category."""
+    category_index: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.all_available = bool(self.available.all())
+        self.category_index = {c: i for i, c in enumerate(sorted({c for c in self.categories if c is not None}))}
+        self.category_codes = np.fromiter((self.category_index.get(c, -1) if c is not None else -1
+                                           for c in self.categories), np.int32, len(self.categories))
 
 
 class Runtime:
@@ -198,7 +208,8 @@ class Runtime:
             factors = ranker.components.item_factors
         similar = self._similar_vectors(cat.vectors, factors)
         align = active_artifact(self.engine, "align")
-        index, index_version = self._published_index(SIMILAR_INDEX, similar, _fingerprint(similar))
+        index, index_version = self._published_index(SIMILAR_INDEX, similar, self._similar_fingerprint(similar),
+                                                      table=self.config.service.similar_table_k)
         versions = {
             "model": model.version if model else None,
             "align": align.version if align else None,
@@ -216,20 +227,26 @@ class Runtime:
             self._text_encoder = build_text_encoder(self.config.encoders.text, self.config.encoders.device)
         return self._text_encoder
 
+    def _similar_fingerprint(self, vectors: np.ndarray) -> str:
+        return f"{_fingerprint(vectors)}-t{self.config.service.similar_table_k}"
+
     def _published_index(self, name: str, vectors: np.ndarray, fingerprint: str,
-                         queries: np.ndarray | None = None, *, force: bool = False) -> tuple[Any, str]:
+                         queries: np.ndarray | None = None, *, force: bool = False, table: int = 0) -> tuple[Any, str]:
         """The active published index ``name`` when it was built from these vectors, else a new one.
 
         A new index is built, then published atomically under ``<artifacts>/index-<name>`` and marked
         active in the registry (kind ``index-<name>``), so other workers and restarts load it instead of
         building it again. A failed publish is logged and the in-memory index is served anyway.
-        ``force``: always build and publish (a failed publish raises).
+        ``force``: always build and publish (a failed publish raises). ``table``: a new index gets a
+        :class:`~recsys.index.neighbours.NeighbourTable` of this width, saved with it (0: none); the
+        fingerprint should say the width, so that a changed width builds anew.
         """
         from recsys.index.factory import build_index
         from recsys.index.manifest import read_manifest
         from recsys.index.publish import active_version, load_active, prune, publish
 
         root = self.config.artifacts_path / f"index-{name}"
+        retriever = None
         try:
             current = None if force else active_version(root)
             if current is not None:
@@ -238,9 +255,18 @@ class Runtime:
                     retriever = load_active(root)
                     if retriever.size == len(vectors):
                         return retriever, current
+                retriever = self._derived_index(root, current, info, vectors, table)
         except (ArtifactError, OSError, ValueError) as exc:
             log.warning("index %s: cannot use the published version (%s); building a new one", name, exc)
-        retriever = build_index(vectors, self.config.index, queries=queries)
+            retriever = None
+        if retriever is None:
+            retriever = build_index(vectors, self.config.index, queries=queries)
+            if table > 0:
+                from recsys.index.neighbours import build_neighbours
+
+                t0 = time.perf_counter()
+                retriever.neighbours = build_neighbours(retriever, table, vectors=vectors)
+                retriever.info["neighbours"] = {"width": table, "build_seconds": round(time.perf_counter() - t0, 3)}
         retriever.info["fingerprint"] = fingerprint
         retriever.info["n"] = len(vectors)
         try:
@@ -252,6 +278,25 @@ class Runtime:
             log.warning("index %s: could not publish (%s); serving an unpublished in-memory index", name, exc)
             version = f"unpublished-{fingerprint[:10]}"
         return retriever, version
+
+    def _derived_index(self, root: Any, current: str, info: dict[str, Any], vectors: np.ndarray, table: int) -> Any:
+        """The active index of ``root`` brought to ``vectors`` through its side buffer (items added or
+        changed since its build, at most ``index.max_buffered`` rows and ``index.max_buffered_fraction`` of
+        them), or ``None``: rebuild."""
+        from recsys.index.publish import load_active
+
+        cfg = self.config.index
+        limit = min(cfg.max_buffered, int(cfg.max_buffered_fraction * len(vectors)))
+        if limit <= 0 or (info.get("neighbours") or {}).get("width", 0) != table:
+            return None
+        retriever = load_active(root)
+        t0 = time.perf_counter()
+        if not retriever.apply_rows(vectors, max_buffered=limit):
+            return None
+        retriever.info["derived_from"] = current
+        log.info("index %s: %s brought up to date through its side buffer (%d rows buffered) in %.2fs",
+                 root.name, current, retriever.buffer_size, time.perf_counter() - t0)
+        return retriever
 
     def _content_blocks(self, model: Any, ids: list[str]) -> tuple[np.ndarray, ...] | None:
         """The model's content blocks (its encoder versions) of items it was not trained with."""
@@ -291,8 +336,9 @@ class Runtime:
         Serving processes pick it up at their next ``refresh_if_changed``. Returns the new version.
         """
         st = self._st()
-        _, version = self._published_index(SIMILAR_INDEX, st.similar_vectors, _fingerprint(st.similar_vectors),
-                                           force=True)
+        _, version = self._published_index(SIMILAR_INDEX, st.similar_vectors,
+                                           self._similar_fingerprint(st.similar_vectors), force=True,
+                                           table=self.config.service.similar_table_k)
         self.reload()
         return version
 
@@ -326,7 +372,8 @@ class Runtime:
     def _allowed(self, st: _State, category: str | None, exclude: Sequence[str], available_only: bool) -> np.ndarray:
         allowed = st.available.copy() if available_only else np.ones(len(st.ids), dtype=bool)
         if category is not None:
-            allowed &= np.fromiter((c == category for c in st.categories), bool, len(st.ids))
+            code = st.category_index.get(category)
+            allowed &= st.category_codes == code if code is not None else False
         for e in exclude:
             r = st.row.get(e)
             if r is not None:
@@ -351,12 +398,12 @@ class Runtime:
                 if hit is not None:
                     st.similar_cache.move_to_end(key)
                     return hit
-        blocked = [r, *(st.row[e] for e in exclude if e in st.row)]
-        if category is None and (not available_only or bool(st.available.all())):
+        others = [st.row[e] for e in exclude if e in st.row]
+        if category is None and (not available_only or st.all_available):
             allow = None  # no mask to build and check: the common item-page call
         else:
             allow = self._allowed(st, category, (), available_only)
-        ids, scores = st.similar_index.search(st.similar_vectors[r], k, allow=allow, exclude=blocked)
+        ids, scores = st.similar_index.neighbours_of(r, k, allow=allow, exclude=others)
         items = [
             self._item(st, int(i), float(s), [{"type": "similar_to", "item": item_id}])
             for i, s in zip(np.asarray(ids).ravel(), np.asarray(scores).ravel()) if int(i) >= 0
