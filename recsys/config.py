@@ -128,6 +128,9 @@ class ServiceConfig(_Section):
     """Neighbours precomputed per item with the similar-items index and saved beside it (0 = none). A widget
     call whose answer lies within them (``k`` up to this, filters keeping enough) reads a table row instead
     of searching; the table is built with the index (batched searches on all cores)."""
+    upsert_wait_s: float = Field(10.0, ge=0)
+    """``PUT /v1/items`` waits this long for the serving state to include the items (``"servable": true``);
+    a longer reload (a large catalogue) goes on in the background. Keep it below gunicorn's ``--timeout``."""
     feed_exact_max_items: int = Field(100_000, gt=0)
     """Up to this many items the home feed scores every item exactly as ``recsys evaluate`` does; above it,
     a few hundred retrieved candidates are scored (standardised over a fixed item sample)."""

@@ -102,6 +102,18 @@ def service(module_db_url: str, tmp_path_factory: pytest.TempPathFactory, tiny_m
     engine.dispose()
 
 
+def _eventually(get: Any, done: Any, timeout: float = 60.0) -> Any:
+    """``get()`` until ``done(value)`` (background reloads), failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = get()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"still {value!r} after {timeout} s")
+        time.sleep(0.05)
+
+
 def test_all_endpoints_answer(service: tuple[Any, Any, Config]) -> None:
     client, _rt, _cfg = service
     assert client.get("/healthz").json == {"status": "ok"}
@@ -181,11 +193,16 @@ def test_posted_event_changes_the_next_feed(service: tuple[Any, Any, Config]) ->
 
 
 def test_put_item_becomes_findable_and_recommendable(service: tuple[Any, Any, Config]) -> None:
+    from recsys.errors import UnknownIdError
+    from recsys.serving import Runtime
+
     client, _rt, _cfg = service
+    other = Runtime(_cfg, _rt.engine, text_encoder=_rt._text_encoder, image_encoder=_rt._image_encoder)
+    other.reload()  # another serving process
     title = "Zanzibar quokka lamp"
     r = client.put("/v1/items/NEW-1", json={"title": title, "description": "A quokka shaped lamp", "category": "lamp"},
                    headers={"X-API-Key": KEY})
-    assert r.status_code == 200 and r.json["inserted"] == 1 and r.json["embedded"] == 1
+    assert r.status_code == 200 and r.json["inserted"] == 1 and r.json["embedded"] == 1 and r.json["servable"] is True
     hits = client.post("/v1/search", json={"text": title, "k": 1}).json["items"]
     assert hits[0]["id"] == "NEW-1"
     assert client.get("/v1/items/NEW-1/similar?k=3").status_code == 200
@@ -205,6 +222,13 @@ def test_put_item_becomes_findable_and_recommendable(service: tuple[Any, Any, Co
     near, rank = min(ranks.items(), key=lambda kv: kv[1])  # an old item with the new one high in its list
     listed = [i["id"] for i in client.get(f"/v1/items/{st.ids[near]}/similar?k={rank + 1}").json["items"]]
     assert "NEW-1" in listed  # its table row is merged with the buffered new item
+    # the other process sees the catalogue stamp change, reloads and loads the same published index
+    with pytest.raises(UnknownIdError):
+        other.similar_items("NEW-1", k=3)
+    assert other.refresh_if_changed(every_s=0, wait=True)
+    assert other.versions()["index"] == _rt.versions()["index"]
+    assert [i.id for i in other.similar_items("NEW-1", k=3).items] == [i.id for i in _rt.similar_items("NEW-1", k=3).items]
+    assert not other.refresh_if_changed(every_s=0)  # nothing new since
     batch = client.put("/v1/items", json={"items": [{"id": "NEW-1", "title": title, "description": "A quokka shaped lamp",
                                                      "category": "lamp"}, {"id": "NEW-2", "title": "Second"}]},
                        headers={"X-API-Key": KEY})
@@ -222,8 +246,10 @@ def test_a_rebuilt_index_is_published_and_picked_up_without_restart(service: tup
     other.reload()
     assert other.versions()["index"] == before["index_version"]  # a second process loads the published one
     new = other.rebuild_index()
-    rt._checked = 0.0
-    after = client.get("/v1/items/D0002/similar?k=3").json
+    rt._checked = 0.0  # do not wait for the refresh interval
+    client.get("/v1/items/D0002/similar?k=3")  # notices the new version: reloads in the background
+    after = _eventually(lambda: client.get("/v1/items/D0002/similar?k=3").json,
+                        lambda body: body["index_version"] == new)
     assert after["index_version"] == new != before["index_version"]
     assert [i["id"] for i in after["items"]] == [i["id"] for i in before["items"]]
 
@@ -235,7 +261,7 @@ def test_a_new_model_is_picked_up_without_restart(service: tuple[Any, Any, Confi
     v1 = client.get("/v1/items/D0001/similar?k=3").json["model_version"]
     train_feed(rt.engine, config)
     rt._checked = 0.0  # do not wait for the refresh interval
-    v2 = client.get("/v1/items/D0001/similar?k=3").json["model_version"]
+    v2 = _eventually(lambda: client.get("/v1/items/D0001/similar?k=3").json["model_version"], lambda v: v != v1)
     assert v1 and v2 and v1 != v2
 
 
@@ -333,6 +359,17 @@ def test_live_gunicorn_server(db_url: str, tmp_path: Path, tiny_models: dict[str
         assert bad.status_code == 400 and bad.json()["error"]["field"] == "query.k"
         assert requests.post(f"{base}/v1/search", json={"text": "mug"}, timeout=10).status_code == 200
         assert config.service.api_keys == (KEY,)
+        put = requests.put(f"{base}/v1/items/LIVE-1", headers={"X-API-Key": KEY}, timeout=60,
+                           json={"title": "Live walnut desk lamp", "category": "lamp"})
+        assert put.status_code == 200 and put.json()["servable"] is True
+        deadline = time.monotonic() + 60
+        answered = 0  # every worker serves the item: the one that took the PUT, and the other after its reload
+        while answered < 8:
+            got = requests.get(f"{base}/v1/items/LIVE-1/similar", params={"k": 3}, timeout=10)
+            answered = answered + 1 if got.status_code == 200 else 0
+            if time.monotonic() > deadline:
+                pytest.fail(f"LIVE-1 not served by every worker after 60 s: {got.status_code} {got.text}")
+            time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -3,9 +3,15 @@
 :class:`Runtime` loads the catalogue (content vectors from ``item_embeddings``, fused through the
 active alignment when there is one), the active feed model (``recsys train``: the evaluated hybrid,
 :mod:`recsys.recommend`), popularity from the events table and a retrieval index over the item vectors.
-It answers similar items, home-feed pages, search, event batches and item upserts. A newer active feed
-or alignment artifact in the registry is picked up by ``refresh_if_changed`` (checked at most every few
-seconds) without a restart.
+It answers similar items, home-feed pages, search, event batches and item upserts. A newer active feed,
+alignment or index artifact in the registry, or items put through another process (the catalogue stamp),
+are noticed by ``refresh_if_changed`` (checked at most every few seconds) and loaded by a background
+thread while the current state goes on serving; builds are serialised, and a state is swapped in whole.
+
+Similar items read the neighbour table published with the similar-items index
+(:mod:`recsys.index.neighbours`) and search the index only for questions the table cannot answer. Items
+put through the API reach the published indexes through their side buffers (no rebuild) while the
+change is small (``index.max_buffered``).
 
 The home feed ranks with :class:`~recsys.recommend.ranker.FeedRanker`, the code ``recsys export`` and
 the offline check use: the user's events are read from SQL on every request and folded in (implicit's
@@ -19,6 +25,7 @@ import hashlib
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +47,9 @@ log = logging.getLogger(__name__)
 
 SIMILAR_INDEX = "similar"
 """Name of the published item->item index (root ``<artifacts>/index-similar``)."""
+CATALOGUE = "catalogue"
+"""Registry kind of one row (version ``api``) whose ``metrics["stamp"]`` changes on every item upsert
+through the API, so that every serving process notices the change and reloads."""
 USER_ITEMS_INDEX = "user-items"
 """Name of the published index over the feed model's item factors (large catalogues' feed candidates)."""
 
@@ -91,6 +101,8 @@ class _State:
     similar_vectors: np.ndarray
     similar_index: Any
     versions: dict[str, str | None] = field(default_factory=dict)
+    catalogue_stamp: str | None = None
+    """The registry's catalogue stamp when this snapshot was read (see :data:`CATALOGUE`)."""
     similar_cache: OrderedDict[tuple[Any, ...], Ranked] = field(default_factory=OrderedDict)
     """Answers of ``similar_items`` for this snapshot (LRU, ``service.similar_cache_size``); a new snapshot
     (model, index, catalogue change) starts empty, so a cached answer is never stale."""
@@ -119,6 +131,11 @@ class Runtime:
         self._state: _State | None = None
         self._load_error: str | None = None
         self._checked = 0.0
+        self._reload_lock = threading.Lock()  # one build at a time; a later one always starts after an earlier
+        self._reloads = threading.Condition()
+        self._reload_requested = 0
+        self._reload_done = 0
+        self._reloader: threading.Thread | None = None
         self._secret = hashlib.sha256(f"recsys-cursor:{config.database_url}".encode()).digest()
         self._text_encoder: Any = text_encoder
 
@@ -132,21 +149,57 @@ class Runtime:
 
     # ------------------------------------------------------------------ loading
     def reload(self) -> None:
-        """Load everything anew and swap it in; on failure keep serving the old state and report not ready."""
-        try:
-            state = self._build()
-        except RecsysError as exc:
-            self._load_error = str(exc)
-            log.warning("runtime not ready: %s", exc)
-            return
-        with self._lock:
-            self._state = state
-            self._load_error = None
+        """Load everything anew and swap it in; on failure keep serving the old state and report not ready.
+
+        Builds are serialised: a reload that starts while another runs waits for it, then reads the
+        database as it is then."""
+        with self._reload_lock:
+            try:
+                state = self._build()
+            except RecsysError as exc:
+                self._load_error = str(exc)
+                log.warning("runtime not ready: %s", exc)
+                return
+            with self._lock:
+                self._state = state
+                self._load_error = None
         log.info("runtime loaded: %d items, versions %s", len(state.ids), state.versions)
 
-    def refresh_if_changed(self, every_s: float = 2.0) -> bool:
-        """Reload when the registry's active feed, alignment or similar-items index version differs from the
-        loaded one (a rebuilt index, e.g. ``recsys index rebuild``, is picked up without a restart)."""
+    def request_reload(self) -> int:
+        """Reload in a background thread while the current state goes on serving; returns a ticket for
+        :meth:`wait_reload`. Requests made while a reload runs are served by one more reload after it."""
+        with self._reloads:
+            self._reload_requested += 1
+            ticket = self._reload_requested
+            if self._reloader is None or not self._reloader.is_alive():
+                self._reloader = threading.Thread(target=self._reload_loop, name="recsys-reload", daemon=True)
+                self._reloader.start()
+        return ticket
+
+    def wait_reload(self, ticket: int, timeout: float | None = None) -> bool:
+        """Wait until a reload that started after ``ticket`` was requested has finished; False on timeout."""
+        with self._reloads:
+            return self._reloads.wait_for(lambda: self._reload_done >= ticket, timeout)
+
+    def _reload_loop(self) -> None:
+        while True:
+            with self._reloads:
+                if self._reload_done >= self._reload_requested:
+                    return
+                target = self._reload_requested
+            try:
+                self.reload()
+            except Exception:  # noqa: BLE001 - a failed background reload keeps the old state serving
+                log.exception("background reload failed; serving the previous state")
+            with self._reloads:
+                self._reload_done = max(self._reload_done, target)
+                self._reloads.notify_all()
+
+    def refresh_if_changed(self, every_s: float = 2.0, *, wait: bool = False) -> bool:
+        """Reload (in the background, or at once with ``wait``) when the registry's active feed, alignment
+        or similar-items index version, or the catalogue stamp, differs from the loaded one: a new model, a
+        rebuilt index (``recsys index rebuild``) or items put through another process are picked up without
+        a restart. Returns whether a reload was started."""
         now = time.monotonic()
         if now - self._checked < every_s:
             return False
@@ -155,21 +208,30 @@ class Runtime:
             feed = active_artifact(self.engine, "feed")
             al = active_artifact(self.engine, "align")
             ix = active_artifact(self.engine, f"index-{SIMILAR_INDEX}")
+            stamp = self._catalogue_stamp()
         except Exception:  # noqa: BLE001 - the database being down is reported by readiness, not here
             return False
         st = self._state
         current = (feed.version if feed else None, al.version if al else None)
         index_changed = st is not None and ix is not None and ix.version != st.versions.get("index")
-        if st is None or current != (st.feed_version, st.align_version) or index_changed:
-            self.reload()
+        if (st is None or current != (st.feed_version, st.align_version) or index_changed
+                or stamp != st.catalogue_stamp):
+            ticket = self.request_reload()
+            if wait:
+                self.wait_reload(ticket)
             return True
         return False
+
+    def _catalogue_stamp(self) -> str | None:
+        rec = active_artifact(self.engine, CATALOGUE)
+        return None if rec is None else rec.metrics.get("stamp")
 
     def _build(self) -> _State:
         from recsys.recommend.model import load_feed_model
         from recsys.recommend.ranker import FeedRanker
         from recsys.search.loader import build_product_search
 
+        stamp = self._catalogue_stamp()  # before the items are read: a later change reloads again
         search = build_product_search(
             self.engine, self.config, text_encoder=self._text_encoder_obj(),
             image_encoder=self._image_encoder if self._image_encoder is not None else self._image_encoder_obj,
@@ -218,6 +280,7 @@ class Runtime:
         return _State(
             cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, zscore(pop), freshness,
             prices, row, internal_to_row, ranker, versions["model"], versions["align"], search, similar, index, versions,
+            catalogue_stamp=stamp,
         )
 
     def _text_encoder_obj(self) -> Any:
@@ -611,12 +674,20 @@ class Runtime:
         }
 
     def upsert_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        """Store the items, embed the new or changed ones at once, and make them servable (reload)."""
+        """Store the items, embed the new or changed ones at once, and make them servable.
+
+        Every serving process reloads (this one at once, the others when they see the new catalogue stamp);
+        the indexes take the new rows into their side buffers instead of being rebuilt (``index.max_buffered``).
+        The answer waits for this process's reload up to ``service.upsert_wait_s``: ``servable`` says
+        whether it finished (else it goes on in the background and the items are served when it ends).
+        """
         from recsys.embed import run_embed
         from recsys.ingest.items import upsert_item_records
+        from recsys.store.artifacts import register_artifact
 
         report, changed = upsert_item_records(self.engine, items)
         embedded = 0
+        servable = True
         if changed:
             with_image = {it["id"] for it in items if it.get("image")} & set(changed)
             rep = run_embed(
@@ -624,8 +695,11 @@ class Runtime:
                 image_encoder=self._image_encoder_obj() if with_image else None,
             )
             embedded = sum(sp.embedded for sp in rep.spaces)
-            self.reload()
-        return {"inserted": report.inserted, "updated": report.updated, "unchanged": report.unchanged, "embedded": embedded}
+            register_artifact(self.engine, CATALOGUE, "api", None,
+                              metrics={"stamp": uuid.uuid4().hex, "changed_items": len(changed)})
+            servable = self.wait_reload(self.request_reload(), self.config.service.upsert_wait_s)
+        return {"inserted": report.inserted, "updated": report.updated, "unchanged": report.unchanged,
+                "embedded": embedded, "servable": servable}
 
     def _image_encoder_obj(self) -> Any:
         if self._image_encoder is None:
