@@ -257,6 +257,15 @@ def sample_ids(config: Config, n: int = 5000, seed: int = 0) -> tuple[list[str],
     return pick(items), pick(users)
 
 
+def vector_dim(config: Config) -> int:
+    """Dimension of the stored text vectors (0 without any)."""
+    engine = engine_from_config(config)
+    with engine.connect() as conn:
+        dim = conn.execute(select(ItemEmbedding.dim).where(ItemEmbedding.space == "text").limit(1)).scalar()
+    engine.dispose()
+    return int(dim or 0)
+
+
 def catalogue_counts(config: Config) -> dict[str, int]:
     engine = engine_from_config(config)
     with engine.connect() as conn:
@@ -294,10 +303,49 @@ def in_process(config: Config, items: list[str], users: list[str], calls: int) -
     return out
 
 
+UPSERT_KEY = "bench-service-key"
+"""API key the benchmark's server accepts (``RECSYS_SERVICE_API_KEYS``), for the ``--upserts`` PUTs."""
+
+
+def measure_upserts(base_url: str, n: int, *, workers: int, timeout_s: float = 300.0) -> list[dict[str, Any]]:
+    """PUT ``n`` new items one after another; for each, the PUT's time and ``servable`` answer, and the time
+    from sending the PUT until ``GET /v1/items/<id>/similar`` answered 200 on ``4 x workers`` fresh
+    connections in a row (every worker serves it: gunicorn hands each connection to whichever worker
+    accepts it)."""
+    import requests
+
+    out = []
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for i in range(n):
+        item = f"BENCH-PUT-{stamp}-{i}"
+        body = {"title": f"Benchmark walnut lamp {i} {stamp}", "description": "A lamp put during the benchmark",
+                "category": "bench"}
+        t0 = time.perf_counter()
+        put = requests.put(f"{base_url}/v1/items/{item}", json=body, headers={"X-API-Key": UPSERT_KEY}, timeout=120)
+        put_s = time.perf_counter() - t0
+        if put.status_code != 200:
+            raise RuntimeError(f"PUT {item} answered {put.status_code}: {put.text[:500]}")
+        in_a_row, polls = 0, 0
+        while in_a_row < 4 * workers:
+            got = requests.get(f"{base_url}/v1/items/{item}/similar", params={"k": 10}, timeout=60)
+            polls += 1
+            in_a_row = in_a_row + 1 if got.status_code == 200 else 0
+            if time.perf_counter() - t0 > timeout_s:
+                raise RuntimeError(f"{item} was not served by every worker within {timeout_s} s")
+            if got.status_code != 200:
+                time.sleep(0.05)
+        out.append({"item": item, "put_s": put_s, "servable": put.json().get("servable"),
+                    "all_workers_s": time.perf_counter() - t0, "polls": polls})
+        print(f"PUT {item}: answered in {put_s:.2f} s (servable: {put.json().get('servable')}), "
+              f"served by every worker {out[-1]['all_workers_s']:.2f} s after the PUT", file=sys.stderr)
+    return out
+
+
 def measure_service(config: Config, items: list[str], users: list[str], *, rate: float, duration_s: float,
                     concurrency: int, connections: int, log_path: Path,
-                    worker_env: dict[str, str] | None = None) -> dict[str, dict[str, LoadResult]]:
-    """Serve ``services.wsgi:app`` on the prepared catalogue and load each endpoint open- then closed-loop.
+                    worker_env: dict[str, str] | None = None, upserts: int = 0) -> dict[str, Any]:
+    """Serve ``services.wsgi:app`` on the prepared catalogue and load each endpoint open- then closed-loop;
+    then (``upserts``) put new items and time until every worker serves them (:func:`measure_upserts`).
 
     Args:
         worker_env: extra environment variables for gunicorn (e.g. ``OPENBLAS_NUM_THREADS=1``).
@@ -305,6 +353,7 @@ def measure_service(config: Config, items: list[str], users: list[str], *, rate:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
     env.update(worker_env or {})
     env["RECSYS_CONFIG"] = str(Path(config.data_dir) / "config.yaml")
+    env["RECSYS_SERVICE_API_KEYS"] = json.dumps([UPSERT_KEY])
     ids = {"similar": items, "recommendations": users}
     out: dict[str, dict[str, LoadResult]] = {}
     t0 = time.perf_counter()
@@ -317,6 +366,8 @@ def measure_service(config: Config, items: list[str], users: list[str], *, rate:
             closed = closed_loop(server.base_url, paths, concurrency=concurrency, duration_s=duration_s,
                                  server_cpu=server.cpu_seconds)
             out[name] = {"open": opened, "closed": closed}
+        if upserts:
+            out["upserts"] = measure_upserts(server.base_url, upserts, workers=len(server.worker_pids()))
     return out
 
 
@@ -351,6 +402,9 @@ def print_table(figures: dict[str, Any]) -> None:
               f"({c['errors']} errors) | {fmt_ms(c['p50_ms'])} / {fmt_ms(c['p99_ms'])} | {share} |")
     cpu = [f"{name} {100 * e['closed']['client_cpu_s'] / e['closed']['duration_s']:.0f}%"
            for name, e in figures["endpoints"].items()]
+    for u in figures.get("upserts") or []:
+        print(f"\nPUT /v1/items/{u['item']}: answered in {u['put_s']:.2f} s (servable: {u['servable']}); served by "
+              f"every worker {u['all_workers_s']:.2f} s after the PUT.")
     print(f"\nLoad generator CPU during the closed-loop runs (of one core): {', '.join(cpu)}; "
           f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}.")
 
@@ -394,6 +448,10 @@ def main() -> None:
                     help="measure the baseline before the service only (1) or before and after (2; default, 1 with --quick)")
     ap.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for the service's gunicorn (repeatable), e.g. OPENBLAS_NUM_THREADS=1")
+    ap.add_argument("--upserts", type=int, default=0, metavar="N",
+                    help="after the load runs, PUT N new items (they stay in the catalogue) and time until every "
+                         "worker serves each; a synthetic catalogue needs --dim equal to its text encoder's "
+                         "dimension (e.g. --encoders tiny --dim 32)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 100 items, tiny encoders, 2 s per measurement")
     ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures as JSON here")
     args = ap.parse_args()
@@ -430,6 +488,14 @@ def main() -> None:
                                        database_url=args.database_url, text_encoder=tiny)
         prep_s = time.perf_counter() - t0
         print(f"prepared the {args.catalogue} catalogue in {prep_s:.1f} s under {data_dir}", file=sys.stderr)
+        if args.upserts and args.catalogue == "synthetic":
+            from recsys.encoders.factory import build_text_encoder
+
+            enc_dim = build_text_encoder(config.encoders.text, config.encoders.device).dim
+            stored = vector_dim(config)
+            if enc_dim != stored:
+                ap.error(f"--upserts: the catalogue's vectors have {stored} dimensions but its text encoder makes "
+                         f"{enc_dim}; prepare it with --dim {enc_dim} (e.g. --encoders tiny --dim 32)")
         counts = catalogue_counts(config)
         items, users = sample_ids(config)
         ip = in_process(config, items, users, args.calls)
@@ -445,7 +511,8 @@ def main() -> None:
         log_path = Path(tmp) / "gunicorn-service.log"
         service = measure_service(config, items, users, rate=args.rate, duration_s=args.duration,
                                   concurrency=args.concurrency, connections=args.connections, log_path=log_path,
-                                  worker_env=worker_env)
+                                  worker_env=worker_env, upserts=args.upserts)
+        upserts = service.pop("upserts", [])
         if (args.baseline_runs or 2) == 2:
             baseline()
 
@@ -468,6 +535,7 @@ def main() -> None:
             }
             for name, r in service.items()
         },
+        "upserts": upserts,
     }
     print_table(figures)
     if args.json:
