@@ -125,9 +125,10 @@ def write_vectors(engine: Engine, space: str, encoder: str, dim: int, rows: Sequ
 
 
 def load_item_vectors(
-    engine: Engine, space: str, encoder_version: str, *, current_only: bool = True
+    engine: Engine, space: str, encoder_version: str, *, current_only: bool = True,
+    item_ids: Sequence[int] | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All stored vectors of one space and encoder version.
+    """All stored vectors of one space and encoder version (of the internal ``item_ids`` only, when given).
 
     Args:
         current_only: skip rows embedded from an older version of the item (content hash differs).
@@ -150,7 +151,13 @@ def load_item_vectors(
     if current_only:
         stmt = stmt.join(Item, and_(Item.id == ItemEmbedding.item_id, Item.content_hash == ItemEmbedding.content_hash))
     with engine.connect() as conn:
-        rows = conn.execute(stmt).all()
+        if item_ids is None:
+            rows = conn.execute(stmt).all()
+        else:
+            wanted = sorted({int(i) for i in np.asarray(item_ids).ravel()})
+            rows = []
+            for start in range(0, len(wanted), 5000):
+                rows += conn.execute(stmt.where(ItemEmbedding.item_id.in_(wanted[start : start + 5000]))).all()
     if not rows:
         return np.empty(0, dtype=np.int64), np.empty((0, 0), dtype=np.float32)
     dims = {r.dim for r in rows}

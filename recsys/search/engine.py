@@ -84,6 +84,52 @@ class Catalogue:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @classmethod
+    def empty(cls, dim: int, space: str = "") -> Catalogue:
+        return cls((), (), (), np.zeros(0, dtype=bool), np.zeros((0, dim), dtype=np.float32), space=space)
+
+    def with_rows(self, other: Catalogue) -> tuple[Catalogue, np.ndarray]:
+        """This catalogue with ``other``'s items upserted: rows of known ids replaced in place, new ids
+        appended in ``other``'s order. Returns the new catalogue (``self`` when nothing differs) and the
+        rows that changed: new, or a different vector, title, category or availability."""
+        if not len(other):
+            return self, np.zeros(0, dtype=np.int64)
+        if other.dim != self.dim:
+            raise ValueError(f"cannot merge {other.dim}-d rows into a {self.dim}-d catalogue")
+        ids, titles, cats = list(self.ids), list(self.titles), list(self.categories)
+        taken, rows = [], []
+        n = len(ids)
+        for j, item in enumerate(other.ids):
+            r = self._row.get(item)
+            if r is None:
+                r = n
+                n += 1
+                ids.append(item)
+                titles.append(other.titles[j])
+                cats.append(other.categories[j])
+            elif (titles[r], cats[r], bool(self.available[r])) == (other.titles[j], other.categories[j],
+                                                                    bool(other.available[j])) \
+                    and np.allclose(self.vectors[r], other.vectors[j], rtol=0, atol=1e-5):
+                # the same item read again (a projection computed in another batch differs in the last bits)
+                continue
+            else:
+                titles[r], cats[r] = other.titles[j], other.categories[j]
+            taken.append(j)
+            rows.append(r)
+        if not rows:
+            return self, np.zeros(0, dtype=np.int64)
+        rows, taken = np.asarray(rows, dtype=np.int64), np.asarray(taken, dtype=np.int64)
+        other = Catalogue(tuple(other.ids[j] for j in taken), tuple(other.titles[j] for j in taken),
+                          tuple(other.categories[j] for j in taken), other.available[taken], other.vectors[taken])
+        vectors = np.empty((n, self.dim), dtype=np.float32)
+        vectors[: len(self)] = self.vectors
+        vectors[rows] = other.vectors
+        available = np.empty(n, dtype=bool)
+        available[: len(self)] = self.available
+        available[rows] = other.available
+        merged = Catalogue(tuple(ids), tuple(titles), tuple(cats), available, vectors, space=self.space)
+        return merged, rows
+
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
@@ -151,6 +197,9 @@ class ProductSearch:
         if text_weight < 0 or image_weight < 0 or text_weight + image_weight <= 0:
             raise ValueError(f"weights must be >= 0 and not both 0, got text {text_weight}, image {image_weight}")
         self.catalogue = catalogue
+        self.rows_loader: Callable[[np.ndarray], Catalogue] | None = None
+        """Set by :func:`recsys.search.loader.build_product_search`: the catalogue rows of some internal item
+        ids, read from the database the same way (incremental updates)."""
         self.encode_text = encode_text
         self.encode_image = encode_image
         self.text_weight = text_weight

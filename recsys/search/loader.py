@@ -47,13 +47,17 @@ def _item_rows(engine: Engine, ids: np.ndarray) -> tuple[tuple[str, ...], tuple[
     )
 
 
-def aligned_catalogue(engine: Engine, alignment: AlignmentModel, align: AlignConfig) -> Catalogue:
-    """Every item with a current text or image vector of the alignment's encoders, as fused joint vectors."""
+def aligned_catalogue(engine: Engine, alignment: AlignmentModel, align: AlignConfig,
+                      item_ids: np.ndarray | None = None) -> Catalogue:
+    """Every item with a current text or image vector of the alignment's encoders, as fused joint vectors
+    (only the internal ``item_ids``, when given: possibly none)."""
     from recsys.embed import IMAGE, TEXT, load_item_vectors
 
-    t_ids, text = load_item_vectors(engine, TEXT, alignment.text_encoder)
-    i_ids, image = load_item_vectors(engine, IMAGE, alignment.image_encoder)
+    t_ids, text = load_item_vectors(engine, TEXT, alignment.text_encoder, item_ids=item_ids)
+    i_ids, image = load_item_vectors(engine, IMAGE, alignment.image_encoder, item_ids=item_ids)
     ids = np.union1d(t_ids, i_ids)
+    if len(ids) == 0 and item_ids is not None:
+        return Catalogue.empty(alignment.dim, space=f"align:{alignment.version}")
     if len(ids) == 0:
         raise ArtifactError(
             f"no stored vectors of the alignment's encoders ({alignment.text_encoder}, {alignment.image_encoder}); "
@@ -72,11 +76,14 @@ def aligned_catalogue(engine: Engine, alignment: AlignmentModel, align: AlignCon
     return Catalogue(ext, titles, cats, avail, vectors, space=f"align:{alignment.version}")
 
 
-def text_catalogue(engine: Engine, text_version: str) -> Catalogue:
-    """Every item with a current text vector of ``text_version``, raw (no alignment)."""
+def text_catalogue(engine: Engine, text_version: str, item_ids: np.ndarray | None = None) -> Catalogue:
+    """Every item with a current text vector of ``text_version``, raw (no alignment); only the internal
+    ``item_ids``, when given (possibly none)."""
     from recsys.embed import TEXT, load_item_vectors
 
-    ids, text = load_item_vectors(engine, TEXT, text_version)
+    ids, text = load_item_vectors(engine, TEXT, text_version, item_ids=item_ids)
+    if len(ids) == 0 and item_ids is not None:
+        return Catalogue.empty(0, space=text_version)
     if len(ids) == 0:
         raise ArtifactError(f"no stored text vectors of {text_version}; run `recsys embed`")
     ext, titles, cats, avail = _item_rows(engine, ids)
@@ -126,7 +133,9 @@ def build_product_search(
         text_encoder = build_text_encoder(config.encoders.text, config.encoders.device)
     if alignment is None:
         log.info("no active alignment: text search over the raw text vectors of %s", text_encoder.version)
-        return ProductSearch(text_catalogue(engine, text_encoder.version), text_encoder.encode, None)
+        search = ProductSearch(text_catalogue(engine, text_encoder.version), text_encoder.encode, None)
+        search.rows_loader = lambda ids: text_catalogue(engine, text_encoder.version, ids)
+        return search
     if text_encoder.version != alignment.text_encoder:
         raise ArtifactError(
             f"the active alignment {alignment.version} was trained on text vectors of {alignment.text_encoder}, "
@@ -160,4 +169,6 @@ def build_product_search(
     def encode_image(batch: Sequence[Any]) -> np.ndarray:
         return alignment.project_image(image_enc().encode([load(b) for b in batch]))
 
-    return ProductSearch(catalogue, encode_text, encode_image, align.fusion_text_weight, align.fusion_image_weight)
+    search = ProductSearch(catalogue, encode_text, encode_image, align.fusion_text_weight, align.fusion_image_weight)
+    search.rows_loader = lambda ids: aligned_catalogue(engine, alignment, align, ids)
+    return search

@@ -21,6 +21,8 @@ feed model the feed falls back to content similarity to the user's items plus po
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
 import hashlib
 import logging
 import threading
@@ -28,7 +30,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -52,6 +54,28 @@ CATALOGUE = "catalogue"
 through the API, so that every serving process notices the change and reloads."""
 USER_ITEMS_INDEX = "user-items"
 """Name of the published index over the feed model's item factors (large catalogues' feed candidates)."""
+
+
+UPDATE_MARGIN_S = 300.0
+"""Incremental updates re-read the items updated up to this long before the state was read (clock skew
+between serving hosts and the database; re-reading an item is harmless)."""
+
+
+def _with_rows(index: Any, vectors: np.ndarray, rows: np.ndarray, n_old: int) -> Any:
+    """A copy of ``index`` (sharing its base) with ``vectors[rows]`` replaced (rows < ``n_old``) or appended
+    (the rows from ``n_old`` on, in order) through its side buffer; ``None`` in, ``None`` out."""
+    if index is None:
+        return None
+    if index.size != n_old:
+        raise ValueError(f"the index holds {index.size} rows, the state {n_old}")
+    out = copy.copy(index)
+    out._lock = threading.Lock()
+    old = np.sort(rows[rows < n_old])
+    if len(old):
+        out.update(old, vectors[old])
+    if len(vectors) > n_old:
+        out.add(vectors[n_old:])
+    return out
 
 
 def _fingerprint(vectors: np.ndarray) -> str:
@@ -103,6 +127,10 @@ class _State:
     versions: dict[str, str | None] = field(default_factory=dict)
     catalogue_stamp: str | None = None
     """The registry's catalogue stamp when this snapshot was read (see :data:`CATALOGUE`)."""
+    items_read_at: dt.datetime | None = None
+    """When the items were read: items updated since (with a margin) are upserted by ``Runtime.update``."""
+    popularity_raw: np.ndarray | None = None
+    """``(n,)`` log(1 + distinct users) per item, before standardisation."""
     similar_cache: OrderedDict[tuple[Any, ...], Ranked] = field(default_factory=OrderedDict)
     """Answers of ``similar_items`` for this snapshot (LRU, ``service.similar_cache_size``); a new snapshot
     (model, index, catalogue change) starts empty, so a cached answer is never stale."""
@@ -165,6 +193,112 @@ class Runtime:
                 self._load_error = None
         log.info("runtime loaded: %d items, versions %s", len(state.ids), state.versions)
 
+    def update(self) -> None:
+        """Bring the state up to date. When the model, alignment and index versions are the loaded ones, only
+        the items changed since the state was read are upserted into it (:meth:`_extend`: seconds at a
+        million items); otherwise, or when that fails or the change is too large, everything is loaded anew."""
+        with self._reload_lock:
+            st = self._state
+            new = None
+            if st is not None:
+                try:
+                    if self._versions_current(st):
+                        new = self._extend(st)
+                except Exception:  # noqa: BLE001 - fall back to a full reload
+                    log.exception("incremental update failed; reloading everything")
+                    new = None
+            if new is not None:
+                with self._lock:
+                    self._state = new
+                log.info("runtime updated: %d items (%d new)", len(new.ids), len(new.ids) - len(st.ids))
+                return
+        self.reload()
+
+    def _versions_current(self, st: _State) -> bool:
+        feed = active_artifact(self.engine, "feed")
+        al = active_artifact(self.engine, "align")
+        ix = active_artifact(self.engine, f"index-{SIMILAR_INDEX}")
+        return ((feed.version if feed else None) == st.feed_version and (al.version if al else None) == st.align_version
+                and (ix is None or ix.version == st.versions.get("index")))
+
+    def _extend(self, st: _State) -> _State | None:
+        """``st`` with the items updated since it was read upserted (new items appended as rows, changed ones
+        replaced), or ``None`` when a full reload is needed (more changed rows than ``index.max_buffered``).
+
+        The same per-item computations as :meth:`_build` on the changed rows only; the feed ranker is laid
+        over the new ids again, the indexes get the rows in their side buffers (copies: the old state keeps
+        serving its own). Popularity counts are refreshed by full reloads only.
+        """
+        from recsys.recommend.ranker import FeedRanker
+
+        search = st.search
+        if search.rows_loader is None or st.items_read_at is None or st.popularity_raw is None:
+            return None
+        stamp = self._catalogue_stamp()
+        read_at = dt.datetime.now(dt.UTC)
+        since = st.items_read_at - dt.timedelta(seconds=UPDATE_MARGIN_S)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Item.id, Item.external_id, Item.created_at, Item.price).where(Item.updated_at >= since)
+            ).all()
+        sub = search.rows_loader(np.asarray([r.id for r in rows], dtype=np.int64)) if rows else None
+        cat, changed = search.catalogue.with_rows(sub) if sub is not None else (search.catalogue, np.zeros(0, np.int64))
+        if not len(changed):
+            prices = st.prices.copy()
+            for rec in rows:
+                r = st.row.get(rec.external_id)
+                if r is not None:
+                    prices[r] = np.nan if rec.price is None else rec.price
+            return replace(st, prices=prices, catalogue_stamp=stamp, items_read_at=read_at, similar_cache=OrderedDict())
+        n_old, n = len(st.ids), len(cat)
+        limit = min(self.config.index.max_buffered, int(self.config.index.max_buffered_fraction * n))
+        if st.similar_index.buffer_size + len(changed) > limit:
+            return None
+        by_id = {r.external_id: r for r in rows}
+        row = dict(st.row)
+        internal_to_row = dict(st.internal_to_row)
+        freshness = np.empty(n, np.float32)
+        freshness[:n_old] = st.freshness
+        prices = np.empty(n, np.float64)
+        prices[:n_old] = st.prices
+        pop = np.zeros(n, np.float32)
+        pop[:n_old] = st.popularity_raw
+        for rec in rows:  # a price change alone leaves the catalogue rows as they were
+            r = row.get(rec.external_id)
+            if r is not None:
+                prices[r] = np.nan if rec.price is None else rec.price
+        now = time.time()
+        for r in changed:
+            item = cat.ids[r]
+            rec = by_id[item]
+            row[item] = int(r)
+            internal_to_row[rec.id] = int(r)
+            age = (now - rec.created_at.timestamp()) / 86400 if rec.created_at else 365.0
+            freshness[r] = np.exp(-max(age, 0.0) / 30.0)
+            prices[r] = np.nan if rec.price is None else rec.price
+        ranker, factors = None, None
+        if st.feed is not None:
+            model = st.feed.model
+            ranker = FeedRanker.build(
+                model, cat.ids, lambda ids: self._content_blocks(model, ids),
+                exact_max_items=self.config.service.feed_exact_max_items, index_config=self.config.index,
+                index_builder=lambda f, queries: (
+                    _with_rows(st.feed.factor_index, f, changed, n_old) if st.feed.factor_index is not None
+                    else self._published_index(USER_ITEMS_INDEX, f, f"{model.version}-{_fingerprint(f)}", queries)[0]),
+            )
+            factors = ranker.components.item_factors
+        similar = np.empty((n, st.similar_vectors.shape[1]), np.float32)
+        similar[:n_old] = st.similar_vectors
+        similar[changed] = self._similar_vectors(cat.vectors[changed], None if factors is None else factors[changed])
+        index = _with_rows(st.similar_index, similar, changed, n_old)
+        new_search = copy.copy(search)
+        new_search.catalogue = cat
+        return _State(
+            cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, zscore(pop), freshness,
+            prices, row, internal_to_row, ranker, st.feed_version, st.align_version, new_search, similar, index,
+            dict(st.versions), catalogue_stamp=stamp, items_read_at=read_at, popularity_raw=pop,
+        )
+
     def request_reload(self) -> int:
         """Reload in a background thread while the current state goes on serving; returns a ticket for
         :meth:`wait_reload`. Requests made while a reload runs are served by one more reload after it."""
@@ -188,7 +322,7 @@ class Runtime:
                     return
                 target = self._reload_requested
             try:
-                self.reload()
+                self.update()
             except Exception:  # noqa: BLE001 - a failed background reload keeps the old state serving
                 log.exception("background reload failed; serving the previous state")
             with self._reloads:
@@ -232,6 +366,7 @@ class Runtime:
         from recsys.search.loader import build_product_search
 
         stamp = self._catalogue_stamp()  # before the items are read: a later change reloads again
+        read_at = dt.datetime.now(dt.UTC)
         search = build_product_search(
             self.engine, self.config, text_encoder=self._text_encoder_obj(),
             image_encoder=self._image_encoder if self._image_encoder is not None else self._image_encoder_obj,
@@ -280,7 +415,7 @@ class Runtime:
         return _State(
             cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, zscore(pop), freshness,
             prices, row, internal_to_row, ranker, versions["model"], versions["align"], search, similar, index, versions,
-            catalogue_stamp=stamp,
+            catalogue_stamp=stamp, items_read_at=read_at, popularity_raw=pop,
         )
 
     def _text_encoder_obj(self) -> Any:
@@ -319,6 +454,8 @@ class Runtime:
                     if retriever.size == len(vectors):
                         return retriever, current
                 retriever = self._derived_index(root, current, info, vectors, table)
+                if retriever is not None:  # the active version plus a side buffer: served, not published
+                    return retriever, current
         except (ArtifactError, OSError, ValueError) as exc:
             log.warning("index %s: cannot use the published version (%s); building a new one", name, exc)
             retriever = None
