@@ -523,6 +523,37 @@ def test_top_k_ties_and_padding() -> None:
     assert np.isneginf(vals[0, -1])
 
 
+def test_concurrent_publishers_leave_the_registry_and_current_naming_one_version(
+    vectors: np.ndarray, tmp_path: Path
+) -> None:
+    """Serving processes may publish at once: the registry row and CURRENT are switched together."""
+    import threading
+
+    from recsys.store.artifacts import active_artifact
+    from recsys.store.db import make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(engine)
+    root = tmp_path / "ix"
+    errors: list[BaseException] = []
+
+    def publish_some(t: int) -> None:
+        try:
+            for i in range(5):
+                publish(ExactRetriever(vectors[:50]), root, version=f"t{t}-{i}", engine=engine, kind="index-items")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish_some, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert active_artifact(engine, "index-items").version == active_version(root)  # type: ignore[union-attr]
+    engine.dispose()
+
+
 # --------------------------------------------------------------------------- neighbour table
 @pytest.mark.parametrize("backend", ["exact", pytest.param("scann", marks=needs_scann)])
 def test_the_neighbour_table_holds_each_rows_search_without_itself(vectors: np.ndarray, backend: str) -> None:

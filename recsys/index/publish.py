@@ -24,7 +24,8 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,29 +136,52 @@ def publish(
         retriever.info.pop("version", None)
         raise
     manifest = read_manifest(final)
-    if engine is not None and kind is not None:
-        from recsys.store.artifacts import register_artifact
+    with root_lock(root):
+        if engine is not None and kind is not None:
+            from recsys.store.artifacts import register_artifact
 
-        try:
-            register_artifact(engine, kind, version, str(final.resolve()), manifest.get("config"), metrics_of(manifest))
-        except BaseException:
-            shutil.rmtree(final, ignore_errors=True)  # never active, never registered: leave no orphan
-            retriever.info.pop("version", None)
-            raise
-    _write_current(root, version)
+            try:
+                register_artifact(engine, kind, version, str(final.resolve()), manifest.get("config"),
+                                  metrics_of(manifest))
+            except BaseException:
+                shutil.rmtree(final, ignore_errors=True)  # never active, never registered: leave no orphan
+                retriever.info.pop("version", None)
+                raise
+        _write_current(root, version)
     log.info("published index %s in %s (%s, n=%s)", version, root, manifest["backend"], manifest["n"])
     return version
+
+
+@contextmanager
+def root_lock(root: str | Path, name: str = ".lock") -> Iterator[None]:
+    """An exclusive lock ``<root>/<name>`` (``fcntl.flock``) held by one process of this machine at a time.
+
+    :func:`publish` and :func:`activate` switch the registry row and ``CURRENT`` under ``.lock``, so that
+    concurrent publishers never leave them naming different versions; the serving processes' "find or
+    build" step takes ``.build.lock`` (a build publishes: never nest the two), so that workers starting
+    together build an index once. Not re-entrant."""
+    import fcntl
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / name, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def activate(root: str | Path, version: str, *, engine: Engine | None = None, kind: str | None = None) -> None:
     """Make an existing, complete version the active one (e.g. a roll back)."""
     root = Path(root)
     read_manifest(root / _check_version(version))  # raises when missing or incomplete
-    if engine is not None and kind is not None:
-        from recsys.store.artifacts import activate_artifact
+    with root_lock(root):
+        if engine is not None and kind is not None:
+            from recsys.store.artifacts import activate_artifact
 
-        activate_artifact(engine, kind, version)
-    _write_current(root, version)
+            activate_artifact(engine, kind, version)
+        _write_current(root, version)
 
 
 def active_version(root: str | Path) -> str | None:

@@ -247,6 +247,10 @@ class FeedModel:
         )
 
 
+FEW_ITEMS = 20_000
+"""Up to this many items, :func:`content_blocks` reads only their rows; more, one pass over the table."""
+
+
 def content_blocks(engine: Any, item_ids: np.ndarray, internal_ids: np.ndarray | None = None,
                    versions: dict[str, str] | None = None) -> tuple[tuple[np.ndarray, ...] | None, dict[str, str]]:
     """The stored text (and image, when any item has one) vectors of items, as zero-filled blocks.
@@ -262,11 +266,19 @@ def content_blocks(engine: Any, item_ids: np.ndarray, internal_ids: np.ndarray |
     from sqlalchemy import select
 
     from recsys.embed import IMAGE, TEXT, encoder_versions, load_item_vectors
-    from recsys.store.models import Item
+    from recsys.store.models import Item, ItemEmbedding
 
+    few = len(item_ids) <= FEW_ITEMS  # a few new items (the service's updates): read just their rows
+    wanted = [str(e) for e in item_ids]
     with engine.connect() as conn:
-        internal = dict(conn.execute(select(Item.external_id, Item.id)).all())
-    rows = np.array([internal.get(str(e), -1) for e in item_ids], dtype=np.int64)
+        if few:
+            internal = {}
+            for start in range(0, len(wanted), 5000):
+                internal.update(conn.execute(
+                    select(Item.external_id, Item.id).where(Item.external_id.in_(wanted[start : start + 5000]))).all())
+        else:
+            internal = dict(conn.execute(select(Item.external_id, Item.id)).all())
+    rows = np.array([internal.get(e, -1) for e in wanted], dtype=np.int64)
     chosen: dict[str, str] = {}
     blocks: list[np.ndarray] = []
     for space in (TEXT, IMAGE):
@@ -276,7 +288,14 @@ def content_blocks(engine: Any, item_ids: np.ndarray, internal_ids: np.ndarray |
             version = found[0][0] if found else None
         if version is None:
             continue
-        ids, vectors = load_item_vectors(engine, space, version)
+        ids, vectors = load_item_vectors(engine, space, version, item_ids=rows[rows >= 0] if few else None)
+        if len(ids) == 0 and few:  # none of these items has one: zero rows, if the space has vectors at all
+            with engine.connect() as conn:
+                dim = conn.execute(select(ItemEmbedding.dim).where(
+                    ItemEmbedding.space == space, ItemEmbedding.encoder == version,
+                    ItemEmbedding.vector.is_not(None)).limit(1)).scalar()
+            if dim:
+                ids, vectors = np.zeros(1, np.int64) - 2, np.zeros((1, int(dim)), np.float32)
         if len(ids) == 0:
             if space == TEXT:
                 break

@@ -439,18 +439,35 @@ class Runtime:
         :class:`~recsys.index.neighbours.NeighbourTable` of this width, saved with it (0: none); the
         fingerprint should say the width, so that a changed width builds anew.
         """
-        from recsys.index.factory import build_index
-        from recsys.index.manifest import read_manifest
-        from recsys.index.publish import active_version, load_active, prune, publish
+        from recsys.index.publish import root_lock
 
         root = self.config.artifacts_path / f"index-{name}"
+        with root_lock(root, ".build.lock"):  # workers starting together: one builds, the others load it
+            return self._find_or_build_index(name, root, vectors, fingerprint, queries, force=force, table=table)
+
+    def _active_index_version(self, name: str, root: Any) -> str | None:
+        """The registry's active version of ``index-<name>`` when its directory is complete, else ``CURRENT``."""
+        from recsys.index.manifest import MANIFEST
+        from recsys.index.publish import active_version
+
+        rec = active_artifact(self.engine, f"index-{name}")
+        if rec is not None and (root / rec.version / MANIFEST).is_file():
+            return rec.version
+        return active_version(root)
+
+    def _find_or_build_index(self, name: str, root: Any, vectors: np.ndarray, fingerprint: str,
+                             queries: np.ndarray | None, *, force: bool, table: int) -> tuple[Any, str]:
+        from recsys.index.factory import build_index
+        from recsys.index.manifest import load_retriever, read_manifest
+        from recsys.index.publish import prune, publish
+
         retriever = None
         try:
-            current = None if force else active_version(root)
+            current = None if force else self._active_index_version(name, root)
             if current is not None:
                 info = read_manifest(root / current).get("info") or {}
                 if info.get("fingerprint") == fingerprint and info.get("n", len(vectors)) == len(vectors):
-                    retriever = load_active(root)
+                    retriever = load_retriever(root / current)
                     if retriever.size == len(vectors):
                         return retriever, current
                 retriever = self._derived_index(root, current, info, vectors, table)
@@ -459,14 +476,13 @@ class Runtime:
         except (ArtifactError, OSError, ValueError) as exc:
             log.warning("index %s: cannot use the published version (%s); building a new one", name, exc)
             retriever = None
-        if retriever is None:
-            retriever = build_index(vectors, self.config.index, queries=queries)
-            if table > 0:
-                from recsys.index.neighbours import build_neighbours
+        retriever = build_index(vectors, self.config.index, queries=queries)
+        if table > 0:
+            from recsys.index.neighbours import build_neighbours
 
-                t0 = time.perf_counter()
-                retriever.neighbours = build_neighbours(retriever, table, vectors=vectors)
-                retriever.info["neighbours"] = {"width": table, "build_seconds": round(time.perf_counter() - t0, 3)}
+            t0 = time.perf_counter()
+            retriever.neighbours = build_neighbours(retriever, table, vectors=vectors)
+            retriever.info["neighbours"] = {"width": table, "build_seconds": round(time.perf_counter() - t0, 3)}
         retriever.info["fingerprint"] = fingerprint
         retriever.info["n"] = len(vectors)
         try:
@@ -483,13 +499,13 @@ class Runtime:
         """The active index of ``root`` brought to ``vectors`` through its side buffer (items added or
         changed since its build, at most ``index.max_buffered`` rows and ``index.max_buffered_fraction`` of
         them), or ``None``: rebuild."""
-        from recsys.index.publish import load_active
+        from recsys.index.manifest import load_retriever
 
         cfg = self.config.index
         limit = min(cfg.max_buffered, int(cfg.max_buffered_fraction * len(vectors)))
         if limit <= 0 or (info.get("neighbours") or {}).get("width", 0) != table:
             return None
-        retriever = load_active(root)
+        retriever = load_retriever(root / current)
         t0 = time.perf_counter()
         if not retriever.apply_rows(vectors, max_buffered=limit):
             return None
