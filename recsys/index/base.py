@@ -373,12 +373,8 @@ class BaseRetriever(abc.ABC):
             if found is not None:
                 if not len(buf):
                     return found
-                query = np.asarray(self._base_vectors()[row], dtype=np.float32)
-                filt = RowFilter.build(1, size, allow, [row, *exclude], True)
-                b_ids, b_scores = _search_buffer(query[None, :], buf, filt, k)
-                ids, scores = merge_top_k(found[0][None, :], found[1][None, :], b_ids, b_scores, k)
-                valid = ids[0] >= 0
-                return ids[0][valid], scores[0][valid]
+                return _merge_buffer(found, np.asarray(self._base_vectors()[row], dtype=np.float32), buf, k,
+                                     allow, [row, *exclude])
         if row >= self.n_base or own:
             query = buf.vectors[int(np.flatnonzero(buf.ids == row)[-1])]
         else:
@@ -464,6 +460,28 @@ class BaseRetriever(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size}, dim={self.dim}, buffered={len(self._buffer)})"
+
+
+def _merge_buffer(found: tuple[np.ndarray, np.ndarray], query: np.ndarray, buf: SideBuffer, k: int,
+                  allow: np.ndarray | None, exclude: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """One query's top ``k`` from ``found`` (descending, from the base rows) and an exact scan of the
+    buffer (rows ``allow`` keeps, not in ``exclude``); ties by lower row id, as :func:`top_k`."""
+    b_scores = buf.vectors @ query
+    if len(exclude) <= 8:  # the row itself and a few ids: cheaper than np.isin
+        keep = np.ones(len(buf.ids), dtype=bool)
+        for e in exclude:
+            keep &= buf.ids != e
+    else:
+        keep = ~np.isin(buf.ids, np.asarray(exclude, dtype=np.int64))
+    if allow is not None:
+        keep &= allow[buf.ids]
+    ids, scores = found
+    if not keep.any() or (len(ids) >= k and float(b_scores[keep].max()) < float(scores[k - 1])):
+        return ids[:k], scores[:k]  # no buffered row reaches the list
+    all_ids = np.concatenate([ids, buf.ids[keep]])
+    all_scores = np.concatenate([scores, b_scores[keep].astype(np.float32)])
+    order = np.lexsort((all_ids, -all_scores))[:k]
+    return all_ids[order], all_scores[order]
 
 
 def _search_buffer(queries: np.ndarray, buf: SideBuffer, filt: RowFilter, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -135,8 +135,9 @@ def load_neighbours(directory: str | Path, *, mmap: bool = True) -> NeighbourTab
     if not (src / IDS_FILE).is_file():
         return None
     mode = "r" if mmap else None
-    ids = np.load(src / IDS_FILE, mmap_mode=mode)
-    scores = np.load(src / SCORES_FILE, mmap_mode=mode)
+    # plain arrays over the mapped pages (np.memmap's per-index bookkeeping costs more than the lookup)
+    ids = np.asarray(np.load(src / IDS_FILE, mmap_mode=mode))
+    scores = np.asarray(np.load(src / SCORES_FILE, mmap_mode=mode))
     if ids.shape != scores.shape or ids.ndim != 2:
         from recsys.errors import ArtifactError
 

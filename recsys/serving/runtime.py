@@ -430,11 +430,14 @@ class Runtime:
 
     def _published_index(self, name: str, vectors: np.ndarray, fingerprint: str,
                          queries: np.ndarray | None = None, *, force: bool = False, table: int = 0) -> tuple[Any, str]:
-        """The active published index ``name`` when it was built from these vectors, else a new one.
+        """The active published index ``name`` when it was built from these vectors; the active one with
+        the rows that differ in its side buffer when few do (not published: the buffer is the catalogue's
+        change since that version); else a new one.
 
         A new index is built, then published atomically under ``<artifacts>/index-<name>`` and marked
         active in the registry (kind ``index-<name>``), so other workers and restarts load it instead of
-        building it again. A failed publish is logged and the in-memory index is served anyway.
+        building it again; the whole step runs under a file lock, so workers starting together build once.
+        A failed publish is logged and the in-memory index is served anyway.
         ``force``: always build and publish (a failed publish raises). ``table``: a new index gets a
         :class:`~recsys.index.neighbours.NeighbourTable` of this width, saved with it (0: none); the
         fingerprint should say the width, so that a changed width builds anew.
