@@ -375,7 +375,7 @@ class BaseRetriever(abc.ABC):
                     return found
                 return _merge_buffer(found, np.asarray(self._base_vectors()[row], dtype=np.float32), buf, k,
                                      allow, [row, *exclude])
-        if row >= self.n_base or own:
+        if own:  # added or replaced: its vector is in the buffer
             query = buf.vectors[int(np.flatnonzero(buf.ids == row)[-1])]
         else:
             query = np.asarray(self._base_vectors()[row], dtype=np.float32)
