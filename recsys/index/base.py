@@ -14,7 +14,7 @@ folds it into the base index. Rows are never deleted: unavailable items are filt
 from __future__ import annotations
 
 import abc
-
+import copy
 import logging
 import threading
 from collections.abc import Sequence
@@ -380,6 +380,14 @@ class BaseRetriever(abc.ABC):
         else:
             query = np.asarray(self._base_vectors()[row], dtype=np.float32)
         return self.search(query, k, allow=allow, exclude=[row, *exclude])
+
+    def copy(self) -> BaseRetriever:
+        """A retriever over the same base index and table whose side buffer then changes on its own:
+        :meth:`add` / :meth:`update` on the copy leave this one as it is (a serving state being replaced
+        keeps answering from its own)."""
+        out = copy.copy(self)
+        out._lock = threading.Lock()
+        return out
 
     def apply_rows(self, vectors: np.ndarray, *, max_buffered: int, chunk: int = 65_536) -> bool:
         """Bring the index to ``vectors`` through the side buffer, without a rebuild: rows whose vector

@@ -295,7 +295,9 @@ def content_blocks(engine: Any, item_ids: np.ndarray, internal_ids: np.ndarray |
                     ItemEmbedding.space == space, ItemEmbedding.encoder == version,
                     ItemEmbedding.vector.is_not(None)).limit(1)).scalar()
             if dim:
-                ids, vectors = np.zeros(1, np.int64) - 2, np.zeros((1, int(dim)), np.float32)
+                blocks.append(np.zeros((len(item_ids), int(dim)), np.float32))
+                chosen[space] = version
+                continue
         if len(ids) == 0:
             if space == TEXT:
                 break

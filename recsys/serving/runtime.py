@@ -61,6 +61,12 @@ UPDATE_MARGIN_S = 300.0
 between serving hosts and the database; re-reading an item is harmless)."""
 
 
+def _freshness(created: Sequence[dt.datetime | None], now: float) -> np.ndarray:
+    """``exp(-age in days / 30)`` per item (365 days where the creation time is unknown)."""
+    age = np.array([(now - c.timestamp()) / 86400 if c else 365.0 for c in created], dtype=np.float64)
+    return np.exp(-np.maximum(age, 0) / 30.0).astype(np.float32)
+
+
 def _with_rows(index: Any, vectors: np.ndarray, rows: np.ndarray, n_old: int) -> Any:
     """A copy of ``index`` (sharing its base) with ``vectors[rows]`` replaced (rows < ``n_old``) or appended
     (the rows from ``n_old`` on, in order) through its side buffer; ``None`` in, ``None`` out."""
@@ -68,8 +74,7 @@ def _with_rows(index: Any, vectors: np.ndarray, rows: np.ndarray, n_old: int) ->
         return None
     if index.size != n_old:
         raise ValueError(f"the index holds {index.size} rows, the state {n_old}")
-    out = copy.copy(index)
-    out._lock = threading.Lock()
+    out = index.copy()
     old = np.sort(rows[rows < n_old])
     if len(old):
         out.update(old, vectors[old])
@@ -113,7 +118,7 @@ class _State:
     available: np.ndarray
     content: np.ndarray  # (n, d) L2-normalised
     item_factors: np.ndarray | None  # (n, k): CF factors; mapped from content for items CF never saw
-    popularity_z: np.ndarray
+    popularity_raw: np.ndarray  # (n,) log(1 + distinct users) per item
     freshness: np.ndarray
     prices: np.ndarray  # (n,) float64, NaN where unknown
     row: dict[str, int]
@@ -129,17 +134,17 @@ class _State:
     """The registry's catalogue stamp when this snapshot was read (see :data:`CATALOGUE`)."""
     items_read_at: dt.datetime | None = None
     """When the items were read: items updated since (with a margin) are upserted by ``Runtime.update``."""
-    popularity_raw: np.ndarray | None = None
-    """``(n,)`` log(1 + distinct users) per item, before standardisation."""
     similar_cache: OrderedDict[tuple[Any, ...], Ranked] = field(default_factory=OrderedDict)
     """Answers of ``similar_items`` for this snapshot (LRU, ``service.similar_cache_size``); a new snapshot
     (model, index, catalogue change) starts empty, so a cached answer is never stale."""
+    popularity_z: np.ndarray = field(init=False)  # popularity_raw standardised over the catalogue
     all_available: bool = field(init=False)
     category_codes: np.ndarray = field(init=False)
     """``(n,)`` int32: each item's position in ``category_index`` (-1: no category); masks by category."""
     category_index: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.popularity_z = zscore(self.popularity_raw)
         self.all_available = bool(self.available.all())
         self.category_index = {c: i for i, c in enumerate(sorted({c for c in self.categories if c is not None}))}
         self.category_codes = np.fromiter((self.category_index.get(c, -1) if c is not None else -1
@@ -202,7 +207,7 @@ class Runtime:
             new = None
             if st is not None:
                 try:
-                    if self._versions_current(st):
+                    if self._changes(st) <= {"catalogue"}:
                         new = self._extend(st)
                 except Exception:  # noqa: BLE001 - fall back to a full reload
                     log.exception("incremental update failed; reloading everything")
@@ -214,12 +219,26 @@ class Runtime:
                 return
         self.reload()
 
-    def _versions_current(self, st: _State) -> bool:
+    def _changes(self, st: _State | None) -> set[str]:
+        """What the registry says changed since ``st`` was loaded: ``feed``, ``align``, ``index`` (the active
+        similar-items version), ``catalogue`` (the stamp); everything when nothing is loaded. Raises when the
+        database cannot be read."""
         feed = active_artifact(self.engine, "feed")
         al = active_artifact(self.engine, "align")
         ix = active_artifact(self.engine, f"index-{SIMILAR_INDEX}")
-        return ((feed.version if feed else None) == st.feed_version and (al.version if al else None) == st.align_version
-                and (ix is None or ix.version == st.versions.get("index")))
+        stamp = self._catalogue_stamp()
+        if st is None:
+            return {"feed", "align", "index", "catalogue"}
+        out = set()
+        if (feed.version if feed else None) != st.feed_version:
+            out.add("feed")
+        if (al.version if al else None) != st.align_version:
+            out.add("align")
+        if ix is not None and ix.version != st.versions.get("index"):
+            out.add("index")
+        if stamp != st.catalogue_stamp:
+            out.add("catalogue")
+        return out
 
     def _extend(self, st: _State) -> _State | None:
         """``st`` with the items updated since it was read upserted (new items appended as rows, changed ones
@@ -229,10 +248,8 @@ class Runtime:
         over the new ids again, the indexes get the rows in their side buffers (copies: the old state keeps
         serving its own). Popularity counts are refreshed by full reloads only.
         """
-        from recsys.recommend.ranker import FeedRanker
-
         search = st.search
-        if search.rows_loader is None or st.items_read_at is None or st.popularity_raw is None:
+        if search.rows_loader is None or st.items_read_at is None:
             return None
         stamp = self._catalogue_stamp()
         read_at = dt.datetime.now(dt.UTC)
@@ -243,49 +260,37 @@ class Runtime:
             ).all()
         sub = search.rows_loader(np.asarray([r.id for r in rows], dtype=np.int64)) if rows else None
         cat, changed = search.catalogue.with_rows(sub) if sub is not None else (search.catalogue, np.zeros(0, np.int64))
-        if not len(changed):
-            prices = st.prices.copy()
-            for rec in rows:
-                r = st.row.get(rec.external_id)
-                if r is not None:
-                    prices[r] = np.nan if rec.price is None else rec.price
-            return replace(st, prices=prices, catalogue_stamp=stamp, items_read_at=read_at, similar_cache=OrderedDict())
         n_old, n = len(st.ids), len(cat)
-        limit = min(self.config.index.max_buffered, int(self.config.index.max_buffered_fraction * n))
-        if st.similar_index.buffer_size + len(changed) > limit:
-            return None
         by_id = {r.external_id: r for r in rows}
-        row = dict(st.row)
-        internal_to_row = dict(st.internal_to_row)
-        freshness = np.empty(n, np.float32)
-        freshness[:n_old] = st.freshness
-        prices = np.empty(n, np.float64)
+        row, internal_to_row = st.row, st.internal_to_row
+        if len(changed):
+            limit = min(self.config.index.max_buffered, int(self.config.index.max_buffered_fraction * n))
+            if st.similar_index.buffer_size + len(changed) > limit:
+                return None
+            row, internal_to_row = dict(row), dict(internal_to_row)
+            for r in changed:
+                item = cat.ids[r]
+                row[item] = int(r)
+                internal_to_row[by_id[item].id] = int(r)
+        prices = np.full(n, np.nan, np.float64)
         prices[:n_old] = st.prices
-        pop = np.zeros(n, np.float32)
-        pop[:n_old] = st.popularity_raw
         for rec in rows:  # a price change alone leaves the catalogue rows as they were
             r = row.get(rec.external_id)
             if r is not None:
                 prices[r] = np.nan if rec.price is None else rec.price
-        now = time.time()
-        for r in changed:
-            item = cat.ids[r]
-            rec = by_id[item]
-            row[item] = int(r)
-            internal_to_row[rec.id] = int(r)
-            age = (now - rec.created_at.timestamp()) / 86400 if rec.created_at else 365.0
-            freshness[r] = np.exp(-max(age, 0.0) / 30.0)
-            prices[r] = np.nan if rec.price is None else rec.price
+        if not len(changed):
+            return replace(st, prices=prices, catalogue_stamp=stamp, items_read_at=read_at, similar_cache=OrderedDict())
+        freshness = np.empty(n, np.float32)
+        freshness[:n_old] = st.freshness
+        pop = np.zeros(n, np.float32)
+        pop[:n_old] = st.popularity_raw
+        freshness[changed] = _freshness([by_id[cat.ids[r]].created_at for r in changed], time.time())
         ranker, factors = None, None
         if st.feed is not None:
-            model = st.feed.model
-            ranker = FeedRanker.build(
-                model, cat.ids, lambda ids: self._content_blocks(model, ids),
-                exact_max_items=self.config.service.feed_exact_max_items, index_config=self.config.index,
-                index_builder=lambda f, queries: (
-                    _with_rows(st.feed.factor_index, f, changed, n_old) if st.feed.factor_index is not None
-                    else self._published_index(USER_ITEMS_INDEX, f, f"{model.version}-{_fingerprint(f)}", queries)[0]),
-            )
+            old_index = st.feed.factor_index
+            builder = self._user_items_index(st.feed.model) if old_index is None else (
+                lambda f, queries: _with_rows(old_index, f, changed, n_old))
+            ranker = self._feed_ranker(st.feed.model, cat.ids, builder)
             factors = ranker.components.item_factors
         similar = np.empty((n, st.similar_vectors.shape[1]), np.float32)
         similar[:n_old] = st.similar_vectors
@@ -294,9 +299,9 @@ class Runtime:
         new_search = copy.copy(search)
         new_search.catalogue = cat
         return _State(
-            cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, zscore(pop), freshness,
+            cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, pop, freshness,
             prices, row, internal_to_row, ranker, st.feed_version, st.align_version, new_search, similar, index,
-            dict(st.versions), catalogue_stamp=stamp, items_read_at=read_at, popularity_raw=pop,
+            dict(st.versions), catalogue_stamp=stamp, items_read_at=read_at,
         )
 
     def request_reload(self) -> int:
@@ -339,17 +344,10 @@ class Runtime:
             return False
         self._checked = now
         try:
-            feed = active_artifact(self.engine, "feed")
-            al = active_artifact(self.engine, "align")
-            ix = active_artifact(self.engine, f"index-{SIMILAR_INDEX}")
-            stamp = self._catalogue_stamp()
+            changed = self._changes(self._state)
         except Exception:  # noqa: BLE001 - the database being down is reported by readiness, not here
             return False
-        st = self._state
-        current = (feed.version if feed else None, al.version if al else None)
-        index_changed = st is not None and ix is not None and ix.version != st.versions.get("index")
-        if (st is None or current != (st.feed_version, st.align_version) or index_changed
-                or stamp != st.catalogue_stamp):
+        if changed:
             ticket = self.request_reload()
             if wait:
                 self.wait_reload(ticket)
@@ -362,7 +360,6 @@ class Runtime:
 
     def _build(self) -> _State:
         from recsys.recommend.model import load_feed_model
-        from recsys.recommend.ranker import FeedRanker
         from recsys.search.loader import build_product_search
 
         stamp = self._catalogue_stamp()  # before the items are read: a later change reloads again
@@ -389,19 +386,13 @@ class Runtime:
             if r is not None:
                 pop[r] = np.log1p(c)
         now = time.time()
-        age_days = np.array([(now - created[e].timestamp()) / 86400 if created.get(e) else 365.0 for e in cat.ids])
-        freshness = np.exp(-np.maximum(age_days, 0) / 30.0).astype(np.float32)
+        freshness = _freshness([created.get(e) for e in cat.ids], now)
         prices = np.array([np.nan if price_of.get(e) is None else price_of[e] for e in cat.ids], dtype=np.float64)
         model = load_feed_model(self.engine)
         ranker = None
         factors = None
         if model is not None:
-            ranker = FeedRanker.build(
-                model, cat.ids, lambda ids: self._content_blocks(model, ids),
-                exact_max_items=self.config.service.feed_exact_max_items, index_config=self.config.index,
-                index_builder=lambda f, queries: self._published_index(
-                    USER_ITEMS_INDEX, f, f"{model.version}-{_fingerprint(f)}", queries)[0],
-            )
+            ranker = self._feed_ranker(model, cat.ids, self._user_items_index(model))
             factors = ranker.components.item_factors
         similar = self._similar_vectors(cat.vectors, factors)
         align = active_artifact(self.engine, "align")
@@ -413,10 +404,25 @@ class Runtime:
             "index": index_version,
         }
         return _State(
-            cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, zscore(pop), freshness,
+            cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, pop, freshness,
             prices, row, internal_to_row, ranker, versions["model"], versions["align"], search, similar, index, versions,
-            catalogue_stamp=stamp, items_read_at=read_at, popularity_raw=pop,
+            catalogue_stamp=stamp, items_read_at=read_at,
         )
+
+    def _feed_ranker(self, model: Any, ids: Sequence[str], index_builder: Any) -> Any:
+        """The feed model laid over the serving rows ``ids`` (``index_builder``: the candidate regime's index)."""
+        from recsys.recommend.ranker import FeedRanker
+
+        return FeedRanker.build(
+            model, ids, lambda new: self._content_blocks(model, new),
+            exact_max_items=self.config.service.feed_exact_max_items, index_config=self.config.index,
+            index_builder=index_builder,
+        )
+
+    def _user_items_index(self, model: Any) -> Any:
+        """The candidate regime's index over unit item factors: the published one (built when missing)."""
+        return lambda f, queries: self._published_index(
+            USER_ITEMS_INDEX, f, f"{model.version}-{_fingerprint(f)}", queries)[0]
 
     def _text_encoder_obj(self) -> Any:
         if self._text_encoder is None:
