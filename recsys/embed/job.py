@@ -212,29 +212,34 @@ def run_embed(
         An :class:`EmbedReport` with counts per space, throughput and the image failures of this run.
         An exception (or Ctrl-C) stops the run after the last committed batch; run again to continue.
     """
+    steps: list[Callable[[EmbedReport], SpaceReport]] = []
+    if text_encoder is not None:
+        steps.append(lambda report: embed_texts(
+            engine, text_encoder, batch_size=cfg.text.batch_size, progress=progress, page_size=page_size))
+    if image_encoder is not None:
+        steps.append(lambda report: embed_images(
+            engine,
+            image_encoder,
+            batch_size=cfg.image.batch_size,
+            workers=cfg.image.workers,
+            max_pixels=cfg.image.max_pixels,
+            fetch_timeout=cfg.image.fetch_timeout_s,
+            max_download_bytes=cfg.image.max_download_bytes,
+            progress=progress,
+            page_size=page_size,
+            on_failure=report.failures.append,
+        ))
+    return drive_spaces(steps)
+
+
+def drive_spaces(steps: list[Callable[[EmbedReport], SpaceReport]]) -> EmbedReport:
+    """Run the spaces' embedding steps in order (each gets the report, for its failures) and time and log
+    the whole: the driver loop of every engine (local here, Ray in :mod:`recsys.embed.ray_job`)."""
     report = EmbedReport()
     t0 = time.perf_counter()
     try:
-        if text_encoder is not None:
-            text = embed_texts(
-                engine, text_encoder, batch_size=cfg.text.batch_size, progress=progress, page_size=page_size
-            )
-            report.spaces.append(text)
-        if image_encoder is not None:
-            report.spaces.append(
-                embed_images(
-                    engine,
-                    image_encoder,
-                    batch_size=cfg.image.batch_size,
-                    workers=cfg.image.workers,
-                    max_pixels=cfg.image.max_pixels,
-                    fetch_timeout=cfg.image.fetch_timeout_s,
-                    max_download_bytes=cfg.image.max_download_bytes,
-                    progress=progress,
-                    page_size=page_size,
-                    on_failure=report.failures.append,
-                )
-            )
+        for step in steps:
+            report.spaces.append(step(report))
     except KeyboardInterrupt:
         log.warning("interrupted: the batches written so far are kept; run again to embed the rest")
         raise

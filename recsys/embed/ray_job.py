@@ -27,6 +27,7 @@ from recsys.embed.job import (
     _progress,
     _start,
     decode_image_batch,
+    drive_spaces,
     encode_image_batch,
     encode_text_batch,
     image_rows,
@@ -239,35 +240,21 @@ def run_embed_ray(
     Returns:
         An :class:`EmbedReport`, as the local engine's. Interrupting keeps the batches written so far.
     """
-    report = EmbedReport()
-    t0 = time.perf_counter()
-    try:
-        if text_factory is not None:
-            report.spaces.append(
-                embed_texts_ray(
-                    engine, text_factory, ray_cfg, batch_size=cfg.text.batch_size, progress=progress,
-                    page_size=page_size,
-                )
-            )
-        if image_factory is not None:
-            report.spaces.append(
-                embed_images_ray(
-                    engine,
-                    image_factory,
-                    ray_cfg,
-                    batch_size=cfg.image.batch_size,
-                    max_pixels=cfg.image.max_pixels,
-                    fetch_timeout=cfg.image.fetch_timeout_s,
-                    max_download_bytes=cfg.image.max_download_bytes,
-                    progress=progress,
-                    page_size=page_size,
-                    on_failure=report.failures.append,
-                )
-            )
-    except KeyboardInterrupt:
-        log.warning("interrupted: the batches written so far are kept; run again to embed the rest")
-        raise
-    report.seconds = time.perf_counter() - t0
-    for line in report.lines(max_failures=0):
-        log.info("%s", line)
-    return report
+    steps: list[Callable[[EmbedReport], SpaceReport]] = []
+    if text_factory is not None:
+        steps.append(lambda report: embed_texts_ray(
+            engine, text_factory, ray_cfg, batch_size=cfg.text.batch_size, progress=progress, page_size=page_size))
+    if image_factory is not None:
+        steps.append(lambda report: embed_images_ray(
+            engine,
+            image_factory,
+            ray_cfg,
+            batch_size=cfg.image.batch_size,
+            max_pixels=cfg.image.max_pixels,
+            fetch_timeout=cfg.image.fetch_timeout_s,
+            max_download_bytes=cfg.image.max_download_bytes,
+            progress=progress,
+            page_size=page_size,
+            on_failure=report.failures.append,
+        ))
+    return drive_spaces(steps)
