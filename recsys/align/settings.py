@@ -50,6 +50,9 @@ class AlignConfig(_Section):
     ensemble: int = Field(3, gt=0)
     """Independently seeded heads whose (normalised) outputs are concatenated: their cosine is the mean."""
     seed: int = 0
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """Precision of the heads' forward pass while training: ``bfloat16`` runs it under torch's CPU autocast
+    (weights, optimiser, loss, validation and the saved model stay float32)."""
     fusion_text_weight: float = Field(0.5, ge=0.0)
     """Weight of the aligned text vector in the fused item embedding."""
     fusion_image_weight: float = Field(0.5, ge=0.0)

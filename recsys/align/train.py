@@ -146,7 +146,9 @@ def _train_member(
             if tviews is not None and has_view is not None:
                 swap = (torch.rand(len(idx), generator=view_gen) < config.text_view_prob) & has_view[idx]
                 xb = torch.where(swap[:, None], tviews[idx], xb)
-            loss = symmetric_infonce(heads[0](xb), heads[1](ti[idx]), scale, config.label_smoothing)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bfloat16"):
+                zt, zi = heads[0](xb), heads[1](ti[idx])
+            loss = symmetric_infonce(zt.float(), zi.float(), scale, config.label_smoothing)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -175,6 +177,7 @@ def _train_member(
         "seed": seed,
         "best_epoch": best_epoch,
         "epochs_run": len(history),
+        "stopped_early": len(history) < config.epochs,
         "best_val_mrr": best_score,
         "logit_scale": best_scale,
         "history": history,
@@ -215,7 +218,7 @@ def train_alignment(
 
     config = config or AlignConfig()
     text, image = _check_inputs(text, image, config)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     tr, va = split_train_val(len(text), config.val_fraction, config.seed)
     st = Standardizer.fit(text[tr], config.standardize)
     si = Standardizer.fit(image[tr], config.standardize)
@@ -230,6 +233,7 @@ def train_alignment(
     old_threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
+    threads = torch.get_num_threads()
     try:
         members = [
             _train_member(xt, xi, vt, vi, config, config.seed + m, m, on_epoch, views) for m in range(config.ensemble)
@@ -246,15 +250,24 @@ def train_alignment(
         config=config.model_dump(mode="json"),
     )
     val = crossmodal_metrics(model.project_text(text[va]), model.project_image(image[va]))
+    reports = [m[3] for m in members]
     metrics = {
         "n_train": int(len(tr)),
         "n_val": int(len(va)),
         "val": val,
-        "members": [m[3] for m in members],
+        "val_score": mean_score(val, "MRR"),
+        "best_epochs": [r["best_epoch"] for r in reports],
+        "epochs_run": [r["epochs_run"] for r in reports],
+        "stopped_early": [r["stopped_early"] for r in reports],
+        "members": reports,
+        "threads": threads,
         "train_seconds": round(time.perf_counter() - started, 2),
+        "train_cpu_seconds": round(time.process_time() - cpu_started, 2),
     }
     log.info(
-        "alignment trained on %d pairs (val %d) in %.1fs: val text→image R@10 %.3f, MRR %.3f",
-        len(tr), len(va), metrics["train_seconds"], val["text_to_image"]["R@10"], val["text_to_image"]["MRR"],
+        "alignment trained on %d pairs (val %d) in %.1fs (%.1f CPU-s, epochs run %s, best %s): "
+        "val text→image R@10 %.3f, MRR %.3f",
+        len(tr), len(va), metrics["train_seconds"], metrics["train_cpu_seconds"], metrics["epochs_run"],
+        metrics["best_epochs"], val["text_to_image"]["R@10"], val["text_to_image"]["MRR"],
     )
     return replace(model, metrics=metrics)

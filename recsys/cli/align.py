@@ -82,13 +82,15 @@ def train_align(obj, overrides: tuple[str, ...], no_activate: bool, as_json: boo
     if as_json:
         click.echo(json.dumps({"version": model.version, "path": str(path), "metrics": dict(model.metrics)}, indent=2))
         return
-    val = model.metrics["val"]
+    m = model.metrics
     click.echo(
-        f"alignment {model.version}: {model.metrics['n_train']} training pairs, {model.metrics['n_val']} held out, "
-        f"{model.metrics['train_seconds']:.1f}s"
+        f"alignment {model.version}: {m['n_train']} training pairs, {m['n_val']} held out, "
+        f"{m['train_seconds']:.1f}s ({m['train_cpu_seconds']:.1f} CPU-s on {m['threads']} thread(s)); "
+        f"epochs run {m['epochs_run']}, best {m['best_epochs']}"
     )
-    for direction, m in val.items():
-        click.echo(f"  val {direction.replace('_to_', ' → ')}: R@1 {m['R@1']:.3f}  R@10 {m['R@10']:.3f}  MRR {m['MRR']:.3f}")
+    for direction, fig in m["val"].items():
+        click.echo(f"  val {direction.replace('_to_', ' → ')}: R@1 {fig['R@1']:.3f}  R@10 {fig['R@10']:.3f}  "
+                   f"MRR {fig['MRR']:.3f}")
     click.echo(f"saved to {path}{'' if no_activate else ' (active)'}")
 
 
@@ -143,6 +145,6 @@ def evaluate_search(obj, items_path: str | None, split: str, overrides: tuple[st
         click.echo(f"note: {note}")
     if result.model is not None:
         m = result.model.metrics
-        click.echo(f"alignment {result.model.version}: trained in {m['train_seconds']:.1f}s on {m['n_train']} pairs "
-                   f"({m['n_val']} held out for early stopping; best epochs "
-                   f"{[r['best_epoch'] for r in m['members']]})")
+        click.echo(f"alignment {result.model.version}: trained in {m['train_seconds']:.1f}s "
+                   f"({m['train_cpu_seconds']:.1f} CPU-s) on {m['n_train']} pairs ({m['n_val']} held out for early "
+                   f"stopping; epochs run {m['epochs_run']}, best {m['best_epochs']})")
