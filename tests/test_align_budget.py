@@ -10,11 +10,12 @@ import pytest
 
 from recsys.align.model import AlignmentModel
 from recsys.align.settings import AlignConfig
-from recsys.align.train import train_alignment
+from recsys.align.train import resolve_precision, train_alignment
 from recsys.evaluation.crossmodal import chance_metrics, crossmodal_metrics
 
 FAST = AlignConfig(
-    dim=16, hidden_dim=32, epochs=12, batch_size=64, ensemble=1, patience=4, min_items=8, threads=1, warmup_epochs=1
+    dim=16, hidden_dim=32, epochs=12, batch_size=64, ensemble=1, patience=4, min_items=8, threads=1, warmup_epochs=1,
+    precision="float32",
 )
 
 
@@ -69,12 +70,26 @@ def test_bfloat16_training_changes_the_weights_but_still_learns(data: tuple[np.n
     w32, w16 = fp32.text_heads[0].params["W1"], bf16.text_heads[0].params["W1"]
     assert w16.dtype == np.float32  # the model stays float32
     assert not np.array_equal(w16, w32)  # the forward pass really ran in bfloat16
-    assert bf16.config["precision"] == "bfloat16"
+    assert bf16.config["precision"] == "bfloat16" and bf16.metrics["precision"] == "bfloat16"
+    assert fp32.metrics["precision"] == "float32"
     chance = chance_metrics(100)["R@10"]
     r32, r16 = _held_out_r10(fp32, text[300:], image[300:]), _held_out_r10(bf16, text[300:], image[300:])
     assert r16 > 4 * chance and r16 > r32 - 0.1
     again = train_alignment(text[:300], image[:300], FAST.model_copy(update={"precision": "bfloat16"}))
     assert again.version == bf16.version  # seeded, like float32
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert resolve_precision("auto") == "float32"
+    text, image = paired(60)
+    model = train_alignment(text, image, FAST.model_copy(update={"precision": "auto", "epochs": 1}))
+    assert model.metrics["precision"] == "float32" and model.config["precision"] == "auto"
 
 
 def test_config_rejects_an_unknown_precision() -> None:

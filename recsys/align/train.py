@@ -83,6 +83,19 @@ def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def resolve_precision(precision: str) -> str:
+    """``auto`` → ``bfloat16`` when oneDNN runs bfloat16 natively on this CPU, else ``float32``."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # an older or differently built torch: be safe
+        native = False
+    return "bfloat16" if native else "float32"
+
+
 def _train_member(
     xt: np.ndarray,
     xi: np.ndarray,
@@ -127,6 +140,7 @@ def _train_member(
         has_view = tviews = None
     view_gen = torch.Generator().manual_seed(seed + 7919)  # its own stream: views never change the batches
     max_log = math.log(config.max_logit_scale)
+    bf16 = resolve_precision(config.precision) == "bfloat16"
 
     best_score, best_epoch, best_scale = -math.inf, 0, 0.0
     best_states: list[dict[str, Any]] = []
@@ -146,7 +160,7 @@ def _train_member(
             if tviews is not None and has_view is not None:
                 swap = (torch.rand(len(idx), generator=view_gen) < config.text_view_prob) & has_view[idx]
                 xb = torch.where(swap[:, None], tviews[idx], xb)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bfloat16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 zt, zi = heads[0](xb), heads[1](ti[idx])
             loss = symmetric_infonce(zt.float(), zi.float(), scale, config.label_smoothing)
             optim.zero_grad(set_to_none=True)
@@ -261,6 +275,7 @@ def train_alignment(
         "stopped_early": [r["stopped_early"] for r in reports],
         "members": reports,
         "threads": threads,
+        "precision": resolve_precision(config.precision),
         "train_seconds": round(time.perf_counter() - started, 2),
         "train_cpu_seconds": round(time.process_time() - cpu_started, 2),
     }
