@@ -10,7 +10,7 @@ import pytest
 
 from recsys.align.model import AlignmentModel
 from recsys.align.settings import AlignConfig
-from recsys.align.train import resolve_precision, train_alignment
+from recsys.align.train import resolve_precision, split_train_val, train_alignment
 from recsys.evaluation.crossmodal import chance_metrics, crossmodal_metrics
 
 FAST = AlignConfig(
@@ -95,3 +95,12 @@ def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None
 def test_config_rejects_an_unknown_precision() -> None:
     with pytest.raises(ValueError, match="precision"):
         AlignConfig(precision="float16")  # type: ignore[arg-type]
+
+
+def test_held_out_share_is_capped_and_the_rest_trains() -> None:
+    tr, va = split_train_val(1000, 0.1, seed=3, max_val=40)
+    assert len(va) == 40 and len(tr) == 960 and not set(tr) & set(va)
+    assert len(split_train_val(1000, 0.1, seed=3, max_val=500)[1]) == 100  # the cap only lowers the share
+    text, image = paired(200)
+    model = train_alignment(text, image, FAST.model_copy(update={"epochs": 1, "val_fraction": 0.2, "max_val_items": 15}))
+    assert model.metrics["n_val"] == 15 and model.metrics["n_train"] == 185

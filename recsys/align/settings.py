@@ -45,6 +45,9 @@ class AlignConfig(_Section):
     (text→image R@10 0.698 → 0.645 at 0.3, while R@10 of title queries rose 0.365 → 0.451), hence 0."""
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     """Share of the training items held out for early stopping."""
+    max_val_items: int = Field(2000, gt=0)
+    """At most this many items are held out (the rest train): each epoch's validation ranks every held-out
+    item against every other, a cost quadratic in their number, and 2,000 give a stable score."""
     patience: int = Field(20, gt=0)
     """Stop after this many epochs without a better validation score; the best epoch's weights are kept."""
     ensemble: int = Field(3, gt=0)

@@ -51,11 +51,17 @@ class Standardizer:
         return ((x - self.mean) / self.scale).astype(np.float32)
 
 
-def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of ``range(n)`` into ``(train_rows, val_rows)``; at least one row on each side."""
+def split_train_val(
+    n: int, val_fraction: float, seed: int, max_val: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``range(n)`` into ``(train_rows, val_rows)``; at least one row on each side.
+
+    ``val_fraction`` of the rows are held out, at most ``max_val`` of them (the rest train).
+    """
     if n < 2:
         raise ValueError(f"need at least 2 items to split, got {n}")
-    n_val = min(max(1, round(val_fraction * n)), n - 1)
+    n_val = max(1, round(val_fraction * n))
+    n_val = min(n_val if max_val is None else min(n_val, max_val), n - 1)
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
@@ -233,7 +239,7 @@ def train_alignment(
     config = config or AlignConfig()
     text, image = _check_inputs(text, image, config)
     started, cpu_started = time.perf_counter(), time.process_time()
-    tr, va = split_train_val(len(text), config.val_fraction, config.seed)
+    tr, va = split_train_val(len(text), config.val_fraction, config.seed, config.max_val_items)
     st = Standardizer.fit(text[tr], config.standardize)
     si = Standardizer.fit(image[tr], config.standardize)
     xt, xi, vt, vi = st(text[tr]), si(image[tr]), st(text[va]), si(image[va])
