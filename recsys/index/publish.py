@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys.errors import ArtifactError
-from recsys.index.manifest import MANIFEST, load_retriever, read_manifest
+from recsys.index.factory import load_retriever
+from recsys.index.manifest import MANIFEST, read_manifest
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -244,7 +245,7 @@ class IndexHandle:
     Args:
         root: the index root.
         check_interval_s: :meth:`refresh_if_changed` looks at ``CURRENT`` at most this often.
-        loader: loads a version directory (default :func:`recsys.index.manifest.load_retriever`).
+        loader: loads a version directory (default :func:`recsys.index.factory.load_retriever`).
 
     Raises:
         ArtifactError: nothing is published under ``root`` yet.

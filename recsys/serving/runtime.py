@@ -39,7 +39,8 @@ from sqlalchemy import Engine, func, select
 from recsys.config import Config
 from recsys.errors import ArtifactError, RecsysError, UnknownIdError, UnsupportedQueryError
 from recsys.ranking.cursor import decode_cursor, encode_cursor
-from recsys.ranking.rerank import FeedWeights, UserSignals, blend, reasons_for, select as select_rows, user_features, zscore
+from recsys.ranking.rerank import FeedWeights, UserSignals, blend, reasons_for, user_features, zscore
+from recsys.ranking.rerank import select as select_rows
 from recsys.recommend.ranker import FEED_POOL
 from recsys.recommend.ranker import reshape as reshape_pool
 from recsys.store.artifacts import active_artifact
@@ -466,8 +467,8 @@ class Runtime:
 
     def _find_or_build_index(self, name: str, root: Any, vectors: np.ndarray, fingerprint: str,
                              queries: np.ndarray | None, *, force: bool, table: int) -> tuple[Any, str]:
-        from recsys.index.factory import build_index
-        from recsys.index.manifest import load_retriever, read_manifest
+        from recsys.index.factory import build_index, load_retriever
+        from recsys.index.manifest import read_manifest
         from recsys.index.publish import prune, publish
 
         retriever = None
@@ -508,7 +509,7 @@ class Runtime:
         """The active index of ``root`` brought to ``vectors`` through its side buffer (items added or
         changed since its build, at most ``index.max_buffered`` rows and ``index.max_buffered_fraction`` of
         them), or ``None``: rebuild."""
-        from recsys.index.manifest import load_retriever
+        from recsys.index.factory import load_retriever
 
         cfg = self.config.index
         limit = min(cfg.max_buffered, int(cfg.max_buffered_fraction * len(vectors)))
