@@ -13,7 +13,7 @@ Similar items read the neighbour table published with the similar-items index
 put through the API reach the published indexes through their side buffers (no rebuild) while the
 change is small (``index.max_buffered``).
 
-The home feed ranks with :class:`~recsys.recommend.ranker.FeedRanker`, the code ``recsys export`` and
+The home feed ranks with :class:`~recsys.ranking.ranker.FeedRanker`, the code ``recsys export`` and
 the offline check use: the user's events are read from SQL on every request and folded in (implicit's
 ``recalculate_user``), so a posted event changes the next page without retraining. Without a trained
 feed model the feed falls back to content similarity to the user's items plus popularity.
@@ -39,10 +39,10 @@ from sqlalchemy import Engine, func, select
 from recsys.config import Config
 from recsys.errors import ArtifactError, RecsysError, UnknownIdError, UnsupportedQueryError
 from recsys.ranking.cursor import decode_cursor, encode_cursor
+from recsys.ranking.diversity import reshape as reshape_pool
+from recsys.ranking.ranker import FEED_POOL
 from recsys.ranking.rerank import FeedWeights, UserSignals, blend, reasons_for, user_features, zscore
 from recsys.ranking.rerank import select as select_rows
-from recsys.recommend.ranker import FEED_POOL
-from recsys.recommend.ranker import reshape as reshape_pool
 from recsys.store.artifacts import active_artifact
 from recsys.store.models import Event, Item
 
@@ -412,7 +412,7 @@ class Runtime:
 
     def _feed_ranker(self, model: Any, ids: Sequence[str], index_builder: Any) -> Any:
         """The feed model laid over the serving rows ``ids`` (``index_builder``: the candidate regime's index)."""
-        from recsys.recommend.ranker import FeedRanker
+        from recsys.ranking.ranker import FeedRanker
 
         return FeedRanker.build(
             model, ids, lambda new: self._content_blocks(model, new),
@@ -679,7 +679,7 @@ class Runtime:
 
     def user_history(self, user_id: str) -> Any:
         """The user's :class:`~recsys.cf.history.History` row as the feed model sees it (``None`` without one)."""
-        from recsys.recommend.ranker import user_history
+        from recsys.ranking.ranker import user_history
 
         st = self._st()
         if st.feed is None:
