@@ -6,7 +6,8 @@ Layout of an index root (e.g. ``<artifacts>/index-items``)::
     20250102T083000Z-9b0d4e/
     CURRENT                     the active version's name, one line
 
-Publishing saves into ``<version>.tmp``, fsyncs it, renames it to ``<version>`` (a complete
+Publishing saves into ``<version>.tmp`` (under the root's staging lock, after removing the temporary
+folders a killed save left behind: :func:`staging_dir`, also used by ``recsys train``), fsyncs it, renames it to ``<version>`` (a complete
 directory appears at once), registers it in SQL when an engine is given (the registry row of
 ``kind`` becomes the active one), and finally replaces ``CURRENT`` with ``os.replace`` (atomic on
 POSIX and Windows). A build or save that fails leaves no ``<version>`` directory and ``CURRENT``
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
 TMP_SUFFIX = ".tmp"
+STAGING_LOCK = ".staging.lock"
+"""Lock file held while a save writes into a temporary folder of the root (see :func:`staging_dir`)."""
 
 
 def new_version() -> str:
@@ -122,17 +125,14 @@ def publish(
     final = root / version
     if final.exists():
         raise ArtifactError(f"index version {version!r} already exists in {root}")
-    tmp = root / (version + TMP_SUFFIX)
-    if tmp.exists():
-        shutil.rmtree(tmp)
     retriever.info["version"] = version
     try:
-        retriever.save(tmp)
-        _fsync_tree(tmp)
-        os.rename(tmp, final)
+        with staging_dir(root, version + TMP_SUFFIX) as tmp:
+            retriever.save(tmp)
+            _fsync_tree(tmp)
+            os.rename(tmp, final)
         _fsync_dir(root)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         retriever.info.pop("version", None)
         raise
     manifest = read_manifest(final)
@@ -159,7 +159,8 @@ def root_lock(root: str | Path, name: str = ".lock") -> Iterator[None]:
     :func:`publish` and :func:`activate` switch the registry row and ``CURRENT`` under ``.lock``, so that
     concurrent publishers never leave them naming different versions; the serving processes' "find or
     build" step takes ``.build.lock`` (a build publishes: never nest the two), so that workers starting
-    together build an index once. Not re-entrant."""
+    together build an index once; a save into a temporary folder holds ``STAGING_LOCK`` (taken before,
+    never inside, ``.lock``). Not re-entrant."""
     import fcntl
 
     root = Path(root)
@@ -227,10 +228,49 @@ def prune(root: str | Path, keep: int = 3) -> list[str]:
     doomed = versions[: max(0, len(versions) - max(keep - (active is not None), 0))]
     for v in doomed:
         shutil.rmtree(root / v, ignore_errors=True)
-    for p in root.glob("*" + TMP_SUFFIX):
+    with root_lock(root, STAGING_LOCK):
+        remove_stale_tmp(root)
+    return doomed
+
+
+def remove_stale_tmp(root: str | Path) -> list[Path]:
+    """Delete the temporary folders (``*.tmp``, e.g. ``.<version>.tmp``) that a killed save left in ``root``.
+
+    Call it holding ``root_lock(root, STAGING_LOCK)``: every save into a temporary folder holds that lock
+    (:func:`staging_dir`), so a folder still being written is never taken for a stale one.
+
+    Returns:
+        The removed folders.
+    """
+    removed = []
+    for p in Path(root).glob("*" + TMP_SUFFIX):  # pathlib's glob matches names starting with '.' too
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
-    return doomed
+            removed.append(p)
+            log.info("removed the stale temporary folder %s (left by an interrupted save)", p)
+    return removed
+
+
+@contextmanager
+def staging_dir(root: str | Path, name: str) -> Iterator[Path]:
+    """``<root>/<name>`` (``name`` ends in ``.tmp``), a folder to save an artifact into and rename.
+
+    Holds the root's staging lock for the whole block: stale temporary folders of earlier, killed saves
+    (index publishing, ``recsys train``) are removed first, and nobody removes this one while it is being
+    written. The caller renames the folder to its final name inside the block; if the block raises, the
+    folder is removed. The lock is released when the process dies, so a killed save never blocks the next.
+    """
+    if not name.endswith(TMP_SUFFIX):
+        raise ValueError(f"a staging folder name must end in {TMP_SUFFIX!r}, got {name!r}")
+    root = Path(root)
+    with root_lock(root, STAGING_LOCK):
+        remove_stale_tmp(root)
+        tmp = root / name
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 class IndexHandle:
