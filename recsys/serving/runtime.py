@@ -27,7 +27,6 @@ import hashlib
 import logging
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -171,6 +170,11 @@ class Runtime:
         self._reloader: threading.Thread | None = None
         self._secret = hashlib.sha256(f"recsys-cursor:{config.database_url}".encode()).digest()
         self._text_encoder: Any = text_encoder
+        from recsys.serving.writes_bg import ItemWrites, catalogue_stamper
+
+        self._writes = ItemWrites(config, engine, text_encoder=self._text_encoder_obj, image_encoder=self._image_encoder_obj,
+                                  request_reload=self.request_reload, wait_reload=self.wait_reload,
+                                  catalogue_stamp=catalogue_stamper(engine, CATALOGUE))
 
     @classmethod
     def from_config(cls, config: Config) -> Runtime:
@@ -836,32 +840,15 @@ class Runtime:
         }
 
     def upsert_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        """Store the items, embed the new or changed ones at once, and make them servable.
+        """Store the items, embed the new or changed ones in the background, and make them servable.
 
         Every serving process reloads (this one at once, the others when they see the new catalogue stamp);
         the indexes take the new rows into their side buffers instead of being rebuilt (``index.max_buffered``).
-        The answer waits for this process's reload up to ``service.upsert_wait_s``: ``servable`` says
-        whether it finished (else it goes on in the background and the items are served when it ends).
+        The answer waits for the embedding and this process's reload up to ``service.upsert_wait_s`` in
+        all: ``servable`` says whether they finished (else they go on in the background). Image references
+        are checked first (:class:`~recsys.errors.ImageAccessError`); see :mod:`recsys.serving.writes_bg`.
         """
-        from recsys.embed import run_embed
-        from recsys.ingest.items import upsert_item_records
-        from recsys.store.artifacts import register_artifact
-
-        report, changed = upsert_item_records(self.engine, items)
-        embedded = 0
-        servable = True
-        if changed:
-            with_image = {it["id"] for it in items if it.get("image")} & set(changed)
-            rep = run_embed(
-                self.engine, self.config.encoders, text_encoder=self._text_encoder_obj(),
-                image_encoder=self._image_encoder_obj() if with_image else None,
-            )
-            embedded = sum(sp.embedded for sp in rep.spaces)
-            register_artifact(self.engine, CATALOGUE, "api", None,
-                              metrics={"stamp": uuid.uuid4().hex, "changed_items": len(changed)})
-            servable = self.wait_reload(self.request_reload(), self.config.service.upsert_wait_s)
-        return {"inserted": report.inserted, "updated": report.updated, "unchanged": report.unchanged,
-                "embedded": embedded, "servable": servable}
+        return self._writes.upsert(items)
 
     def _image_encoder_obj(self) -> Any:
         if self._image_encoder is None:
