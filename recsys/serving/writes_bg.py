@@ -73,6 +73,7 @@ class ItemWrites:
         self._jobs = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="recsys-embed")
         self._fetches = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="recsys-image")
         self._encode = threading.Lock()  # one forward pass at a time; downloads run in parallel
+        self._build = threading.Lock()  # the encoders are built once, by the first job that needs them
         self._policy: ImagePolicy | None = None
         self._policy_at = 0.0
 
@@ -101,8 +102,7 @@ class ItemWrites:
         except FutureTimeout:
             answer["servable"] = False
             return answer
-        except Exception:  # noqa: BLE001 - the items are stored; the next `recsys embed` embeds them
-            log.exception("embedding the upserted items failed; they are stored and wait for `recsys embed`")
+        except Exception:  # noqa: BLE001 - logged by the job; the items are stored, `recsys embed` embeds them
             answer["servable"] = False
             return answer
         answer["embedded"] = result.embedded
@@ -142,10 +142,20 @@ class ItemWrites:
 
     # ----------------------------------------------------------------------------------- the job
     def _job(self, external_ids: Sequence[str], with_image: bool) -> JobResult:
+        """:meth:`_embed`, logging a failure (the request may have stopped waiting for it)."""
+        try:
+            return self._embed(external_ids, with_image)
+        except Exception:
+            log.exception("embedding %d upserted items failed; they are stored and wait for `recsys embed`",
+                          len(external_ids))
+            raise
+
+    def _embed(self, external_ids: Sequence[str], with_image: bool) -> JobResult:
         """Embed the texts and images of these items, store them, stamp the catalogue, request a reload."""
         result = JobResult()
-        text_enc = self._text_encoder()
-        image_enc = self._image_encoder() if with_image else None
+        with self._build:
+            text_enc = self._text_encoder()
+            image_enc = self._image_encoder() if with_image else None
         with self.engine.connect() as conn:
             texts = pending_items_of(conn, TEXT, text_enc.version, external_ids)
             images = pending_items_of(conn, IMAGE, image_enc.version, external_ids) if image_enc is not None else []
