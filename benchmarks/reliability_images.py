@@ -115,10 +115,10 @@ def _put(base: str, item_id: str, image: str, deadline_s: float) -> dict[str, An
     if status == 200:
         errors = body.get("image_errors") or []
         outcome = f"servable={str(body.get('servable')).lower()}" + (
-            f"; image {errors[0]['reason']}: {errors[0]['detail'][:60]}" if errors else "")
+            f"; image {errors[0]['reason']}: {errors[0]['detail'][:70]}" if errors else "")
     else:
         err = body.get("error", {})
-        outcome = f"{err.get('field', '')}: {str(err.get('message', ''))[:70]}"
+        outcome = str(err.get("message", ""))[:90]  # starts with the field it names
     return {"status": status, "seconds": round(took, 3), "deadline_s": deadline_s,
             "within_deadline": status != 0 and status < 500 and took <= deadline_s, "outcome": outcome}
 
