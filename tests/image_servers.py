@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import http.server
 import io
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,8 +38,9 @@ class Server:
 
 
 @contextmanager
-def serve(routes: dict[str, Route]) -> Iterator[Server]:
-    """A threaded HTTP server on 127.0.0.1 (free port) answering ``routes`` (path -> route), 404 otherwise."""
+def serve(routes: dict[str, Route], ssl_context: ssl.SSLContext | None = None) -> Iterator[Server]:
+    """A threaded HTTP server on 127.0.0.1 (free port) answering ``routes`` (path -> route), 404 otherwise;
+    HTTPS with ``ssl_context`` (a server context holding the certificate)."""
     stop = threading.Event()
     hits: collections.Counter[str] = collections.Counter()
     lock = threading.Lock()
@@ -64,11 +66,13 @@ def serve(routes: dict[str, Route]) -> Iterator[Server]:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if ssl_context is not None:
+        server.socket = ssl_context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     port = int(server.server_address[1])
     try:
-        yield Server(f"http://127.0.0.1:{port}", port, hits)
+        yield Server(f"{'https' if ssl_context is not None else 'http'}://127.0.0.1:{port}", port, hits)
     finally:
         stop.set()
         server.shutdown()

@@ -182,6 +182,41 @@ def test_the_connection_goes_to_the_checked_address(monkeypatch: pytest.MonkeyPa
         assert lookups.count("rebind.test") == 1 and s.hits["/a.png"] == 1
 
 
+def test_https_checks_the_url_host_while_connecting_to_the_checked_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLS over the pinned connection: SNI and the certificate check use the URL's host name."""
+    import ssl
+
+    import trustme
+
+    import recsys.encoders.access as access
+    import recsys.encoders.fetch as fetch
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("img.shop.test").configure_cert(server_ctx)
+    route = srv.echo_host()
+    real = socket.getaddrinfo
+
+    def fake_getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        if host.endswith(".shop.test"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(access.socket, "getaddrinfo", fake_getaddrinfo)
+    policy = ImagePolicy(allowed_hosts=frozenset({"*.shop.test"}), timeout_s=3)
+    with srv.serve({"/a.png": route}, ssl_context=server_ctx) as s, ca.cert_pem.tempfile() as ca_file:
+        with pytest.raises(ImageLoadError) as info:  # not signed by a CA in certifi's bundle
+            _load(f"https://img.shop.test:{s.port}/a.png", policy)
+        assert info.value.reason == E.FETCH_FAILED and "CERTIFICATE_VERIFY_FAILED" in info.value.detail
+        monkeypatch.setattr(fetch, "_ca_file", lambda: ca_file)
+        assert _load(f"https://img.shop.test:{s.port}/a.png", policy).size == (32, 32)
+        assert route.hosts == [f"img.shop.test:{s.port}"]
+        with pytest.raises(ImageLoadError) as info:  # same address, another name: the certificate does not match
+            _load(f"https://other.shop.test:{s.port}/a.png", policy)
+        assert info.value.reason == E.FETCH_FAILED and "other.shop.test" in info.value.detail, info.value.detail
+        assert route.hosts == [f"img.shop.test:{s.port}"]
+
+
 @pytest.mark.parametrize("route", ["/trickle", "/slow-headers"])
 def test_a_download_has_an_overall_deadline(route: str) -> None:
     """A server sending a byte a second never trips a per-read timeout; the deadline ends it anyway."""

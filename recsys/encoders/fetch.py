@@ -79,12 +79,17 @@ def _connection(scheme: str, addr: str, port: int, host: str, timeout: float, wa
             watchdog.register(sock)
             return sock
 
-    if scheme == "https":
-        import certifi
-
+    if scheme == "https":  # TLS name (SNI) and certificate check are the URL's host, not the address
         return Watched(addr, port, timeout=timeout, server_hostname=host, assert_hostname=host,
-                       cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+                       cert_reqs="CERT_REQUIRED", ca_certs=_ca_file())
     return Watched(addr, port, timeout=timeout)
+
+
+def _ca_file() -> str:
+    """The CA bundle server certificates are checked against (certifi's, as requests uses)."""
+    import certifi
+
+    return certifi.where()
 
 
 def _read_body(resp: Any, source: str, max_bytes: int) -> bytes:
