@@ -41,6 +41,7 @@ from recsys.ranking.cursor import decode_cursor, encode_cursor
 from recsys.ranking.rerank import FeedWeights, UserSignals, blend, reasons_for, select as select_rows, user_features, zscore
 from recsys.recommend.ranker import FEED_POOL
 from recsys.recommend.ranker import reshape as reshape_pool
+from recsys.serving.writes_bg import ItemWrites, catalogue_stamper
 from recsys.store.artifacts import active_artifact
 from recsys.store.models import Event, Item
 
@@ -170,8 +171,6 @@ class Runtime:
         self._reloader: threading.Thread | None = None
         self._secret = hashlib.sha256(f"recsys-cursor:{config.database_url}".encode()).digest()
         self._text_encoder: Any = text_encoder
-        from recsys.serving.writes_bg import ItemWrites, catalogue_stamper
-
         self._writes = ItemWrites(config, engine, text_encoder=self._text_encoder_obj, image_encoder=self._image_encoder_obj,
                                   request_reload=self.request_reload, wait_reload=self.wait_reload,
                                   catalogue_stamp=catalogue_stamper(engine, CATALOGUE))
