@@ -116,7 +116,8 @@ def test_urls_to_non_public_addresses_are_refused_without_a_request() -> None:
         policy = ImagePolicy(timeout_s=3)
         for url in [f"{s.url}/a.png", f"http://localhost:{s.port}/a.png", f"http://[::ffff:127.0.0.1]:{s.port}/a.png",
                     "http://10.0.0.7/a.png", "http://169.254.169.254/latest/meta-data/", "http://[::1]/a.png",
-                    "http://0.0.0.0/a.png"]:
+                    "http://0.0.0.0/a.png", f"http://127.1:{s.port}/a.png", f"http://2130706433:{s.port}/a.png",
+                    f"http://0x7f.0.0.1:{s.port}/a.png"]:  # other spellings of 127.0.0.1: resolved, then checked
             with pytest.raises(ImageLoadError) as info:
                 _load(url, policy)
             assert info.value.reason == E.REFUSED and "address" in info.value.detail, (url, info.value.detail)
