@@ -89,10 +89,13 @@ def _later_stages() -> list[tuple[str, str, Callable[[Config, object], str]]]:
 
 def _embed(config: Config, engine: object) -> str:
     from recsys.embed import run_embed
+    from recsys.store.image_roots import image_policy, image_roots
     from recsys.encoders.factory import build_encoders
 
     text, image = build_encoders(config.encoders)
-    report = run_embed(engine, config.encoders, text_encoder=text, image_encoder=image)  # type: ignore[arg-type]
+    policy = image_policy(config, image_roots(config, engine))  # type: ignore[arg-type]
+    report = run_embed(engine, config.encoders, text_encoder=text, image_encoder=image,  # type: ignore[arg-type]
+                       policy=policy)
     return "; ".join(report.lines()[:4])
 
 

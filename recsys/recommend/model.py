@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -361,11 +360,11 @@ def save_feed_model(engine: Any, config: Any, model: FeedModel, *, version: str 
     target = config.artifacts_path / KIND / model.version
     if target.exists():
         raise ArtifactError(f"artifact folder {target} exists already; choose another --version")
-    tmp = target.with_name(f".{model.version}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save(tmp, manifest={"created_at": dt.datetime.now(dt.timezone.utc).isoformat()})
-    tmp.rename(target)
+    from recsys.store.staging import staging_dir
+
+    with staging_dir(target.parent, f".{model.version}.tmp") as tmp:  # also removes those a killed run left
+        model.save(tmp, manifest={"created_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+        tmp.rename(target)
     register_artifact(
         engine, KIND, model.version, str(target.resolve()),
         config={"cf": config.cf.model_dump(mode="json"), "event_types": dict(config.event_types),

@@ -32,9 +32,10 @@ from recsys.ranking.rerank import FeedWeights
 from recsys.serving import feed, reload, similar, updates, writes
 from recsys.serving import search as search_service
 from recsys.serving.indexes import published_index, similar_fingerprint
+from recsys.serving.item_writes import ItemWrites, catalogue_stamper
 from recsys.serving.reload import Reloader
 from recsys.serving.results import Feed, Ranked
-from recsys.serving.state import SIMILAR_INDEX, ServingState, allowed_mask
+from recsys.serving.state import CATALOGUE, SIMILAR_INDEX, ServingState, allowed_mask
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class Runtime:
         self._reloader = Reloader(self.update)
         self._secret = hashlib.sha256(f"recsys-cursor:{config.database_url}".encode()).digest()
         self._text_encoder: Any = text_encoder
+        self._writes = ItemWrites(config, engine, text_encoder=self._text_encoder_obj, image_encoder=self._image_encoder_obj,
+                                  request_reload=self.request_reload, wait_reload=self.wait_reload,
+                                  catalogue_stamp=catalogue_stamper(engine, CATALOGUE))
 
     @classmethod
     def from_config(cls, config: Config) -> Runtime:
@@ -221,13 +225,12 @@ class Runtime:
         return writes.record_events(self.engine, self.config, records)
 
     def upsert_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        """Store the items, embed the new or changed ones at once, and make them servable.
+        """Store the items, embed the new or changed ones in the background, and make them servable.
 
         Every serving process reloads (this one at once, the others when they see the new catalogue stamp);
         the indexes take the new rows into their side buffers instead of being rebuilt (``index.max_buffered``).
-        The answer waits for this process's reload up to ``service.upsert_wait_s``: ``servable`` says
-        whether it finished (else it goes on in the background and the items are served when it ends).
+        The answer waits for the embedding and this process's reload up to ``service.upsert_wait_s`` in
+        all: ``servable`` says whether they finished (else they go on in the background). Image references
+        are checked first (:class:`~recsys.errors.ImageAccessError`); see :mod:`recsys.serving.item_writes`.
         """
-        return writes.upsert_items(self.engine, self.config, items, text_encoder=self._text_encoder_obj,
-                                   image_encoder=self._image_encoder_obj,
-                                   reload=lambda wait_s: self.wait_reload(self.request_reload(), wait_s))
+        return self._writes.upsert(items)
