@@ -66,7 +66,7 @@ class Page(HTMLParser):
 
 
 PAGES = ["/ui/search", "/ui/search?q=red+star+mug", "/ui/items/D0002", f"/ui/items/{HOSTILE_ID}", "/ui/users",
-         "/ui/users/U0001", "/ui/users/U0001/feed", "/ui/users/nobody-yet", "/ui/overview"]
+         "/ui/users/U0001", "/ui/users/U0001/feed", "/ui/users/U0001/history", "/ui/users/nobody-yet", "/ui/overview"]
 
 
 @pytest.mark.parametrize("url", PAGES)

@@ -83,8 +83,10 @@ def page(browser: Any, server: dict[str, Any]) -> Iterator[Any]:
     pg = ctx.new_page()
     watch = Watch(pg)
     yield pg
+    pg.wait_for_load_state("networkidle")  # what the test's last step started has finished
+    problems = list(watch.problems)
     ctx.close()
-    assert not watch.problems, "\n".join(watch.problems)
+    assert not problems, "\n".join(problems)
 
 
 def _pictures_loaded(page: Any, selector: str) -> int:
@@ -121,6 +123,7 @@ def test_item_page_shows_similar_items_with_pictures(page: Any, artifacts: Path)
     page.get_by_label("Words").fill("tote bag")
     page.keyboard.press("Enter")  # the form submits from the keyboard
     page.wait_for_selector("#results .tile")
+    _pictures_loaded(page, "#results")  # before leaving the page (a navigation aborts pictures still loading)
     first = page.locator("#results .tile-link").first
     title = first.locator(".title").inner_text()
     first.click()
@@ -151,10 +154,12 @@ def test_buy_on_the_feed_changes_it(page: Any, server: dict[str, Any], artifacts
     assert bought not in after and after != before  # the purchase is folded in: seen items leave the feed
     assert page.locator("#feed .tile.new").count() >= 1
     assert _pictures_loaded(page, "#feed") == len(after)
+    assert _tile_ids(page, "#history")[0] == bought  # the history strip was refreshed too, newest first
+    assert _pictures_loaded(page, "#history") > 0
+    page.evaluate("() => { window.scrollTo(0, 0); document.getElementById('history').scrollLeft = 0; }")
+    page.screenshot(path=str(artifacts / "user-after-buy.png"), full_page=True)
     page.reload()
-    assert bought in _tile_ids(page, "#history")  # the history strip shows it, newest first
     assert _tile_ids(page, "#history")[0] == bought
-    page.screenshot(path=str(artifacts / "user.png"), full_page=False)
 
 
 def test_picture_search_by_file_picker_and_by_drop(page: Any, server: dict[str, Any], artifacts: Path) -> None:
@@ -205,8 +210,10 @@ def test_phone_width(browser: Any, server: dict[str, Any], artifacts: Path, path
     assert columns <= 2
     assert pg.eval_on_selector_all("img", "els => els.filter(e => !e.alt).length") == 0
     pg.screenshot(path=str(artifacts / f"phone-{path.strip('/').replace('/', '-').split('?')[0]}.png"))
+    pg.wait_for_load_state("networkidle")
+    problems = list(watch.problems)
     ctx.close()
-    assert not watch.problems, "\n".join(watch.problems)
+    assert not problems, "\n".join(problems)
 
 
 def test_keyboard_reaches_the_search_box(page: Any) -> None:

@@ -153,16 +153,25 @@ def users() -> Response | tuple[str, int]:
     return _render("users.html", users=browse.some_users(_engine()))
 
 
-@bp.get("/users/<user_id>")
-def user(user_id: str) -> tuple[str, int]:
-    q = _feed_query()
+def _history(user_id: str) -> dict[str, Any]:
     engine = _engine()
     known, n_events, history = browse.user_recent_events(engine, user_id)
     cards = browse.item_cards(engine, [h.item_id for h in history])
+    return {"known": known, "n_events": n_events, "history": history, "cards": cards}
+
+
+@bp.get("/users/<user_id>")
+def user(user_id: str) -> tuple[str, int]:
+    q = _feed_query()
     args = {k: request.args[k] for k in ("diversity", "category", "max_per_category", "cursor") if request.args.get(k)}
-    return _render("user.html", user_id=user_id, known=known, n_events=n_events, history=history, cards=cards,
-                   q=q, categories=browse.categories(engine), feed_url=url_for("ui.user_feed", user_id=user_id, **args),
-                   **_feed(user_id, q))
+    return _render("user.html", user_id=user_id, q=q, categories=browse.categories(_engine()),
+                   feed_url=url_for("ui.user_feed", user_id=user_id, **args), **_history(user_id), **_feed(user_id, q))
+
+
+@bp.get("/users/<user_id>/history")
+def user_history(user_id: str) -> tuple[str, int]:
+    """The history strip alone (swapped in after posting an event)."""
+    return _render("_history.html", user_id=user_id, **_history(user_id))
 
 
 @bp.get("/users/<user_id>/feed")

@@ -89,6 +89,14 @@
     return fresh;
   }
 
+  async function refreshHistory() {
+    const box = document.getElementById("history-box");
+    if (!box) return;
+    const resp = await fetch(box.dataset.url, { headers: { Accept: "text/html" } });
+    if (!resp.ok) throw new Error("history: HTTP " + resp.status);
+    box.innerHTML = await resp.text();
+  }
+
   function setupFeed() {
     const box = document.getElementById("feed-box");
     const status = document.getElementById("event-status");
@@ -113,6 +121,7 @@
           return;
         }
         const fresh = await refreshFeed(box);
+        await refreshHistory();
         status.textContent = "Recorded " + btn.dataset.event + " of " + btn.dataset.item +
           "; feed refreshed (" + fresh + " new item" + (fresh === 1 ? "" : "s") + " folded in).";
       } catch (e) {
