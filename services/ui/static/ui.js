@@ -120,9 +120,11 @@
           btn.disabled = false;
           return;
         }
+        const tile = btn.closest("[data-item-id]");
+        const title = (tile && tile.querySelector(".title")) ? tile.querySelector(".title").textContent : btn.dataset.item;
         const fresh = await refreshFeed(box);
         await refreshHistory();
-        status.textContent = "Recorded " + btn.dataset.event + " of " + btn.dataset.item +
+        status.textContent = "Recorded " + btn.dataset.event + " of " + title +
           "; feed refreshed (" + fresh + " new item" + (fresh === 1 ? "" : "s") + " folded in).";
       } catch (e) {
         status.textContent = "Failed: " + e.message;
