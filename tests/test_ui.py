@@ -144,7 +144,8 @@ def test_item_page_shows_similar_items_with_shares_and_users(shop: dict[str, Any
     page = Page(html)
     served = [it.id for it in rt.similar_items("D0002", k=12).items]
     assert page.tiles == served  # the API's answer, in its order
-    splits = re.findall(r'<data value="([0-9.]+)">[^<]*</data>\s*<span class="split">= content (-?[0-9.]+) \+ co-interaction (-?[0-9.]+)', html)
+    split = r'<data value="([0-9.]+)">[^<]*</data>\s*<span class="split">= content (-?[0-9.]+) \+ co-interaction (-?[0-9.]+)'
+    splits = re.findall(split, html)
     assert len(splits) == len(served)
     for score, content, cf in splits:
         assert abs(float(score) - float(content) - float(cf)) <= 0.002  # the two terms make the score
@@ -186,6 +187,7 @@ def test_overview_counts_failures_versions_and_plot(shop: dict[str, Any]) -> Non
     assert "X-broken" in html and "X-escape" not in html.split('id="failures"')[0]
     assert re.search(r"<th scope=\"row\">Items</th><td>66</td>", html)
     assert "feed <code>" in html and "align <code>" in html and "index-similar <code>" in html
+    assert "validation.temporal.ndcg@10" in html and "recall_at_10" in html and "val.text_to_image.R@10" in html
     assert "No plot yet" in html
     folder = config.data_dir / "evaluation"
     folder.mkdir(exist_ok=True)

@@ -205,3 +205,21 @@ def user_item_types(engine: Engine, user_id: str, item_ids: Sequence[str], weigh
         if item not in best or weights.get(etype, 0.0) > weights.get(best[item], 0.0):
             best[item] = etype
     return best
+
+
+def validation_scores(artifact_path: str | None, max_bytes: int = 1 << 20) -> dict[str, Any]:
+    """The validation scores a feed model recorded in its manifest (``selection`` without its chosen
+    ``params``): e.g. ``{"temporal": {"users": 197, "ndcg@10": 0.22}, ...}``; ``{}`` when there are none."""
+    import json
+    from pathlib import Path
+
+    if not artifact_path:
+        return {}
+    manifest = Path(artifact_path) / "manifest.json"
+    try:
+        if manifest.stat().st_size > max_bytes:
+            return {}
+        selection = json.loads(manifest.read_text(encoding="utf-8")).get("selection") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in selection.items() if k != "params"} if isinstance(selection, dict) else {}

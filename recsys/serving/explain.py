@@ -46,5 +46,5 @@ def similar_shares(runtime: Any, item_id: str, others: Sequence[str]) -> Shares:
         unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
         cf = unit[:-1] @ unit[-1]
     kept = [o for o in others if o in st.row]
-    parts = {o: (float(wc / total * c), float(wf / total * f)) for o, c, f in zip(kept, content, cf)}
+    parts = {o: (float(wc / total * c), float(wf / total * f)) for o, c, f in zip(kept, content, cf, strict=True)}
     return Shares(wc / total, wf / total, parts)

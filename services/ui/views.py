@@ -199,7 +199,8 @@ def _evaluation_plot() -> Path | None:
 def overview() -> tuple[str, int]:
     engine = _engine()
     ready, checks = runtime().readiness()
-    active = [a for a in list_artifacts(engine) if a.active and a.kind != "catalogue"]
+    active = [(a, present.metric_rows(a.metrics | ({"validation": browse.validation_scores(a.path)} if a.kind == "feed" else {})))
+              for a in list_artifacts(engine) if a.active and a.kind != "catalogue"]
     plot = _evaluation_plot()
     return _render("overview.html", ov=browse.overview(engine), ready=ready, checks=checks, artifacts=active,
                    plot=plot.name if plot else None, evaluation_dir=Path(config().data_dir) / EVALUATION_DIR)
