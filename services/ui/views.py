@@ -8,8 +8,10 @@ re-render the page with the message and a 400; an unknown item is a 404 page; an
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, send_file, url_for
 from pydantic import ValidationError
@@ -29,6 +31,7 @@ from services.ui import present
 from services.ui.common import guard
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
 guard(bp)
@@ -39,8 +42,26 @@ WRITE_TYPES = (("click", "click"), ("purchase", "buy"))
 """Event types the feed's buttons post (shown when configured with a positive weight), with their labels."""
 
 
+AGGREGATE_TTL_S = 10.0
+"""Whole-table aggregates (overview counts, the most active users, the category list) are computed at most
+once per this many seconds per process, so that requests without a key cannot make the database scan the
+events table over and over."""
+
+
 def _engine() -> Any:
     return runtime().engine
+
+
+def _aggregate(name: str, compute: Callable[[], T]) -> T:
+    """``compute()``, or its value from the last ``AGGREGATE_TTL_S`` seconds (per app)."""
+    cache = current_app.extensions.setdefault("recsys.ui.aggregates", {})
+    now = time.monotonic()
+    hit = cache.get(name)
+    if hit is not None and now - hit[0] < AGGREGATE_TTL_S:
+        return hit[1]  # type: ignore[no-any-return]
+    value = compute()
+    cache[name] = (now, value)
+    return value
 
 
 def _render(template: str, status: int = 200, **ctx: Any) -> tuple[str, int]:
@@ -51,6 +72,10 @@ def _render(template: str, status: int = 200, **ctx: Any) -> tuple[str, int]:
 @bp.get("/")
 def index() -> Response:
     return redirect(url_for("ui.search"))
+
+
+def _categories() -> list[str]:
+    return _aggregate("categories", lambda: browse.categories(_engine()))
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -65,7 +90,7 @@ def _search_form() -> dict[str, Any]:
 @bp.route("/search", methods=["GET", "POST"])
 def search() -> tuple[str, int]:
     form = _search_form()
-    ctx: dict[str, Any] = {"form": form, "categories": browse.categories(_engine()), "results": None, "error": None}
+    ctx: dict[str, Any] = {"form": form, "categories": _categories(), "results": None, "error": None}
     upload = request.files.get("image") if request.method == "POST" else None
     has_image = upload is not None and upload.filename != ""
     if not form["q"] and not has_image:
@@ -150,7 +175,7 @@ def users() -> Response | tuple[str, int]:
     wanted = (request.args.get("id") or "").strip()
     if wanted:
         return redirect(url_for("ui.user", user_id=wanted))
-    return _render("users.html", users=browse.some_users(_engine()))
+    return _render("users.html", users=_aggregate("users", lambda: browse.some_users(_engine())))
 
 
 def _history(user_id: str) -> dict[str, Any]:
@@ -164,7 +189,7 @@ def _history(user_id: str) -> dict[str, Any]:
 def user(user_id: str) -> tuple[str, int]:
     q = _feed_query()
     args = {k: request.args[k] for k in ("diversity", "category", "max_per_category", "cursor") if request.args.get(k)}
-    return _render("user.html", user_id=user_id, q=q, categories=browse.categories(_engine()),
+    return _render("user.html", user_id=user_id, q=q, categories=_categories(),
                    feed_url=url_for("ui.user_feed", user_id=user_id, **args), **_history(user_id), **_feed(user_id, q))
 
 
@@ -202,7 +227,8 @@ def overview() -> tuple[str, int]:
     active = [(a, present.metric_rows(a.metrics | ({"validation": browse.validation_scores(a.path)} if a.kind == "feed" else {})))
               for a in list_artifacts(engine) if a.active and a.kind != "catalogue"]
     plot = _evaluation_plot()
-    return _render("overview.html", ov=browse.overview(engine), ready=ready, checks=checks, artifacts=active,
+    return _render("overview.html", ov=_aggregate("overview", lambda: browse.overview(engine)), ttl=AGGREGATE_TTL_S,
+                   ready=ready, checks=checks, artifacts=active,
                    plot=plot.name if plot else None, evaluation_dir=Path(config().data_dir) / EVALUATION_DIR)
 
 
