@@ -1,7 +1,7 @@
 """Training of the alignment heads: a pure function of paired ``(text, image)`` feature arrays.
 
-The encoders stay frozen: their vectors are inputs here. A share of the items (``val_fraction``) is held
-out for early stopping; the other items train the heads with a symmetric InfoNCE loss (learnable
+The encoders stay frozen: their vectors are inputs here. A share of the items (``val_fraction``, at most
+``max_val_items``) is held out for early stopping; the other items train the heads with a symmetric InfoNCE loss (learnable
 temperature, AdamW, optional cosine schedule). Each ensemble member is trained independently from its
 own seed on the same split. Everything is seeded: equal inputs and config give equal weights.
 """
@@ -228,8 +228,9 @@ def train_alignment(
             with probability ``text_view_prob``. Validation uses ``text`` only.
 
     Returns:
-        The trained :class:`AlignmentModel`; ``metrics`` holds the split sizes, each member's best epoch
-        and validation history, the ensemble's validation metrics and the training time.
+        The trained :class:`AlignmentModel`; ``metrics`` holds the split sizes, each member's epochs run,
+        best epoch, whether it stopped early and validation history, the ensemble's validation metrics and
+        score (mean MRR of both directions), the wall and CPU seconds of training, threads and precision.
 
     Raises:
         ValueError: shapes disagree, fewer than ``min_items`` pairs, or non-finite features.
