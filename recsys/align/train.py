@@ -1,9 +1,9 @@
 """Training of the alignment heads: a pure function of paired ``(text, image)`` feature arrays.
 
-The encoders stay frozen: their vectors are inputs here. A share of the items (``val_fraction``, at most
-``max_val_items``) is held out for early stopping; the other items train the heads with a symmetric InfoNCE loss (learnable
-temperature, AdamW, optional cosine schedule). Each ensemble member is trained independently from its
-own seed on the same split. Everything is seeded: equal inputs and config give equal weights.
+The encoders stay frozen: their vectors are inputs here. A share of the items (``val_fraction``, at
+most ``max_val_items``) is held out for early stopping; the other items train the heads with a symmetric
+InfoNCE loss (learnable temperature, AdamW, optional cosine schedule, forward pass optionally in
+bfloat16). Each ensemble member is trained independently from its own seed on the same split. Everything is seeded: equal inputs and config give equal weights.
 """
 
 from __future__ import annotations
