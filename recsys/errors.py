@@ -39,3 +39,14 @@ class ArtifactError(RecsysError):
 
 class UnsupportedQueryError(RecsysError):
     """A well-formed query this deployment cannot answer (e.g. an image query without an alignment)."""
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database cannot be reached right now (refused or dropped connection, pool timeout).
+
+    Transient: the service answers 503 with ``Retry-After`` and recovers by itself once it is back.
+    """
+
+
+class IdempotencyConflictError(RecsysError):
+    """An idempotency key was sent again with a different request body."""

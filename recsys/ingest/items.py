@@ -21,7 +21,7 @@ from sqlalchemy import Engine, bindparam, select, update
 from recsys.config import ItemMapping
 from recsys.ingest.readers import BadLine, open_table
 from recsys.ingest.report import IngestReport, RejectWriter
-from recsys.ingest.values import RowError, is_missing, to_bool, to_float, to_id, to_text
+from recsys.ingest.values import RowError, check_cells, is_missing, to_bool, to_float, to_id, to_text
 from recsys.store.models import Item
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def content_hash(fields: dict[str, Any]) -> str:
 
 def parse_item(row: dict[str, Any], mapping: ItemMapping, base_dir: Path, extra_cols: list[str]) -> dict[str, Any]:
     """One raw row -> the item's column values. Raises :class:`RowError`."""
+    check_cells(row)  # a NUL byte anywhere rejects the row (no database stores one in text)
     ext = to_id(row.get(mapping.id), mapping.id)
     title_col = mapping.title or (mapping.text[0] if mapping.text else None)
     title = to_text(row.get(title_col)) if title_col else ""

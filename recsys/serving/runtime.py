@@ -28,7 +28,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -37,13 +36,16 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 
 from recsys.config import Config
-from recsys.errors import ArtifactError, RecsysError, UnknownIdError, UnsupportedQueryError
+from recsys.errors import ArtifactError, DatabaseUnavailableError, RecsysError, UnknownIdError, UnsupportedQueryError
 from recsys.ranking.cursor import decode_cursor, encode_cursor
 from recsys.ranking.rerank import FeedWeights, UserSignals, blend, reasons_for, select as select_rows, user_features, zscore
 from recsys.recommend.ranker import FEED_POOL
 from recsys.recommend.ranker import reshape as reshape_pool
+from recsys.serving.caches import AnswerCache
+from recsys.serving.cursor_secret import cursor_secret
 from recsys.store.artifacts import active_artifact
 from recsys.store.models import Event, Item
+from recsys.store.outage import OutageLog, database_errors
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,8 @@ class RankedItem:
 @dataclass(frozen=True)
 class Ranked:
     items: list[RankedItem]
+    degraded: bool = False
+    """The database could not be read: the answer is what could be computed without the user's events."""
 
 
 @dataclass(frozen=True)
@@ -134,9 +138,10 @@ class _State:
     """The registry's catalogue stamp when this snapshot was read (see :data:`CATALOGUE`)."""
     items_read_at: dt.datetime | None = None
     """When the items were read: items updated since (with a margin) are upserted by ``Runtime.update``."""
-    similar_cache: OrderedDict[tuple[Any, ...], Ranked] = field(default_factory=OrderedDict)
-    """Answers of ``similar_items`` for this snapshot (LRU, ``service.similar_cache_size``); a new snapshot
-    (model, index, catalogue change) starts empty, so a cached answer is never stale."""
+    similar_cache: AnswerCache[Ranked] | None = None
+    """Answers of ``similar_items`` for this snapshot (LRU bounded in bytes, ``service.similar_cache_bytes``;
+    made on first use); a new snapshot (model, index, catalogue change) starts empty, so a cached answer
+    is never stale."""
     popularity_z: np.ndarray = field(init=False)  # popularity_raw standardised over the catalogue
     all_available: bool = field(init=False)
     category_codes: np.ndarray = field(init=False)
@@ -169,7 +174,8 @@ class Runtime:
         self._reload_requested = 0
         self._reload_done = 0
         self._reloader: threading.Thread | None = None
-        self._secret = hashlib.sha256(f"recsys-cursor:{config.database_url}".encode()).digest()
+        self._secret = cursor_secret(config)
+        self.outages = OutageLog(log, config.service.outage_log_interval_s)
         self._text_encoder: Any = text_encoder
 
     @classmethod
@@ -279,7 +285,7 @@ class Runtime:
             if r is not None:
                 prices[r] = np.nan if rec.price is None else rec.price
         if not len(changed):
-            return replace(st, prices=prices, catalogue_stamp=stamp, items_read_at=read_at, similar_cache=OrderedDict())
+            return replace(st, prices=prices, catalogue_stamp=stamp, items_read_at=read_at, similar_cache=None)
         freshness = np.empty(n, np.float32)
         freshness[:n_old] = st.freshness
         pop = np.zeros(n, np.float32)
@@ -615,14 +621,11 @@ class Runtime:
         r = st.row.get(item_id)
         if r is None:
             raise UnknownIdError(f"unknown item id {item_id!r}")
-        size = self.config.service.similar_cache_size
+        cache = self._similar_cache(st)
         key = (item_id, k, category, tuple(exclude), available_only)
-        if size:
-            with self._lock:
-                hit = st.similar_cache.get(key)
-                if hit is not None:
-                    st.similar_cache.move_to_end(key)
-                    return hit
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
         others = [st.row[e] for e in exclude if e in st.row]
         if category is None and (not available_only or st.all_available):
             allow = None  # no mask to build and check: the common item-page call
@@ -634,24 +637,33 @@ class Runtime:
             for i, s in zip(np.asarray(ids).ravel(), np.asarray(scores).ravel()) if int(i) >= 0
         ]
         ranked = Ranked(items)
-        if size:
-            with self._lock:
-                st.similar_cache[key] = ranked
-                while len(st.similar_cache) > size:
-                    st.similar_cache.popitem(last=False)
+        cache.put(key, ranked)
         return ranked
+
+    def _similar_cache(self, st: _State) -> AnswerCache[Ranked]:
+        """The snapshot's answer cache, made on first use with the configured byte bound."""
+        limit = self.config.service.similar_cache_bytes
+        cache = st.similar_cache
+        if cache is None or cache.max_bytes != limit:
+            with self._lock:
+                cache = st.similar_cache
+                if cache is None or cache.max_bytes != limit:
+                    cache = st.similar_cache = AnswerCache(limit)
+        return cache
 
     # ------------------------------------------------------------------ home feed
     def _user_events(self, st: _State, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The user's events on servable items with a positive type weight: ``(rows, ts, weights)``."""
+        """The user's events on servable items with a positive type weight: ``(rows, ts, weights)``.
+        Raises :class:`~recsys.errors.DatabaseUnavailableError` when the database cannot be read."""
         from recsys.store.models import User
 
         types = self.config.event_types
-        with self.engine.connect() as conn:
-            uid = conn.execute(select(User.id).where(User.external_id == user_id)).scalar_one_or_none()
-            events = [] if uid is None else conn.execute(
-                select(Event.item_id, Event.event_type, Event.ts).where(Event.user_id == uid).order_by(Event.ts, Event.id)
-            ).all()
+        with database_errors():
+            with self.engine.connect() as conn:
+                uid = conn.execute(select(User.id).where(User.external_id == user_id)).scalar_one_or_none()
+                events = [] if uid is None else conn.execute(
+                    select(Event.item_id, Event.event_type, Event.ts).where(Event.user_id == uid).order_by(Event.ts, Event.id)
+                ).all()
         rows, ts, weights = [], [], []
         for iid, etype, t in events:
             r = st.internal_to_row.get(iid)
@@ -663,9 +675,17 @@ class Runtime:
             weights.append(w)
         return np.asarray(rows, dtype=np.int64), np.asarray(ts, dtype=np.int64), np.asarray(weights, dtype=np.float32)
 
-    def _user_signals(self, st: _State, user_id: str) -> tuple[UserSignals, np.ndarray]:
+    def _events_or_none(self, st: _State, user_id: str) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], bool]:
+        """The user's events, or none and ``True`` (degraded) while the database is unreachable."""
+        try:
+            return self._user_events(st, user_id), False
+        except DatabaseUnavailableError as exc:
+            self.outages.report("database", exc)
+            return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)), True
+
+    def _user_signals(self, st: _State, events: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[UserSignals, np.ndarray]:
         """Fallback features (no feed model): the user's items newest first with recency weights."""
-        rows, _ts, w = self._user_events(st, user_id)
+        rows, _ts, w = events
         rows, w = rows[::-1], w[::-1]
         hist, weights = [], []
         distinct: set[int] = set()
@@ -683,7 +703,13 @@ class Runtime:
         st = self._st()
         if st.feed is None:
             return None
-        rows, ts, w = self._user_events(st, user_id)
+        return self._history(st, self._user_events(st, user_id))
+
+    @staticmethod
+    def _history(st: _State, events: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Any:
+        from recsys.recommend.ranker import user_history
+
+        rows, ts, w = events
         return user_history([rows], [ts], [w / np.float32(st.feed.model.weight_scale)], st.feed.tie_rank, len(st.ids))
 
     def _neighbours(self, st: _State) -> Any:
@@ -703,9 +729,11 @@ class Runtime:
         if served:
             s_rows = np.asarray(served, dtype=np.int64)
             allowed[s_rows[(s_rows >= 0) & (s_rows < len(allowed))]] = False
+        events, degraded = self._events_or_none(st, user_id)
         if st.feed is None:
-            return self._fallback_feed(st, user_id, k, allowed, exclude_seen, diversity, max_per_category, served)
-        history = self.user_history(user_id)
+            feed = self._fallback_feed(st, user_id, events, k, allowed, exclude_seen, diversity, max_per_category, served)
+            return replace(feed, degraded=degraded)
+        history = self._history(st, events)
         cold = history.items.shape[0] == 0
         pooled = diversity > 0 or bool(max_per_category)
         ranking = st.feed.rank(history, k, allowed, exclude_seen=exclude_seen, pool=FEED_POOL if pooled else None,
@@ -727,7 +755,7 @@ class Runtime:
         exclude_n = len(history_items) if exclude_seen else 0
         more = int(allowed.sum()) - exclude_n > len(items)
         nxt = encode_cursor(user_id, [*served, *[st.row[i.id] for i in items]], self._secret) if more and items else None
-        return Feed(items, cold_start=cold, next_cursor=nxt)
+        return Feed(items, degraded=degraded, cold_start=cold, next_cursor=nxt)
 
     def _reasons(self, st: _State, r: int, cf: float, content: float, pop: float, p: Any,
                  history_items: np.ndarray) -> list[dict[str, Any]]:
@@ -750,10 +778,11 @@ class Runtime:
             out.append({"type": "new_item"})
         return out or [{"type": "popular"}]
 
-    def _fallback_feed(self, st: _State, user_id: str, k: int, allowed: np.ndarray, exclude_seen: bool,
-                       diversity: float, max_per_category: int | None, served: list[int]) -> Feed:
+    def _fallback_feed(self, st: _State, user_id: str, events: tuple[np.ndarray, np.ndarray, np.ndarray], k: int,
+                       allowed: np.ndarray, exclude_seen: bool, diversity: float, max_per_category: int | None,
+                       served: list[int]) -> Feed:
         """No trained feed model: content similarity to the user's items plus popularity."""
-        signals, seen = self._user_signals(st, user_id)
+        signals, seen = self._user_signals(st, events)
         cold = len(signals.history) == 0
         feats = user_features(signals, st.item_factors, st.content, st.popularity_z, st.freshness, st.categories)
         weights = FeedWeights(cf=0, content=0, popularity=1.0) if cold else self.weights
@@ -788,15 +817,17 @@ class Runtime:
         q = sum(w * v for w, v in q_parts)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         scores = (st.content @ q.astype(np.float32)).astype(np.float32)
-        personal = False
+        personal = degraded = False
+        if user_id is not None:
+            events, degraded = self._events_or_none(st, user_id)
         if user_id is not None and st.feed is not None and st.feed.exact:
-            history = self.user_history(user_id)
+            history = self._history(st, events)
             if history.items.shape[0]:
                 # the user's feed score (standardised over the catalogue) nudges the query's ranking
                 scores = scores + np.float32(0.05) * zscore(st.feed.scores(history)[0])
                 personal = True
         elif user_id is not None:
-            signals, _ = self._user_signals(st, user_id)
+            signals, _ = self._user_signals(st, events)
             if len(signals.history):
                 feats = user_features(signals, st.item_factors, st.content, st.popularity_z, st.freshness, st.categories)
                 scores = scores + np.float32(0.05) * blend(feats, self.weights)
@@ -806,7 +837,7 @@ class Runtime:
             allowed &= self._price_mask(st, price_min, price_max)
         rows = select_rows(scores, allowed, k)
         reasons = [{"type": "query_match"}] + ([{"type": "personalised"}] if personal else [])
-        return Ranked([self._item(st, int(r), float(scores[r]), reasons) for r in rows])
+        return Ranked([self._item(st, int(r), float(scores[r]), reasons) for r in rows], degraded=degraded)
 
     @staticmethod
     def _price_mask(st: _State, lo: float | None, hi: float | None) -> np.ndarray:
@@ -819,7 +850,19 @@ class Runtime:
         return ok
 
     # ------------------------------------------------------------------ writes
-    def record_events(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def record_events(self, records: list[dict[str, Any]], idempotency_key: str | None = None) -> dict[str, Any]:
+        """Append a batch of events. With ``idempotency_key`` a retry of the batch gets the first outcome back
+        (``"replayed": true``) and writes nothing (:mod:`recsys.serving.retries`)."""
+        from recsys.serving.retries import run_once
+
+        if idempotency_key is None:
+            return self._append_events(records, None)
+        outcome, replayed = run_once(self.engine, "events", idempotency_key, records,
+                                     self.config.service.idempotency_window_s,
+                                     lambda save: self._append_events(records, save))
+        return {**outcome, "replayed": True} if replayed else outcome
+
+    def _append_events(self, records: list[dict[str, Any]], save: Any) -> dict[str, Any]:
         from recsys.config import EventMapping
         from recsys.ingest import append_event_records
 
@@ -828,12 +871,13 @@ class Runtime:
         mapping = EventMapping(event_type="event_type", value="value", event_id="event_id")
         if not any(r.get("event_id") for r in rows):
             mapping = mapping.model_copy(update={"event_id": None})
-        res = append_event_records(self.engine, rows, mapping, self.config.event_types)
-        return {
-            "inserted": res.inserted,
-            "duplicates": res.duplicates,
-            "rejected": [{"index": i, "field": f, "reason": reason} for i, f, reason in res.errors],
-        }
+
+        def outcome(res: Any) -> dict[str, Any]:
+            return {"inserted": res.inserted, "duplicates": res.duplicates,
+                    "rejected": [{"index": i, "field": f, "reason": reason} for i, f, reason in res.errors]}
+
+        finish = None if save is None else (lambda conn, res: save(conn, outcome(res)))
+        return outcome(append_event_records(self.engine, rows, mapping, self.config.event_types, finish=finish))
 
     def upsert_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Store the items, embed the new or changed ones at once, and make them servable.
