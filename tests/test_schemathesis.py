@@ -50,3 +50,6 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(service: Any
         for name, key in (("without-key", None), ("with-key", KEY)):
             result = run_schemathesis(base, tmp_path / name, key=key, max_examples=10, max_time=20)
             assert result["rc"] == 0, f"schemathesis {name} failed:\n{result['output']}"
+            report = result["report"]
+            assert report["operations"]["tested"] == report["operations"]["selected"] >= 9
+            assert report["test_cases"]["generated"] >= 50 and not report["failures"] and not report["errors"]
