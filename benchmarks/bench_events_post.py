@@ -59,8 +59,8 @@ def fill(engine: Any, n_users: int) -> float:
     t0 = time.perf_counter()
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO items (external_id, title, description, attributes, available, content_hash, created_at, "
-                          "updated_at) VALUES (:e, :e, '', '{}', true, 'h', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
-                     [{"e": f"I{i:05d}"} for i in range(N_ITEMS)])
+                          "updated_at) VALUES (:e, :t, '', '{}', true, 'h', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+                     [{"e": f"I{i:05d}", "t": f"item {i}"} for i in range(N_ITEMS)])
         step = 100_000
         for start in range(0, n_users, step):
             conn.execute(text("INSERT INTO users (external_id, attributes, created_at) VALUES (:e, '{}', CURRENT_TIMESTAMP)"),

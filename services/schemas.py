@@ -254,6 +254,11 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 resp[status]["headers"] = {"Allow": {"description": "allowed methods", "schema": {"type": "string"}}}
         return resp
 
+    def get(model: type[BaseModel], errors: str) -> dict[str, Any]:
+        """A GET's responses: also 414 (gunicorn refuses request lines over 4094 bytes, before the app)."""
+        return {**responses(model, errors), "414": {"description": "request line too long (the server's limit, "
+                                                                       "gunicorn: 4094 bytes); not JSON"}}
+
     read_errors = "400 401 403 405 503"
     write_errors = "400 401 403 405 413 415 503"
     key = [{"apiKey": []}]
@@ -267,10 +272,10 @@ def openapi_spec(version: str) -> dict[str, Any]:
     paths = {
         "/v1/items/{item_id}/similar": {"get": {
             "summary": "Similar items (the item-page widget)", "parameters": [item_id, *_params(SimilarQuery)],
-            "responses": responses(ItemsResponse, read_errors + " 404")}},
+            "responses": get(ItemsResponse, read_errors + " 404")}},
         "/v1/users/{user_id}/recommendations": {"get": {
             "summary": "Home-feed candidates for a user", "parameters": [user_id, *_params(RecommendationsQuery)],
-            "responses": responses(FeedResponse, read_errors)}},
+            "responses": get(FeedResponse, read_errors)}},
         "/v1/search": {"post": {
             "summary": "Multimodal product search: text, image or both",
             "requestBody": {"required": True, "content": {
