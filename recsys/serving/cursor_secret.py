@@ -30,19 +30,11 @@ def cursor_secret(config: Config) -> bytes:
 
 def _stored_secret(path: Path) -> bytes:
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32) + "\n")
-            try:
-                os.link(tmp, path)  # atomic and never replaces: a concurrent starter's key wins if it was first
-                log.info("made a new cursor secret in %s (set service.cursor_secret to manage it yourself)", path)
-            except FileExistsError:
-                pass
-        finally:
-            tmp.unlink(missing_ok=True)
+            _create(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the cursor secret {path}: {exc.strerror or exc}; "
+                              "make the data directory writable or set service.cursor_secret") from exc
     try:
         text = path.read_text().strip()
     except OSError as exc:
@@ -51,3 +43,20 @@ def _stored_secret(path: Path) -> bytes:
     if len(text) < 16:
         raise ConfigError(f"the cursor secret in {path} is shorter than 16 characters; delete the file to make a new one")
     return text.encode()
+
+
+def _create(path: Path) -> None:
+    """Write a new key to ``path`` (0600) unless another process got there first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)  # atomic and never replaces: a concurrent starter's key wins if it was first
+            log.info("made a new cursor secret in %s (set service.cursor_secret to manage it yourself)", path)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
