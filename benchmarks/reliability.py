@@ -402,7 +402,8 @@ def row_memory(ctx: Context, n_keys: int = 3000) -> Row:
 
 # ---------------------------------------------------------------------------------------------- more rows
 def extra_rows(ctx: Context) -> list[Row]:
-    """Rows of ``benchmarks/reliability_images.py`` (``rows(ctx) -> list[Row]``) when that module exists."""
+    """Rows of ``benchmarks/reliability_images.py`` when that module exists: its ``rows(ctx) -> list[Row]``,
+    or its ``run_cases() -> list[dict]`` (it starts its own server; each case becomes one row here)."""
     path = HERE / "reliability_images.py"
     if not path.is_file():
         return []
@@ -410,7 +411,15 @@ def extra_rows(ctx: Context) -> list[Row]:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return [tuple(r) for r in module.rows(ctx)]  # type: ignore[misc]
+    if hasattr(module, "rows"):
+        return [tuple(r) for r in module.rows(ctx)]  # type: ignore[misc]
+    out: list[Row] = []
+    for r in module.run_cases():
+        out.append((f"image reference: {r.get('case')}", f"PUT /v1/items/<id> with `{r.get('reference')}`",
+                    f"status {r.get('status')} in {r.get('seconds')} s (deadline {r.get('deadline_s')} s); "
+                    f"{r.get('outcome')}; requests to the test servers: {r.get('server_requests')}",
+                    "yes" if r.get("within_deadline") else "NO"))
+    return out
 
 
 def table(rows: list[Row]) -> str:
