@@ -79,7 +79,7 @@ class RecommendationsQuery(_Strict):
 
 class SearchFilters(_Strict):
     category: Text | None = None
-    available_only: bool = True
+    available_only: StrictBool = Field(True, description="true or false (JSON booleans only)")
     price_min: float | None = Field(None, ge=0)
     price_max: float | None = Field(None, ge=0)
 

@@ -327,6 +327,7 @@ def test_openapi_lists_the_error_statuses_with_their_schema(service: Any) -> Non
          "body.events[0].timestamp"),
         ("put", "/v1/items/AV-1", {"title": "t", "available": 0}, "body.available"),
         ("put", "/v1/items/AV-1", {"title": "t", "available": "yes"}, "body.available"),
+        ("post", "/v1/search", {"text": "mug", "filters": {"available_only": 0}}, "body.filters.available_only"),
         ("get", "/v1/items/D0001/similar?k=3&k=4", None, "query.k"),
         ("get", "/v1/users/U0001/recommendations?category=mug&category=cap", None, "query.category"),
     ],
@@ -338,6 +339,14 @@ def test_negative_timestamps_loose_booleans_and_repeated_parameters_are_refused(
     r = getattr(client, method)(url, json=body, headers=AUTH)
     assert r.status_code == 400, r.json
     assert r.json["error"]["field"] == field
+
+
+def test_multipart_search_reads_available_only_as_text(service: Any) -> None:
+    client, _, _ = service
+    ok = client.post("/v1/search", data={"text": "mug", "k": "3", "available_only": "false"}, content_type="multipart/form-data")
+    assert ok.status_code == 200 and len(ok.json["items"]) == 3
+    bad = client.post("/v1/search", data={"text": "mug", "available_only": "maybe"}, content_type="multipart/form-data")
+    assert bad.status_code == 400 and bad.json["error"]["field"] == "form.available_only"
 
 
 # ---------------------------------------------------------------------------------------------- 10. retries
