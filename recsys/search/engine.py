@@ -202,6 +202,9 @@ class ProductSearch:
         ids, read from the database the same way (incremental updates)."""
         self.encode_text = encode_text
         self.encode_image = encode_image
+        self.text_index: Any = None
+        """The items' words, attributes and prices (:class:`recsys.search.hybrid.SearchText`): lexical and
+        hybrid search, attribute filters and facets; ``None``: dense search only."""
         self.text_weight = text_weight
         self.image_weight = image_weight
 

@@ -42,6 +42,7 @@ from recsys.ranking.cursor import decode_cursor, encode_cursor
 from recsys.ranking.rerank import FeedWeights, UserSignals, blend, reasons_for, select as select_rows, user_features, zscore
 from recsys.recommend.ranker import FEED_POOL
 from recsys.recommend.ranker import reshape as reshape_pool
+from recsys.search.serving import extend_text_index, lexical_changed, rebuild_lexical
 from recsys.store.artifacts import active_artifact
 from recsys.store.models import Event, Item
 
@@ -236,6 +237,8 @@ class Runtime:
             out.add("align")
         if ix is not None and ix.version != st.versions.get("index"):
             out.add("index")
+        if lexical_changed(self.engine, st.search):
+            out.add("index")
         if stamp != st.catalogue_stamp:
             out.add("catalogue")
         return out
@@ -298,6 +301,7 @@ class Runtime:
         index = _with_rows(st.similar_index, similar, changed, n_old)
         new_search = copy.copy(search)
         new_search.catalogue = cat
+        new_search.text_index = extend_text_index(self.engine, search.text_index, cat, changed)  # lexical side buffer
         return _State(
             cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, pop, freshness,
             prices, row, internal_to_row, ranker, st.feed_version, st.align_version, new_search, similar, index,
@@ -402,6 +406,7 @@ class Runtime:
             "model": model.version if model else None,
             "align": align.version if align else None,
             "index": index_version,
+            "lexical": getattr(search.text_index, "version", None),
         }
         return _State(
             cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, pop, freshness,
@@ -564,6 +569,7 @@ class Runtime:
         _, version = self._published_index(SIMILAR_INDEX, st.similar_vectors,
                                            self._similar_fingerprint(st.similar_vectors), force=True,
                                            table=self.config.service.similar_table_k)
+        rebuild_lexical(self.engine, self.config, st.search)
         self.reload()
         return version
 
@@ -773,40 +779,36 @@ class Runtime:
     # ------------------------------------------------------------------ search
     def search(self, *, text: str | None, image: Any, user_id: str | None, k: int, category: str | None = None,
                available_only: bool = True, price_min: float | None = None, price_max: float | None = None,
-               text_weight: float = 0.5) -> Ranked:
+               text_weight: float = 0.5, mode: str | None = None, attributes: dict[str, Any] | None = None,
+               facets: Sequence[str] = (), exclude: Sequence[str] = ()) -> Ranked:
+        """Rank with :func:`recsys.search.hybrid.run_search` (what ``recsys search`` runs), the user's feed
+        score as the personal signal. Returns a :class:`~recsys.search.serving.SearchRanked`."""
+        from recsys.search.hybrid import SearchRequest
+        from recsys.search.serving import ranked_search
+
         st = self._st()
-        search = st.search
-        q_parts = []
-        if text is not None:
-            q_parts.append((text_weight if image is not None else 1.0, search.query_vector(text=text)))
-        if image is not None:
-            if search.encode_image is None:
-                raise UnsupportedQueryError(
-                    "image queries need a trained text-image alignment, and none is active; run `recsys train-align`"
-                )
-            q_parts.append((1.0 - text_weight if text is not None else 1.0, search.query_vector(image=image)))
-        q = sum(w * v for w, v in q_parts)
-        q = q / max(float(np.linalg.norm(q)), 1e-12)
-        scores = (st.content @ q.astype(np.float32)).astype(np.float32)
-        personal = False
-        if user_id is not None and st.feed is not None and st.feed.exact:
+        if image is not None and st.search.encode_image is None:
+            raise UnsupportedQueryError(
+                "image queries need a trained text-image alignment, and none is active; run `recsys train-align`"
+            )
+        request = SearchRequest(text, image, k, mode, (category,) if category is not None else None,
+                                attributes or {}, price_min, price_max, available_only, tuple(exclude), tuple(facets),
+                                text_weight)
+        personal = self._personal_scores(st, user_id) if user_id is not None else None
+        return ranked_search(st.search, request, self.config.search, personal,
+                             lambda r, score, reasons: self._item(st, r, score, reasons))
+
+    def _personal_scores(self, st: _State, user_id: str) -> np.ndarray | None:
+        """``(n,)`` standardised feed scores of the user (``None``: no history)."""
+        if st.feed is not None and st.feed.exact:
             history = self.user_history(user_id)
-            if history.items.shape[0]:
-                # the user's feed score (standardised over the catalogue) nudges the query's ranking
-                scores = scores + np.float32(0.05) * zscore(st.feed.scores(history)[0])
-                personal = True
-        elif user_id is not None:
+            return zscore(st.feed.scores(history)[0]) if history.items.shape[0] else None
+        if st.feed is None:
             signals, _ = self._user_signals(st, user_id)
             if len(signals.history):
                 feats = user_features(signals, st.item_factors, st.content, st.popularity_z, st.freshness, st.categories)
-                scores = scores + np.float32(0.05) * blend(feats, self.weights)
-                personal = True
-        allowed = self._allowed(st, category, (), available_only)
-        if price_min is not None or price_max is not None:
-            allowed &= self._price_mask(st, price_min, price_max)
-        rows = select_rows(scores, allowed, k)
-        reasons = [{"type": "query_match"}] + ([{"type": "personalised"}] if personal else [])
-        return Ranked([self._item(st, int(r), float(scores[r]), reasons) for r in rows])
+                return blend(feats, self.weights)
+        return None
 
     @staticmethod
     def _price_mask(st: _State, lo: float | None, hi: float | None) -> np.ndarray:
