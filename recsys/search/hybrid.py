@@ -28,7 +28,7 @@ from recsys.search.fusion import linear_fusion, normalise_dense, normalise_lexic
 from recsys.search.lexical import LexicalIndex
 from recsys.search.query import ParsedQuery, QueryParser
 from recsys.search.settings import SearchConfig
-from recsys.search.text import tokenize
+from recsys.search.text import tokenize, words
 
 if TYPE_CHECKING:
     from recsys.search.engine import ProductSearch
@@ -60,13 +60,15 @@ class SearchText:
     def with_rows(self, rows: np.ndarray, documents: Sequence[str], categories: Sequence[str | None],
                   attributes: Sequence[Mapping[str, Any] | None], prices: Sequence[float | None], n: int) -> SearchText:
         """A copy with ``rows`` replaced or appended (the catalogue has ``n`` rows now); the lexical index takes
-        them into its side buffer, the spelling dictionary stays that of the published index."""
+        them into its side buffer; their words are never corrected and their attribute values are recognised
+        (the spelling dictionary itself stays that of the published index)."""
         new_prices = np.full(n, np.nan, np.float64)
         new_prices[: len(self.prices)] = self.prices
         for r, p in zip(np.asarray(rows).tolist(), prices):
             new_prices[r] = np.nan if p is None else float(p)
-        return SearchText(self.lexical.with_documents(rows, documents, n),
-                          self.attrs.with_rows(rows, categories, attributes, n), new_prices, self.parser, self.version)
+        attrs = self.attrs.with_rows(rows, categories, attributes, n)
+        parser = self.parser.updated({w for d in documents for w in words(d)}, attrs)
+        return SearchText(self.lexical.with_documents(rows, documents, n), attrs, new_prices, parser, self.version)
 
 
 @dataclass(frozen=True)

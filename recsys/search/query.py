@@ -64,11 +64,13 @@ class QueryParser:
     """
 
     def __init__(self, word_counts: Mapping[str, int], attrs: AttributeTable, *, max_edit: int = 2,
-                 min_word_len: int = 4) -> None:
+                 min_word_len: int = 4, _spell: Any = None, extra_words: frozenset[str] = frozenset()) -> None:
         self.word_counts = word_counts
+        self.extra_words = extra_words
+        """Words of items added since the dictionary was built: never corrected (not suggested either)."""
         self.max_edit = max_edit
         self.min_word_len = min_word_len
-        self._spell = _symspell(word_counts, max_edit) if max_edit > 0 else None
+        self._spell = _spell if _spell is not None else _symspell(word_counts, max_edit) if max_edit > 0 else None
         self._phrases: dict[tuple[str, ...], list[tuple[str, int]]] = {}
         for column, col in attrs.columns.items():
             for code, value in enumerate(col.values):
@@ -76,9 +78,16 @@ class QueryParser:
                 if key and len(key) <= MAX_PHRASE_WORDS and len("".join(key)) >= 3 and not "".join(key).isdigit():
                     self._phrases.setdefault(key, []).append((column, code))
 
+    def updated(self, new_words: set[str], attrs: AttributeTable) -> QueryParser:
+        """This parser for a catalogue with more items: their words are known (never corrected) and the
+        values of ``attrs`` recognised; the spelling dictionary is shared, not rebuilt."""
+        return QueryParser(self.word_counts, attrs, max_edit=self.max_edit, min_word_len=self.min_word_len,
+                           _spell=self._spell, extra_words=self.extra_words | frozenset(new_words))
+
     def correct(self, word: str) -> str:
         """``word`` itself when the catalogue holds it (or it is short, or a number), else the best correction."""
-        if self._spell is None or word in self.word_counts or len(word) < self.min_word_len or word.isdigit():
+        if self._spell is None or word in self.word_counts or word in self.extra_words \
+                or len(word) < self.min_word_len or word.isdigit():
             return word
         from symspellpy import Verbosity
 
