@@ -66,8 +66,9 @@ def _run_query_set(obj: Any, kw: dict[str, Any]) -> None:
     engine = engine_from_config(config)
     require_schema(engine)
     search = build_product_search(engine, config)
+    cache = None if kw["no_cache"] else Path(kw["cache_dir"]) if kw["cache_dir"] else config.data_dir / "cache"
     if kw["tune"]:
-        best, table = tune(search, queries, cfg)
+        best, table = tune(search, queries, cfg, cache_dir=cache)
         if kw["as_json"]:
             click.echo(json.dumps({"best": best, "grid": table}, indent=2))
         else:
@@ -75,7 +76,7 @@ def _run_query_set(obj: Any, kw: dict[str, Any]) -> None:
                 click.echo(json.dumps(row))
             click.echo(f"best on these queries: {best}")
         return
-    ev = evaluate_queries(search, queries, cfg)
+    ev = evaluate_queries(search, queries, cfg, cache_dir=cache)
     if kw["as_json"]:
         click.echo(json.dumps(to_json(ev) | {"queries": len(queries), "space": search.catalogue.space}, indent=2))
         return

@@ -15,9 +15,11 @@ not in the catalogue are left out of a query (a query left with none is skipped 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,8 @@ import numpy as np
 from recsys.evaluation.query_sets import Query
 from recsys.search.hybrid import SearchRequest, run_search
 from recsys.search.settings import SearchConfig
+
+log = logging.getLogger(__name__)
 
 K = 10
 
@@ -71,13 +75,14 @@ class Evaluation:
 
 
 def evaluate_queries(search: Any, queries: Sequence[Query], cfg: SearchConfig,
-                     systems: Sequence[System] | None = None) -> Evaluation:
-    """Run every system on every query (text encodings are computed once per distinct text)."""
+                     systems: Sequence[System] | None = None, cache_dir: Path | None = None) -> Evaluation:
+    """Run every system on every query (text encodings are computed once per distinct text, in batches,
+    cached under ``cache_dir`` when given)."""
     systems = list(systems or peer_systems())
     t0 = time.perf_counter()
     cat = search.catalogue
     known = set(cat.ids)
-    _memoise_text(search)
+    prime_encodings(search, queries, cache_dir)
     per: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     skipped = 0
     for q in queries:
@@ -95,22 +100,53 @@ def evaluate_queries(search: Any, queries: Sequence[Query], cfg: SearchConfig,
     return Evaluation(rows, types, [s.name for s in systems], skipped, time.perf_counter() - t0)  # type: ignore[arg-type]
 
 
-def _memoise_text(search: Any) -> None:
-    """Cache the text encoder's answers on ``search`` (systems ask for the same texts again)."""
+def _memoise_text(search: Any) -> dict[str, np.ndarray] | None:
+    """Cache the text encoder's answers on ``search`` (systems ask for the same texts again); returns the memo."""
     enc = search.encode_text
-    if enc is None or getattr(enc, "_memo", None) is not None:
-        return
+    if enc is None:
+        return None
+    if getattr(enc, "_memo", None) is not None:
+        return enc._memo  # type: ignore[no-any-return]
     memo: dict[str, np.ndarray] = {}
 
     def encode(batch: Sequence[str]) -> np.ndarray:
-        missing = [t for t in batch if t not in memo]
-        if missing:
-            for t, v in zip(missing, enc(missing)):
-                memo[t] = v
+        missing = list(dict.fromkeys(t for t in batch if t not in memo))
+        for start in range(0, len(missing), 64):
+            chunk = missing[start : start + 64]
+            for t, v in zip(chunk, enc(chunk)):
+                memo[t] = np.asarray(v, np.float32)
         return np.stack([memo[t] for t in batch])
 
     encode._memo = memo  # type: ignore[attr-defined]
     search.encode_text = encode
+    return memo
+
+
+def prime_encodings(search: Any, queries: Sequence[Query], cache_dir: Path | None = None) -> None:
+    """Encode every query text (as typed and spelling-corrected) in batches, once: read from and written to
+    ``<cache_dir>/search-queries-<space>.npz`` when given (the vectors depend on the catalogue's space)."""
+    memo = _memoise_text(search)
+    if memo is None:
+        return
+    texts = [q.text for q in queries]
+    if search.text_index is not None:
+        texts += [p.corrected for p in (search.text_index.parser.parse(t) for t in texts) if p.corrections]
+    texts = list(dict.fromkeys(texts))
+    path = None
+    if cache_dir is not None:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in search.catalogue.space)[:120]
+        path = Path(cache_dir) / f"search-queries-{safe}.npz"
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                memo.update(zip(z["texts"].tolist(), z["vectors"]))
+    missing = [t for t in texts if t not in memo]
+    if missing:
+        search.encode_text(missing)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            keys = list(memo)
+            np.savez(path, texts=np.array(keys), vectors=np.stack([memo[k] for k in keys]))
+    log.info("query encodings: %d texts, %d encoded now", len(texts), len(missing))
 
 
 def format_table(ev: Evaluation) -> str:
@@ -143,8 +179,8 @@ TUNE_GRID: dict[str, tuple[float, ...]] = {
 }
 
 
-def tune(search: Any, queries: Sequence[Query], cfg: SearchConfig,
-         grid: dict[str, tuple[float, ...]] | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
+def tune(search: Any, queries: Sequence[Query], cfg: SearchConfig, grid: dict[str, tuple[float, ...]] | None = None,
+         cache_dir: Path | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Grid search of the default system's settings on ``queries`` (validation queries, never the reported
     ones): the setting with the best mean over query types of NDCG@10 (ties: the first in grid order), and
     every setting's figures."""
@@ -154,6 +190,7 @@ def tune(search: Any, queries: Sequence[Query], cfg: SearchConfig,
     keys = list(grid)
     table = []
     best: tuple[float, dict[str, float]] | None = None
+    prime_encodings(search, queries, cache_dir)
     for values in itertools.product(*(grid[k] for k in keys)):
         setting = dict(zip(keys, values))
         ev = evaluate_queries(search, queries, cfg.model_copy(update=setting), [System("default", SearchRequest())])

@@ -5,13 +5,16 @@ the BM25 index (:mod:`recsys.search.lexical`), the category / attribute codes
 (:mod:`recsys.search.attributes`), prices, and the query parser built from them (:mod:`recsys.search.query`).
 :func:`run_search` ranks one :class:`SearchRequest`:
 
-- ``semantic``: the cosine of the query's joint-space vector (text, image or both) with every item;
+- ``semantic``: the cosine of the query's joint-space vector (text, image or both) with every item, the
+  query as typed (the dense search of old);
 - ``lexical``: BM25 of the (spelling-corrected) query words;
-- ``hybrid`` (default): both fused (``search.fusion``: a weighted sum of normalised scores or RRF).
+- ``hybrid`` (default): both fused (``search.fusion``: a weighted sum of normalised scores or RRF), the
+  dense vector of the spelling-corrected text.
 
-Every mode adds ``search.attribute_weight`` times the share of the query's attribute mentions an item holds
-(``understand=False`` turns spelling and mentions off: the plain peers of the evaluation), and the caller's
-personal scores (``search.personal_weight``). A request without text (an image alone) is semantic.
+Lexical and hybrid add ``search.attribute_weight`` times the share of the query's attribute mentions an
+item holds (``understand=False`` turns spelling and mentions off: the plain peers of the evaluation); every
+mode adds the caller's personal scores (``search.personal_weight``). A request without text (an image
+alone) is semantic.
 """
 
 from __future__ import annotations
@@ -161,7 +164,7 @@ def run_search(search: ProductSearch, request: SearchRequest, cfg: SearchConfig,
         mode = "semantic"
     allowed = allowed_rows(search, request)
     parsed = None
-    if request.text is not None and st is not None:
+    if request.text is not None and st is not None and mode != "semantic":
         parsed = st.parser.parse(request.text) if request.understand else ParsedQuery(
             request.text, request.text, tuple(tokenize(request.text)), (), {})
     lex = st.lexical.scores(parsed.tokens) if parsed is not None and mode != "semantic" else None
