@@ -118,6 +118,13 @@ def test_an_item_put_through_the_api_is_found_by_a_word_of_its_title(service: An
                                             "filters": {"attributes": {"colour": ["teal"]}}}).json
     assert [i["id"] for i in facet["items"]] == ["LEX-1"] and facet["facets"]["colour"] == {"teal": 1}
     assert rt.versions()["lexical"] == before  # through the side buffer, not a rebuild
+    # a price change alone reaches the price filter and facet
+    r = client.put("/v1/items/LEX-1", json={"title": "Zanzibarian teapot", "category": "teapot", "price": 480.0,
+                                             "attributes": {"colour": "teal"}}, headers={"X-API-Key": KEY})
+    assert r.status_code == 200 and r.json["servable"] is True
+    priced = client.post("/v1/search", json={"text": "teapot", "k": 3, "facets": ["price"],
+                                             "filters": {"price_min": 400}}).json
+    assert [i["id"] for i in priced["items"]] == ["LEX-1"] and priced["facets"]["price"] == {"250+": 1}
     # a rebuild publishes a new version with the item folded in
     rt.rebuild_index()
     assert rt.versions()["lexical"] != before

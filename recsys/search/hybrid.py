@@ -121,7 +121,7 @@ def query_vector(search: ProductSearch, request: SearchRequest) -> np.ndarray:
     return (q / max(float(np.linalg.norm(q)), 1e-12)).astype(np.float32)
 
 
-def allowed_rows(search: ProductSearch, request: SearchRequest) -> np.ndarray:
+def allowed_rows(search: ProductSearch, request: SearchRequest, prices: np.ndarray | None = None) -> np.ndarray:
     """``(n,)`` bool: rows the request's filters allow.
 
     Raises:
@@ -136,7 +136,8 @@ def allowed_rows(search: ProductSearch, request: SearchRequest) -> np.ndarray:
             raise ValueError("attribute filters need the lexical index (none is loaded)")
         allowed &= st.attrs.mask(request.attributes)
     if request.price_min is not None or request.price_max is not None:
-        prices = st.prices if st is not None else np.full(len(allowed), np.nan)
+        if prices is None:
+            prices = st.prices if st is not None else np.full(len(allowed), np.nan)
         ok = ~np.isnan(prices)
         if request.price_min is not None:
             ok &= prices >= request.price_min
@@ -147,8 +148,10 @@ def allowed_rows(search: ProductSearch, request: SearchRequest) -> np.ndarray:
 
 
 def run_search(search: ProductSearch, request: SearchRequest, cfg: SearchConfig,
-               personal: np.ndarray | None = None) -> SearchResult:
-    """Rank the catalogue for ``request``; ``personal``: ``(n,)`` standardised user scores, or ``None``.
+               personal: np.ndarray | None = None, prices: np.ndarray | None = None) -> SearchResult:
+    """Rank the catalogue for ``request``; ``personal``: ``(n,)`` standardised user scores, or ``None``;
+    ``prices``: ``(n,)`` prices fresher than ``search.text_index.prices`` (the service's, which price-only
+    updates reach), or ``None``.
 
     Raises:
         ValueError: an unknown mode, facet or attribute; a query this search cannot encode.
@@ -162,7 +165,7 @@ def run_search(search: ProductSearch, request: SearchRequest, cfg: SearchConfig,
             raise ValueError("lexical search needs a text query" if request.text is None else
                              "lexical search needs the lexical index (none is loaded)")
         mode = "semantic"
-    allowed = allowed_rows(search, request)
+    allowed = allowed_rows(search, request, prices)
     parsed = None
     if request.text is not None and st is not None and mode != "semantic":
         parsed = st.parser.parse(request.text) if request.understand else ParsedQuery(
@@ -193,7 +196,8 @@ def run_search(search: ProductSearch, request: SearchRequest, cfg: SearchConfig,
             raise ValueError("facets need the lexical index (none is loaded)")
         pool = np.flatnonzero(matching) if matching is not None and matching.any() else \
             _top(scores, cfg.facet_depth, allowed)[0]
-        facets = facet_counts(request.facets, pool, st.attrs, st.prices, cfg.price_buckets, cfg.facet_size)
+        facets = facet_counts(request.facets, pool, st.attrs, st.prices if prices is None else prices,
+                              cfg.price_buckets, cfg.facet_size)
     return SearchResult(rows, top, facets, parsed, mode)
 
 

@@ -30,9 +30,10 @@ class SearchRanked:
 
 
 def ranked_search(search: ProductSearch, request: SearchRequest, cfg: SearchConfig, personal: np.ndarray | None,
-                  make_item: Callable[[int, float, list[dict[str, Any]]], Any]) -> SearchRanked:
+                  make_item: Callable[[int, float, list[dict[str, Any]]], Any],
+                  prices: np.ndarray | None = None) -> SearchRanked:
     """:func:`run_search`, with each hit made by ``make_item(row, score, reasons)``."""
-    res = run_search(search, request, cfg, personal)
+    res = run_search(search, request, cfg, personal, prices)
     reasons: list[dict[str, Any]] = [{"type": "query_match"}] + ([{"type": "personalised"}] if personal is not None else [])
     items = [make_item(int(r), float(s), reasons) for r, s in zip(res.rows, res.scores)]
     corrected, understood = None, []

@@ -796,18 +796,17 @@ class Runtime:
                                 text_weight)
         personal = self._personal_scores(st, user_id) if user_id is not None else None
         return ranked_search(st.search, request, self.config.search, personal,
-                             lambda r, score, reasons: self._item(st, r, score, reasons))
+                             lambda r, score, reasons: self._item(st, r, score, reasons), st.prices)
 
     def _personal_scores(self, st: _State, user_id: str) -> np.ndarray | None:
         """``(n,)`` standardised feed scores of the user (``None``: no history)."""
         if st.feed is not None and st.feed.exact:
             history = self.user_history(user_id)
             return zscore(st.feed.scores(history)[0]) if history.items.shape[0] else None
-        if st.feed is None:
-            signals, _ = self._user_signals(st, user_id)
-            if len(signals.history):
-                feats = user_features(signals, st.item_factors, st.content, st.popularity_z, st.freshness, st.categories)
-                return blend(feats, self.weights)
+        signals, _ = self._user_signals(st, user_id)
+        if len(signals.history):
+            feats = user_features(signals, st.item_factors, st.content, st.popularity_z, st.freshness, st.categories)
+            return blend(feats, self.weights)
         return None
 
     @staticmethod
