@@ -162,7 +162,9 @@ def child(args: argparse.Namespace) -> None:
     from recsys.serving.runtime import Runtime  # noqa: F401 - imported before timing
     from services.app import create_app
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from services.app import limit_threads
+
+    limit_threads(1)  # as a serving process (service.threads): one request at a time, BLAS threads only spin
     data_dir = Path(tempfile.mkdtemp(prefix="bench-search-"))
     rt, timings = build_runtime(args.items, args.dim, data_dir)
     import resource

@@ -97,3 +97,21 @@ def test_metrics_against_hand_computed_values() -> None:
     nd, p, mrr = query_metrics(["x", "y", "b"], {"a": 2.0, "b": 1.0})
     assert nd == pytest.approx((1 / np.log2(4)) / (2 + 1 / np.log2(3))) and mrr == pytest.approx(1 / 3)
     assert query_metrics(["x"], {"a": 1.0}) == (0.0, 0.0, 0.0)
+
+
+def test_one_run_evaluates_the_default_and_its_peers_per_query_type() -> None:
+    from recsys.evaluation.query_sets import Query
+    from recsys.evaluation.search_eval import evaluate_queries, format_table, to_json
+    from recsys.search.settings import SearchConfig
+    from tests.test_hybrid_search import _search
+
+    qs = [Query("red star mug", {"m2": 2.0, "m1": 1.0}, "known"), Query("blak trousres", {"t1": 1.0}, "typo"),
+          Query("dark blue", {"t2": 1.0, "v1": 1.0}, "attr"), Query("nothing here", {"zz": 1.0}, "attr")]
+    ev = evaluate_queries(_search(), qs, SearchConfig())
+    assert ev.systems == ["default", "lexical", "dense", "rrf"] and ev.types == ["attr", "known", "typo", "all"]
+    assert ev.skipped == 1 and ev.rows[("default", "all")][3] == 3
+    assert ev.ndcg("default", "typo") == 1.0 and ev.ndcg("lexical", "typo") == 0.0  # spelling helps only the default
+    assert ev.ndcg("default", "attr") == 1.0
+    table = format_table(ev)
+    assert table.count("\n") == 5 and "| typo | 1 |" in table
+    assert to_json(ev)["results"]["rrf"]["known"]["n"] == 1

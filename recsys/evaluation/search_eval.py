@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from recsys.evaluation.query_sets import Query
 from recsys.search.hybrid import SearchRequest, run_search
@@ -85,19 +86,26 @@ def evaluate_queries(search: Any, queries: Sequence[Query], cfg: SearchConfig,
     prime_encodings(search, queries, cache_dir)
     per: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     skipped = 0
+    with threadpool_limits(limits=1, user_api="blas"):  # one query at a time: BLAS threads only spin
+        _run_all(search, queries, systems, cfg, known, per)
+    skipped = sum(1 for q in queries if not any(i in known for i in q.relevant))
+    types = sorted({t for _, t in per if t != "all"}) + ["all"]
+    rows = {key: (*np.mean(np.asarray(v), axis=0).tolist(), len(v)) for key, v in per.items()}
+    return Evaluation(rows, types, [s.name for s in systems], skipped, time.perf_counter() - t0)  # type: ignore[arg-type]
+
+
+def _run_all(search: Any, queries: Sequence[Query], systems: Sequence[System], cfg: SearchConfig, known: set[str],
+             per: dict[tuple[str, str], list[tuple[float, float, float]]]) -> None:
+    cat = search.catalogue
     for q in queries:
         rel = {i: g for i, g in q.relevant.items() if i in known}
         if not rel:
-            skipped += 1
             continue
         for s in systems:
             res = run_search(search, replace(s.request, text=q.text, k=K), cfg)
             m = query_metrics([cat.ids[r] for r in res.rows], rel)
             per.setdefault((s.name, q.type), []).append(m)
             per.setdefault((s.name, "all"), []).append(m)
-    types = sorted({t for _, t in per if t != "all"}) + ["all"]
-    rows = {key: (*np.mean(np.asarray(v), axis=0).tolist(), len(v)) for key, v in per.items()}
-    return Evaluation(rows, types, [s.name for s in systems], skipped, time.perf_counter() - t0)  # type: ignore[arg-type]
 
 
 def _memoise_text(search: Any) -> dict[str, np.ndarray] | None:
