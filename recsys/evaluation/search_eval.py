@@ -181,7 +181,7 @@ def to_json(ev: Evaluation) -> dict[str, Any]:
 
 
 TUNE_GRID: dict[str, tuple[float, ...]] = {
-    "lexical_weight": (0.5, 1.0, 2.0),
+    "lexical_weight": (0.5, 1.0, 2.0, 4.0),
     "attribute_weight": (0.5, 1.0, 2.0, 4.0),
 }
 """The dense weight stays 1: a linear fusion ranks alike under any common scale of its weights."""

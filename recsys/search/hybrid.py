@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsys.search.attributes import AttributeTable
+from recsys.search.attributes import CATEGORY, AttributeTable
 from recsys.search.facets import facet_counts
 from recsys.search.fusion import linear_fusion, normalise_dense, normalise_lexical, rrf_fusion
 from recsys.search.lexical import LexicalIndex
@@ -129,8 +129,12 @@ def allowed_rows(search: ProductSearch, request: SearchRequest, prices: np.ndarr
     """
     from recsys.search.engine import SearchFilters
 
-    allowed = search.catalogue.mask(SearchFilters(request.categories, request.available_only, request.exclude))
     st = search.text_index
+    by_codes = st is not None and request.categories is not None and CATEGORY in st.attrs.columns
+    categories = None if by_codes else request.categories
+    allowed = search.catalogue.mask(SearchFilters(categories, request.available_only, request.exclude))
+    if by_codes:  # integer codes instead of comparing every item's category string
+        allowed &= st.attrs.mask({CATEGORY: list(request.categories or ())})
     if request.attributes:
         if st is None:
             raise ValueError("attribute filters need the lexical index (none is loaded)")

@@ -75,11 +75,12 @@ class LexicalIndex:
         import bm25s
 
         t0 = time.perf_counter()
-        raw = [words(d) for d in documents]
-        tokens = [stem_all(w) for w in raw]
+        tokens = []
         counts: Counter[str] = Counter()
-        for w in raw:
+        for d in documents:
+            w = words(d)
             counts.update(set(w))
+            tokens.append(stem_all(w))
         bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
         bm25.index(tokens, show_progress=False)
         avgdl = float(np.mean([len(t) for t in tokens])) if tokens else 1.0
