@@ -1,13 +1,12 @@
 """Search latency at catalogue scale: hybrid (lexical + dense + attributes) beside dense-only, in one run.
 
-A child process builds a synthetic catalogue of ``--items`` items in memory -- titles and descriptions from
+A gunicorn worker (``-w 1``, the sync class of the production command) builds a synthetic catalogue of ``--items`` items in memory -- titles and descriptions from
 a vocabulary of colours, product types, groups, adjectives and 5,000 filler words, three attribute columns,
 prices, clustered unit vectors (:func:`recsys.index.synthetic.clustered_vectors`, ``--dim``) -- with the
 project's code (:class:`recsys.search.lexical.LexicalIndex`, :class:`recsys.search.hybrid.SearchText`), lays
 it into a :class:`recsys.serving.Runtime` (no feed model: search without ``user_id``), times
-``Runtime.search`` in process for each mode, and then serves the real Flask app (``services.app.create_app``)
-with werkzeug's single-threaded server (one process, one request at a time: a sync gunicorn worker). The
-parent sends ``POST /v1/search`` requests over one keep-alive connection and measures p50 / p99 per mode.
+``Runtime.search`` in process for each mode, and then serves the real Flask app (``services.app.create_app``).
+This process sends ``POST /v1/search`` requests one at a time and measures p50 / p99 per mode.
 Modes are interleaved query by query, so drifts in the machine's load affect each alike.
 
 The query vector comes from a stand-in text encoder (a hash of the text -> a fixed random unit vector), the
@@ -24,7 +23,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -153,35 +151,28 @@ def in_process(rt: Any, qs: list[str]) -> dict[str, dict[str, float]]:
     return {m: _pct(v) for m, v in times.items()}
 
 
-def child(args: argparse.Namespace) -> None:
-    """Build, time in process, print one JSON line, serve until killed."""
+def served_app() -> Any:
+    """gunicorn's app factory (``bench_search:served_app()``): build from ``$BENCH_SEARCH_ITEMS`` /
+    ``_DIM`` / ``_QUERIES``, time in process, write the figures to ``$BENCH_SEARCH_OUT``, return the app."""
+    import resource
     import tempfile
 
-    from werkzeug.serving import make_server
-
-    from recsys.serving.runtime import Runtime  # noqa: F401 - imported before timing
-    from services.app import create_app
-
-    from services.app import limit_threads
+    from services.app import create_app, limit_threads
 
     limit_threads(1)  # as a serving process (service.threads): one request at a time, BLAS threads only spin
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-search-"))
-    rt, timings = build_runtime(args.items, args.dim, data_dir)
-    import resource
-
-    result = {"build": timings, "in_process": in_process(rt, queries(args.queries)),
+    n, dim, nq = (int(os.environ[f"BENCH_SEARCH_{k}"]) for k in ("ITEMS", "DIM", "QUERIES"))
+    rt, timings = build_runtime(n, dim, Path(tempfile.mkdtemp(prefix="bench-search-")))
+    result = {"build": timings, "in_process": in_process(rt, queries(nq)),
               "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    app = create_app(rt.config, rt)
-    server = make_server("127.0.0.1", args.port, app, threaded=False)
-    print("READY " + json.dumps(result), flush=True)
-    server.serve_forever()
+    Path(os.environ["BENCH_SEARCH_OUT"]).write_text(json.dumps(result))
+    return create_app(rt.config, rt)
 
 
-def over_http(port: int, qs: list[str]) -> dict[str, dict[str, float]]:
+def over_http(base_url: str, qs: list[str]) -> dict[str, dict[str, float]]:
     import requests
 
     session = requests.Session()
-    url = f"http://127.0.0.1:{port}/v1/search"
+    url = f"{base_url}/v1/search"
     times: dict[str, list[float]] = {m: [] for m in MODES}
     for q in qs[:5]:
         for m in MODES:
@@ -216,29 +207,21 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=300)
     p.add_argument("--encoder", action="store_true", help="also time the configured text encoder per query")
     p.add_argument("--json", dest="json_path", default=None)
-    p.add_argument("--serve-child", dest="port", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.port is not None:
-        child(args)
-        return
-    from http_load import free_port, machine_note  # type: ignore[import-not-found]
+    import tempfile
 
-    port = free_port()
+    from http_load import gunicorn_server, machine_note  # type: ignore[import-not-found]
+
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve-child", str(port), "--items", str(args.items),
-                             "--dim", str(args.dim), "--queries", str(args.queries)], stdout=subprocess.PIPE, text=True)
-    try:
-        line = ""
-        while not line.startswith("READY "):
-            line = proc.stdout.readline() if proc.stdout else ""
-            if not line and proc.poll() is not None:
-                raise SystemExit(f"the server process exited with {proc.returncode}")
-        result = json.loads(line[len("READY "):])
-        result["http"] = over_http(port, queries(args.queries))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    work = Path(tempfile.mkdtemp(prefix="bench-search-"))
+    env = {**os.environ, "BENCH_SEARCH_ITEMS": str(args.items), "BENCH_SEARCH_DIM": str(args.dim),
+           "BENCH_SEARCH_QUERIES": str(args.queries), "BENCH_SEARCH_OUT": str(work / "in_process.json"),
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)])}
+    with gunicorn_server("bench_search:served_app()", log_path=work / "gunicorn.log", cwd=REPO, env=env,
+                         pythonpath=HERE, gunicorn_args=("-w", "1"), start_timeout_s=1200) as server:
+        result = json.loads((work / "in_process.json").read_text())
+        result["http"] = over_http(server.base_url, queries(args.queries))
     if args.encoder:
         result["encoder"] = encoder_timing(queries(args.queries)[:100])
     result.update(items=args.items, dim=args.dim, seconds=time.perf_counter() - t0, load_before=load_before,
