@@ -47,7 +47,10 @@ class AttributeTable:
             for key, value in (attrs or {}).items():
                 if key == CATEGORY:
                     continue
-                raw.setdefault(key, [None] * n)[i] = value
+                column = raw.get(key)
+                if column is None:
+                    column = raw[key] = [None] * n
+                column[i] = value
         columns = {}
         for name, vals in raw.items():
             col = _column(vals, max_values)
