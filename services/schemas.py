@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -45,7 +45,7 @@ class SearchFilters(_Strict):
     available_only: bool = True
     price_min: float | None = Field(None, ge=0)
     price_max: float | None = Field(None, ge=0)
-    attributes: dict[str, list[str]] = Field(
+    attributes: dict[str, Annotated[list[str], Field(min_length=1, max_length=100)]] = Field(
         {}, max_length=20,
         description='only items holding one of the listed values of each attribute, e.g. {"colour_group_name": ["Black"]}')
 

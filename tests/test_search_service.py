@@ -80,6 +80,7 @@ def test_search_answers_facets_filters_and_understanding(service: Any) -> None: 
         ({"text": "x", "facets": ["brand"]}, 400, "body.facets"),
         ({"text": "x", "mode": "fuzzy"}, 400, "body.mode"),
         ({"text": "x", "facets": ["colour"] * 21}, 400, "body.facets"),
+        ({"text": "x", "filters": {"attributes": {"colour": ["red"] * 101}}}, 400, "body.filters.attributes.colour"),
     ]:
         r = client.post("/v1/search", json=body)
         assert r.status_code == status and r.json["error"]["field"] == field, (body, r.json)
