@@ -126,6 +126,13 @@ def test_an_item_put_through_the_api_is_found_by_a_word_of_its_title(service: An
     priced = client.post("/v1/search", json={"text": "teapot", "k": 3, "facets": ["price"],
                                              "filters": {"price_min": 400}}).json
     assert [i["id"] for i in priced["items"]] == ["LEX-1"] and priced["facets"]["price"] == {"250+": 1}
+    # so does a change of attributes alone (the title, hence the vectors, unchanged)
+    r = client.put("/v1/items/LEX-1", json={"title": "Zanzibarian teapot", "category": "teapot", "price": 480.0,
+                                             "attributes": {"colour": "ochre"}}, headers={"X-API-Key": KEY})
+    assert r.status_code == 200 and r.json["servable"] is True
+    ochre = client.post("/v1/search", json={"text": "teapot", "k": 3,
+                                            "filters": {"attributes": {"colour": ["ochre"]}}}).json["items"]
+    assert [i["id"] for i in ochre] == ["LEX-1"]
     # a rebuild publishes a new version with the item folded in
     rt.rebuild_index()
     assert rt.versions()["lexical"] != before

@@ -3,6 +3,7 @@ the service's answer, the lexical side buffer of incremental updates, and the le
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,14 +46,21 @@ def ranked_search(search: ProductSearch, request: SearchRequest, cfg: SearchConf
     return SearchRanked(items, res.facets, res.mode, corrected, understood)
 
 
-def extend_text_index(engine: Engine, text: SearchText | None, cat: Catalogue, changed: np.ndarray) -> SearchText | None:
-    """``text`` with the catalogue rows ``changed`` read anew from the database (side buffer)."""
-    if text is None or not len(changed):
-        return text
-    from recsys.search.text_loader import read_item_texts
+def with_text_rows(engine: Engine, search: ProductSearch, cat: Catalogue, rows: np.ndarray) -> ProductSearch:
+    """A copy of ``search`` over ``cat`` whose text index has the catalogue ``rows`` (items updated: new, or with
+    a changed text, category or attribute) read anew from the database into its side buffer; ``search`` itself
+    when nothing changes."""
+    if cat is search.catalogue and (search.text_index is None or not len(rows)):
+        return search
+    out = copy.copy(search)
+    out.catalogue = cat
+    text = search.text_index
+    if text is not None and len(rows):
+        from recsys.search.text_loader import read_item_texts
 
-    got = read_item_texts(engine, [cat.ids[r] for r in changed])
-    return text.with_rows(changed, got.documents, got.categories, got.attributes, got.prices, len(cat))
+        got = read_item_texts(engine, [cat.ids[r] for r in rows])
+        out.text_index = text.with_rows(rows, got.documents, got.categories, got.attributes, got.prices, len(cat))
+    return out
 
 
 def lexical_changed(engine: Engine, search: Any) -> bool:

@@ -21,7 +21,6 @@ feed model the feed falls back to content similarity to the user's items plus po
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import hashlib
 import logging
@@ -42,7 +41,7 @@ from recsys.ranking.cursor import decode_cursor, encode_cursor
 from recsys.ranking.rerank import FeedWeights, UserSignals, blend, reasons_for, select as select_rows, user_features, zscore
 from recsys.recommend.ranker import FEED_POOL
 from recsys.recommend.ranker import reshape as reshape_pool
-from recsys.search.serving import extend_text_index, lexical_changed, rebuild_lexical
+from recsys.search.serving import lexical_changed, rebuild_lexical, with_text_rows
 from recsys.store.artifacts import active_artifact
 from recsys.store.models import Event, Item
 
@@ -281,8 +280,10 @@ class Runtime:
             r = row.get(rec.external_id)
             if r is not None:
                 prices[r] = np.nan if rec.price is None else rec.price
-        if not len(changed):
-            return replace(st, prices=prices, catalogue_stamp=stamp, items_read_at=read_at, similar_cache=OrderedDict())
+        text_rows = np.asarray(sorted({row[r.external_id] for r in rows if r.external_id in row}), np.int64)
+        if not len(changed):  # attributes or the description alone may have changed: the lexical side buffer
+            return replace(st, prices=prices, catalogue_stamp=stamp, items_read_at=read_at, similar_cache=OrderedDict(),
+                           search=with_text_rows(self.engine, search, cat, text_rows))
         freshness = np.empty(n, np.float32)
         freshness[:n_old] = st.freshness
         pop = np.zeros(n, np.float32)
@@ -299,9 +300,7 @@ class Runtime:
         similar[:n_old] = st.similar_vectors
         similar[changed] = self._similar_vectors(cat.vectors[changed], None if factors is None else factors[changed])
         index = _with_rows(st.similar_index, similar, changed, n_old)
-        new_search = copy.copy(search)
-        new_search.catalogue = cat
-        new_search.text_index = extend_text_index(self.engine, search.text_index, cat, changed)  # lexical side buffer
+        new_search = with_text_rows(self.engine, search, cat, text_rows)  # the catalogue, the lexical side buffer
         return _State(
             cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, pop, freshness,
             prices, row, internal_to_row, ranker, st.feed_version, st.align_version, new_search, similar, index,
