@@ -233,9 +233,9 @@ def main() -> None:
 
 def table(r: dict[str, Any]) -> str:
     ip, http = r["in_process"], r["http"]
-    lines = [f"search latency, {r['items']:,} synthetic items x {r['dim']} dims ({r['machine']}; load average "
-             f"{r['load_before'][0]:.1f} before, {r['load_after'][0]:.1f} after; server RSS {r['rss_mb']:.0f} MB; "
-             f"lexical index built in {r['build']['lexical_build_s']:.1f}s)", "",
+    lines = [(f"search latency, {r['items']:,} synthetic items x {r['dim']} dims ({r['machine']}; load average "
+              f"{r['load_before'][0]:.1f} before, {r['load_after'][0]:.1f} after; server RSS {r['rss_mb']:.0f} MB; "
+              f"lexical index built in {r['build']['lexical_build_s']:.1f}s)"), "",
              "| mode | in process p50 / p99 | HTTP p50 / p99 | HTTP p99 / dense-only HTTP p99 |", "|---|---|---|---|"]
     for m in MODES:
         ratio = http[m]["p99_ms"] / http["semantic"]["p99_ms"]

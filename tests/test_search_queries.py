@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from recsys.errors import InputFormatError
-from recsys.evaluation.query_sets import generate_queries, load_queries, typo, typo_query
+from recsys.evaluation.query_sets import (
+    generate_queries,
+    load_queries,
+    typo,
+    typo_query,
+)
 from recsys.evaluation.search_eval import query_metrics
 
 COLUMNS = ["colour_group_name", "product_type_name", "index_group_name"]

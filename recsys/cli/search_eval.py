@@ -56,7 +56,12 @@ def _query_set(kw: dict[str, Any]) -> list[Any]:
 
 
 def _run_query_set(obj: Any, kw: dict[str, Any]) -> None:
-    from recsys.evaluation.search_eval import evaluate_queries, format_table, to_json, tune
+    from recsys.evaluation.search_eval import (
+        evaluate_queries,
+        format_table,
+        to_json,
+        tune,
+    )
     from recsys.search.loader import build_product_search
     from recsys.store.db import engine_from_config, require_schema
 

@@ -132,7 +132,7 @@ def attribute_queries(rows: list[dict[str, str]], columns: Sequence[str], id_col
                 holders.setdefault(combo, []).append(r[id_column])
         combos = sorted(holders)
         perm = np.random.default_rng(seed + 1000 * kind_no).permutation(len(combos))
-        n_val = int(round(validation_fraction * len(combos)))
+        n_val = round(validation_fraction * len(combos))
         part = perm[:n_val] if split == "validation" else perm[n_val:]
         pick = np.random.default_rng(seed + 1000 * kind_no + 1).permutation(part)[:per_type]
         for p in pick:
@@ -148,7 +148,7 @@ def known_item_queries(rows: list[dict[str, str]], title_column: str, id_column:
     for r in rows:
         by_title.setdefault((r.get(title_column) or "").strip().lower(), []).append(r[id_column])
     perm = np.random.default_rng(seed + 7).permutation(len(rows))
-    n_val = int(round(validation_fraction * len(rows)))
+    n_val = round(validation_fraction * len(rows))
     part = perm[:n_val] if split == "validation" else perm[n_val:]
     rng = np.random.default_rng(seed + 8)
     out = []

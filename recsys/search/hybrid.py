@@ -27,7 +27,12 @@ import numpy as np
 
 from recsys.search.attributes import CATEGORY, AttributeTable
 from recsys.search.facets import facet_counts
-from recsys.search.fusion import linear_fusion, normalise_dense, normalise_lexical, rrf_fusion
+from recsys.search.fusion import (
+    linear_fusion,
+    normalise_dense,
+    normalise_lexical,
+    rrf_fusion,
+)
 from recsys.search.lexical import LexicalIndex
 from recsys.search.query import ParsedQuery, QueryParser
 from recsys.search.settings import SearchConfig

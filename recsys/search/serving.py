@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from recsys.config import Config
 from recsys.search.engine import Catalogue, ProductSearch
-from recsys.search.hybrid import SearchRequest, SearchText, run_search
+from recsys.search.hybrid import SearchRequest, run_search
 from recsys.search.settings import SearchConfig
 
 
