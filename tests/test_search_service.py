@@ -138,3 +138,22 @@ def test_an_item_put_through_the_api_is_found_by_a_word_of_its_title(service: An
     assert rt.versions()["lexical"] != before
     hits = client.post("/v1/search", json={"text": "zanzibarian", "k": 3, "mode": "lexical"}).json["items"]
     assert hits[0]["id"] == "LEX-1"
+
+
+def test_evaluate_search_on_the_store_with_generated_queries(service: Any, cli_env: dict[str, str],  # noqa: F811
+                                                             tmp_path: Path) -> None:
+    from recsys.cli import cli
+
+    _client, _rt, config = service
+    items = Path(config.data_dir) / "demo" / "items.csv"
+    out = tmp_path / "q.jsonl"
+    res = CliRunner().invoke(cli, ["evaluate-search", "--generate", "attributes", "--items", str(items), "--columns",
+                                   "colour,category,shape", "--id-column", "item_id", "--title-column", "title",
+                                   "--per-type", "5", "--known-items", "5", "--out", str(out), "--json"], env=cli_env)
+    assert res.exit_code == 0, res.output
+    body = json.loads(res.output)
+    assert set(body["results"]) == {"default", "lexical", "dense", "rrf"}
+    assert body["queries"] == len(out.read_text().splitlines()) > 0
+    assert {"colour+category", "known-item+typo", "all"} <= set(body["results"]["default"])
+    again = CliRunner().invoke(cli, ["evaluate-search", "--queries", str(out)], env=cli_env)
+    assert again.exit_code == 0 and "| all |" in again.output

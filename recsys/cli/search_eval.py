@@ -20,7 +20,8 @@ import click
 
 from recsys.cli.align import evaluate_search as crossmodal_command
 
-_OWN = ("queries", "generate", "columns", "seed", "per_type", "known_items", "out", "search_overrides", "tune")
+_OWN = ("queries", "generate", "columns", "id_column", "title_column", "seed", "per_type", "known_items", "out",
+        "search_overrides", "tune")
 
 
 def _search_config(config: Any, overrides: tuple[str, ...]) -> Any:
@@ -48,7 +49,8 @@ def _query_set(kw: dict[str, Any]) -> list[Any]:
     if not columns:
         raise click.UsageError("--generate attributes needs --columns, e.g. colour_group_name,product_type_name,index_group_name")
     items = Path(kw["items_path"]) if kw["items_path"] else default_items_path()
-    queries = generate_queries(items, columns, split="validation" if kw["split"] == "val" else "test", seed=kw["seed"],
+    queries = generate_queries(items, columns, id_column=kw["id_column"], title_column=kw["title_column"] or None,
+                               split="validation" if kw["split"] == "val" else "test", seed=kw["seed"],
                                per_type=kw["per_type"], known_items=kw["known_items"])
     if kw["out"]:
         Path(kw["out"]).write_text("".join(q.to_json() + "\n" for q in queries), encoding="utf-8")
@@ -112,6 +114,9 @@ evaluate_search = click.Command(
         click.Option(["--generate"], type=click.Choice(["attributes"]), default=None,
                      help="generate attribute, typo and known-item queries from --items and --columns"),
         click.Option(["--columns"], default=None, help="with --generate: comma-separated columns (2nd = anchor)"),
+        click.Option(["--id-column"], default="article_id", show_default=True, help="with --generate: the item id column"),
+        click.Option(["--title-column"], default="prod_name", show_default=True,
+                     help="with --generate: the title column of known-item queries ('' for none)"),
         click.Option(["--seed"], type=int, default=0, show_default=True, help="with --generate"),
         click.Option(["--per-type"], type=click.IntRange(min=1), default=100, show_default=True,
                      help="with --generate: attribute queries per type"),
