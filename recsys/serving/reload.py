@@ -16,12 +16,7 @@ from sqlalchemy import Engine, func, select
 
 from recsys.config import Config
 from recsys.search.serving import lexical_changed
-from recsys.serving.indexes import (
-    published_index,
-    similar_fingerprint,
-    similar_vectors,
-    user_items_index,
-)
+from recsys.serving.indexes import published_index, similar_fingerprint, similar_vectors, user_items_index
 from recsys.serving.state import CATALOGUE, SIMILAR_INDEX, ServingState, freshness
 from recsys.store.artifacts import active_artifact
 from recsys.store.models import Event, Item
