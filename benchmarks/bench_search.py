@@ -102,7 +102,8 @@ def build_runtime(n: int, dim: int, data_dir: Path) -> tuple[Any, dict[str, floa
     from recsys.search.engine import Catalogue, ProductSearch
     from recsys.search.hybrid import SearchText
     from recsys.search.lexical import LexicalIndex
-    from recsys.serving.runtime import Runtime, _State
+    from recsys.serving.runtime import Runtime
+    from recsys.serving.state import ServingState
     from recsys.store.db import make_engine, upgrade
 
     timings = {}
@@ -126,7 +127,7 @@ def build_runtime(n: int, dim: int, data_dir: Path) -> tuple[Any, dict[str, floa
     upgrade(engine)
     rt = Runtime(config, engine)
     zeros = np.zeros(n, np.float32)
-    rt._state = _State(ids, cat.titles, cat.categories, cat.available, vectors, None, zeros, zeros + 1,
+    rt._state = ServingState(ids, cat.titles, cat.categories, cat.available, vectors, None, zeros, zeros + 1,
                        search.text_index.prices, {e: i for i, e in enumerate(ids)}, {}, None, None, None, search,
                        vectors, None, {})
     rt._checked = time.monotonic() + 1e9  # nothing to reload: the state was laid in by hand
