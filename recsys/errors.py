@@ -41,6 +41,15 @@ class UnsupportedQueryError(RecsysError):
     """A well-formed query this deployment cannot answer (e.g. an image query without an alignment)."""
 
 
+class QueryFieldError(RecsysError, ValueError):
+    """A search request naming something the catalogue does not have (an attribute, a facet); ``field``
+    says which part of the request (``filters.attributes``, ``facets``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class ImageAccessError(RecsysError):
     """An image reference the access policy refuses (:mod:`recsys.encoders.access`): a path outside the
     allowed folders, a scheme other than http(s), an address that is not public. Nothing was read.
