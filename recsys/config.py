@@ -25,6 +25,7 @@ from recsys.encoders.settings import EncodersConfig, ImagesConfig
 from recsys.engines.settings import RayConfig
 from recsys.errors import ConfigError
 from recsys.index.settings import IndexConfig
+from recsys.search.settings import SearchConfig
 from recsys.settings_base import Section as _Section
 
 __all__ = ["AlignConfig", "CFConfig", "Config", "EncodersConfig", "IndexConfig", "RayConfig", "load_config"]
@@ -72,6 +73,14 @@ class Preset(_Section):
     events: EventMapping = EventMapping()
 
 
+HM_ATTRIBUTES = (
+    "product_type_name", "product_group_name", "graphical_appearance_name", "colour_group_name", "department_name",
+    "index_group_name", "section_name", "garment_group_name",
+)
+"""H&M's descriptive columns, kept as attributes even where they also feed the text: search recognises their
+values in queries, filters and counts them (facets)."""
+
+
 class IngestConfig(_Section):
     chunk_size: int = Field(50_000, gt=0)
     presets: dict[str, Preset] = {
@@ -98,6 +107,7 @@ class IngestConfig(_Section):
                 text=("prod_name", "product_type_name", "colour_group_name", "section_name", "detail_desc"),
                 category="product_type_name",
                 image="image",
+                attributes=HM_ATTRIBUTES,
             ),
             events=EventMapping(
                 user="customer_id", item="article_id", timestamp="t_dat", default_event_type="purchase"
@@ -176,6 +186,7 @@ class Config(_Section):
     cf: CFConfig = CFConfig()
     index: IndexConfig = IndexConfig()
     service: ServiceConfig = ServiceConfig()
+    search: SearchConfig = SearchConfig()
     ray: RayConfig = RayConfig()
     """Used by the batch commands' ``--engine ray`` only."""
 

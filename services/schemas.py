@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
@@ -82,6 +82,9 @@ class SearchFilters(_Strict):
     available_only: StrictBool = Field(True, description="true or false (JSON booleans only)")
     price_min: float | None = Field(None, ge=0)
     price_max: float | None = Field(None, ge=0)
+    attributes: dict[str, Annotated[list[str], Field(min_length=1, max_length=100)]] = Field(
+        {}, max_length=20,
+        description='only items holding one of the listed values of each attribute, e.g. {"colour_group_name": ["Black"]}')
 
 
 class SearchBody(_Strict):
@@ -91,6 +94,25 @@ class SearchBody(_Strict):
     k: int = Field(10, ge=1, le=MAX_K)
     filters: SearchFilters = SearchFilters()
     text_weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of the text query when both are given")
+    mode: Literal["hybrid", "lexical", "semantic"] | None = Field(
+        None, description="hybrid (lexical + dense, the default), lexical (words only) or semantic (embedding only)")
+    facets: list[str] = Field(
+        [], max_length=20, description="count the matching items per value of these: 'category', an attribute, 'price'")
+
+
+class Understood(BaseModel):
+    phrase: str
+    attributes: dict[str, str]
+
+
+class SearchResponse(BaseModel):
+    items: list[ScoredItem]
+    model_version: str | None = None
+    index_version: str | None = None
+    mode: str
+    facets: dict[str, dict[str, int]] = {}
+    corrected: str | None = Field(None, description="the query after spelling correction, when a word was corrected")
+    understood: list[Understood] = Field([], description="attribute values recognised in the query (boosted)")
 
 
 class EventIn(_Strict):
@@ -199,6 +221,9 @@ class ErrorDetail(BaseModel):
     dependency: str | None = Field(None, description="503: what is unavailable (database, artifacts)")
 
 
+SearchResponse.model_rebuild()
+
+
 class ErrorResponse(BaseModel):
     error: ErrorDetail
 
@@ -284,8 +309,9 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 "application/json": {"schema": ref(SearchBody)},
                 "multipart/form-data": {"schema": {"type": "object", "properties": {
                     "image": {"type": "string", "format": "binary"}, "text": {"type": "string"},
-                    "user_id": {"type": "string"}, "k": {"type": "integer"}, "category": {"type": "string"}}}}}},
-            "responses": responses(ItemsResponse, read_errors + " 413 415 422")}},
+                    "user_id": {"type": "string"}, "k": {"type": "integer"}, "category": {"type": "string"},
+                    "mode": {"type": "string", "enum": ["hybrid", "lexical", "semantic"]}}}}}},
+            "responses": responses(SearchResponse, read_errors + " 413 415 422")}},
         "/v1/events": {"post": {"summary": "Record a batch of events (API key)", "security": key, "parameters": [idem],
                                 "requestBody": body(EventsBody), "responses": events_responses}},
         "/v1/items/{item_id}": {"put": {"summary": "Upsert one item (API key)", "security": key, "parameters": [item_id],

@@ -28,6 +28,7 @@ from sqlalchemy import Engine, select
 from recsys.config import Config
 from recsys.errors import ArtifactError, RecsysError
 from recsys.ranking.rerank import FeedWeights
+from recsys.search.serving import rebuild_lexical
 from recsys.serving import feed, reload, similar, updates, writes
 from recsys.serving import search as search_service
 from recsys.serving.cursor_secret import cursor_secret
@@ -151,6 +152,7 @@ class Runtime:
         _, version = published_index(self.config, self.engine, SIMILAR_INDEX, st.similar_vectors,
                                      similar_fingerprint(self.config, st.similar_vectors), force=True,
                                      table=self.config.service.similar_table_k)
+        rebuild_lexical(self.engine, self.config, st.search)  # the lexical index too (side buffer folded in)
         self.reload()
         return version
 
@@ -217,11 +219,12 @@ class Runtime:
 
     def search(self, *, text: str | None, image: Any, user_id: str | None, k: int, category: str | None = None,
                available_only: bool = True, price_min: float | None = None, price_max: float | None = None,
-               text_weight: float = 0.5) -> Ranked:
+               text_weight: float = 0.5, mode: str | None = None, attributes: dict[str, Any] | None = None,
+               facets: Sequence[str] = (), exclude: Sequence[str] = ()) -> Ranked:
         return search_service.search(self._st(), self.engine, self.config, self.weights, text=text, image=image,
                                      user_id=user_id, k=k, category=category, available_only=available_only,
-                                     price_min=price_min, price_max=price_max, text_weight=text_weight,
-                                     outages=self.outages)
+                                     price_min=price_min, price_max=price_max, text_weight=text_weight, mode=mode,
+                                     attributes=attributes, facets=facets, exclude=exclude, outages=self.outages)
 
     # ------------------------------------------------------------------ writes
     def record_events(self, records: list[dict[str, Any]], idempotency_key: str | None = None) -> dict[str, Any]:
