@@ -25,6 +25,7 @@ from recsys.encoders.settings import EncodersConfig, ImagesConfig
 from recsys.engines.settings import RayConfig
 from recsys.errors import ConfigError
 from recsys.index.settings import IndexConfig
+from recsys.search.settings import SearchConfig
 from recsys.settings_base import Section as _Section
 
 __all__ = ["AlignConfig", "CFConfig", "Config", "EncodersConfig", "IndexConfig", "RayConfig", "load_config"]
@@ -72,6 +73,14 @@ class Preset(_Section):
     events: EventMapping = EventMapping()
 
 
+HM_ATTRIBUTES = (
+    "product_type_name", "product_group_name", "graphical_appearance_name", "colour_group_name", "department_name",
+    "index_group_name", "section_name", "garment_group_name",
+)
+"""H&M's descriptive columns, kept as attributes even where they also feed the text: search recognises their
+values in queries, filters and counts them (facets)."""
+
+
 class IngestConfig(_Section):
     chunk_size: int = Field(50_000, gt=0)
     presets: dict[str, Preset] = {
@@ -98,6 +107,7 @@ class IngestConfig(_Section):
                 text=("prod_name", "product_type_name", "colour_group_name", "section_name", "detail_desc"),
                 category="product_type_name",
                 image="image",
+                attributes=HM_ATTRIBUTES,
             ),
             events=EventMapping(
                 user="customer_id", item="article_id", timestamp="t_dat", default_event_type="purchase"
@@ -121,9 +131,10 @@ class ServiceConfig(_Section):
     """Share of the multimodal content cosine in the similar-items score (item page widget)."""
     similar_cf_weight: float = Field(0.3, ge=0)
     """Share of the CF co-interaction cosine (item factors) in the similar-items score; 0 = content only."""
-    similar_cache_size: int = Field(100_000, ge=0)
-    """Similar-items answers kept per serving process (LRU; 0 = no cache). Item pages ask the same
-    questions over and over; the cache is dropped whenever the model, index or catalogue changes."""
+    similar_cache_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    """Bytes of similar-items answers kept per serving process (LRU bounded by the estimated size of keys
+    and answers; 0 = no cache). Item pages ask the same questions over and over; the cache is dropped
+    whenever the model, index or catalogue changes. Distinct questions cannot grow a worker beyond it."""
     similar_table_k: int = Field(50, ge=0)
     """Neighbours precomputed per item with the similar-items index and saved beside it (0 = none). A widget
     call whose answer lies within them (``k`` up to this, filters keeping enough) reads a table row instead
@@ -138,6 +149,18 @@ class ServiceConfig(_Section):
     feed_exact_max_items: int = Field(100_000, gt=0)
     """Up to this many items the home feed scores every item exactly as ``recsys evaluate`` does; above it,
     a few hundred retrieved candidates are scored (standardised over a fixed item sample)."""
+    cursor_secret: str | None = Field(None, min_length=16)
+    """HMAC key of feed cursors (``RECSYS_SERVICE_CURSOR_SECRET``). ``None``: a random key made with
+    :mod:`secrets` on first start and kept in ``<data_dir>/cursor_secret`` (mode 0600), so every worker and
+    restart shares it. Never derived from other settings: whoever knows those cannot forge cursors."""
+    retry_after_s: int = Field(5, ge=1)
+    """``Retry-After`` of a 503 while the database (or another dependency) is unreachable."""
+    outage_log_interval_s: float = Field(60.0, gt=0)
+    """An outage logs one line per failure kind per this many seconds (with the count), not a traceback
+    per request."""
+    idempotency_window_s: float = Field(86400.0, gt=0)
+    """How long the outcome of an event batch sent with an ``Idempotency-Key`` header is kept and replayed
+    to a retry with the same key."""
 
 
 class Config(_Section):
@@ -163,6 +186,7 @@ class Config(_Section):
     cf: CFConfig = CFConfig()
     index: IndexConfig = IndexConfig()
     service: ServiceConfig = ServiceConfig()
+    search: SearchConfig = SearchConfig()
     ray: RayConfig = RayConfig()
     """Used by the batch commands' ``--engine ray`` only."""
 

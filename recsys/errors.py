@@ -41,6 +41,26 @@ class UnsupportedQueryError(RecsysError):
     """A well-formed query this deployment cannot answer (e.g. an image query without an alignment)."""
 
 
+class DatabaseUnavailableError(DatabaseError):
+    """The database cannot be reached right now (refused or dropped connection, pool timeout).
+
+    Transient: the service answers 503 with ``Retry-After`` and recovers by itself once it is back.
+    """
+
+
+class IdempotencyConflictError(RecsysError):
+    """An idempotency key was sent again with a different request body."""
+
+
+class QueryFieldError(RecsysError, ValueError):
+    """A search request naming something the catalogue does not have (an attribute, a facet); ``field``
+    says which part of the request (``filters.attributes``, ``facets``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class ImageAccessError(RecsysError):
     """An image reference the access policy refuses (:mod:`recsys.encoders.access`): a path outside the
     allowed folders, a scheme other than http(s), an address that is not public. Nothing was read.

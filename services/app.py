@@ -10,12 +10,13 @@ import logging
 import time
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, abort, g, request
 from flask_orjson import OrjsonProvider
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from recsys.config import Config
 from services.errors import register_error_handlers
+from services.limits import TOO_LARGE, ChunkedBodyLimit
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def create_app(config: Config, runtime: Any = None) -> Flask:
     app = Flask("recsys")
     app.config["MAX_CONTENT_LENGTH"] = config.service.max_body_bytes
     app.json = OrjsonProvider(app)  # orjson: keys in insertion order, several times faster than the json module
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, config.service.max_body_bytes)  # type: ignore[method-assign]
     if runtime is None:
         from recsys.serving import Runtime
 
@@ -76,6 +78,8 @@ def create_app(config: Config, runtime: Any = None) -> Flask:
     @app.before_request
     def _start() -> None:
         g.t0 = time.perf_counter()
+        if request.environ.get(TOO_LARGE):
+            abort(413)
         refresh = getattr(runtime, "refresh_if_changed", None)
         if refresh is not None and request.endpoint not in (None, "health.healthz", "health.metrics"):
             refresh()

@@ -9,7 +9,7 @@ from recsys.errors import DatabaseError
 from recsys.store.db import current_revision, downgrade, head_revision, make_engine, require_schema, table_names, upgrade
 from recsys.store.models import Base
 
-TABLES = ["alembic_version", "artifacts", "events", "item_embeddings", "items", "users"]
+TABLES = ["alembic_version", "artifacts", "events", "idempotency_keys", "item_embeddings", "items", "users"]
 
 
 def test_upgrade_downgrade_round_trip(db_url: str) -> None:

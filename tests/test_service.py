@@ -407,7 +407,7 @@ def test_similar_items_answers_are_cached_per_snapshot(service: tuple[Any, Any, 
     again = rt.similar_items("D0005", k=4)
     assert again is not first and [i.id for i in again.items] == [i.id for i in first.items]
     original = rt.config
-    rt.config = original.model_copy(update={"service": original.service.model_copy(update={"similar_cache_size": 0})})
+    rt.config = original.model_copy(update={"service": original.service.model_copy(update={"similar_cache_bytes": 0})})
     try:
         assert rt.similar_items("D0005", k=4) is not rt.similar_items("D0005", k=4)
     finally:
@@ -437,7 +437,7 @@ def test_similar_items_read_the_published_neighbour_table_and_equal_a_live_searc
 
     st.similar_index.search = counting
     original = rt.config
-    rt.config = original.model_copy(update={"service": original.service.model_copy(update={"similar_cache_size": 0})})
+    rt.config = original.model_copy(update={"service": original.service.model_copy(update={"similar_cache_bytes": 0})})
     try:
         category = st.categories[3]
         for item in st.ids[:20]:

@@ -2,7 +2,9 @@
 
 The idempotency key (``events.event_key``) is, in this order:
 
-1. ``id:<value>`` when the mapping names an event-id column (``--event-id``);
+1. ``e:<user>:<value>`` when the mapping names an event-id column (``--event-id``), where ``<user>`` is
+   the user's internal id: an event id is unique per user, so two users may use the same one (an id
+   too long for the column is hashed: ``eh:<user>:<blake2b>``);
 2. otherwise ``h:<time>:<digest>:<n>``, where ``time`` is the event's unix time in hex (so that a
    time-ordered log inserts into the key's index in order), ``digest`` hashes the row's values (user,
    item, type, timestamp, value and any extra columns) and ``n`` counts the identical rows before it
@@ -11,7 +13,9 @@ The idempotency key (``events.event_key``) is, in this order:
    ``...:0`` and ``...:1``; re-ingesting the file yields the same keys and adds nothing; a later file
    that repeats the same row once more than before adds exactly that one.
 
-Users are created on first sight. An event for an item that is not in the catalogue is rejected.
+Users are created on first sight. A cell holding a NUL byte rejects its row (no database stores one in a
+text column). The API's batches look up only their own users and items, so a batch costs the same
+whatever the size of the user table. An event for an item that is not in the catalogue is rejected.
 On PostgreSQL rows go through binary ``COPY`` into a temporary table and one ``INSERT ... ON CONFLICT DO
 NOTHING``; on SQLite through ``executemany`` of ``INSERT OR IGNORE``. A file is read in chunks, one
 transaction each; chunk ``N`` is written on a background thread while chunk ``N + 1`` is read and
@@ -25,7 +29,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +43,7 @@ from recsys.config import EventMapping
 from recsys.ingest.pipeline import BackgroundWriter
 from recsys.ingest.readers import open_table
 from recsys.ingest.report import IngestReport, RejectWriter
-from recsys.ingest.values import RowError, TimestampParser, is_missing, to_float, to_id, to_text
+from recsys.ingest.values import MAX_TIMESTAMP, RowError, TimestampParser, check_cells, is_missing, to_float, to_id, to_text
 from recsys.store.models import Item, User
 
 log = logging.getLogger(__name__)
@@ -49,9 +53,33 @@ _STAGE_TYPES = ["text", "int8", "int8", "text", "float8", "int8", "text"]
 """PostgreSQL types of ``events_stage``'s columns, in ``_EVENT_COLS`` order (binary COPY needs them)."""
 
 
-def load_item_ids(conn: Connection) -> dict[str, int]:
-    """external id -> internal id for the whole catalogue."""
-    return {k: v for k, v in conn.execute(select(Item.external_id, Item.id))}
+def load_item_ids(conn: Connection, only: Sequence[str] | None = None) -> dict[str, int]:
+    """external id -> internal id for the whole catalogue, or for the ids in ``only``."""
+    return _load_ids(conn, Item, only)
+
+
+def load_user_ids(conn: Connection, only: Sequence[str] | None = None) -> dict[str, int]:
+    """external id -> internal id for every user, or for the ids in ``only`` (those that exist)."""
+    return _load_ids(conn, User, only)
+
+
+def _load_ids(conn: Connection, model: Any, only: Sequence[str] | None) -> dict[str, int]:
+    if only is None:
+        return {k: v for k, v in conn.execute(select(model.external_id, model.id))}
+    wanted = [x for x in dict.fromkeys(only) if isinstance(x, str)]
+    out: dict[str, int] = {}
+    for start in range(0, len(wanted), 5_000):
+        part = wanted[start : start + 5_000]
+        out.update((k, v) for k, v in conn.execute(select(model.external_id, model.id).where(model.external_id.in_(part))))
+    return out
+
+
+def event_key(user_id: int, event_id: str) -> str:
+    """The idempotency key of an event with an explicit id: unique per (internal user id, event id)."""
+    key = f"e:{user_id}:{event_id}"
+    if len(key) <= 255:
+        return key
+    return f"eh:{user_id}:{hashlib.blake2b(event_id.encode('utf-8'), digest_size=20).hexdigest()}"
 
 
 def ensure_users(conn: Connection, external_ids: list[str], known: dict[str, int]) -> int:
@@ -104,6 +132,7 @@ class _RowValidator:
 
     def __call__(self, row: dict[str, Any]) -> tuple[str, str, str, float | None, int]:
         m = self.m
+        check_cells(row)
         user = to_id(row.get(m.user), m.user)
         item = to_id(row.get(m.item), m.item)
         ts = self.ts(row.get(m.timestamp))
@@ -126,12 +155,25 @@ class _RowValidator:
 @dataclass
 class _Parsed:
     key: list[str]
+    """Content keys (``h:...``); with an event-id column the event ids, made per-user keys by :meth:`keys`."""
     user: list[str]
     item_id: list[int]
     etype: list[str]
     value: list[float | None]
     ts: list[int]
     attrs: list[str | None]
+    by_event_id: bool = False
+
+    def keys(self, user_ids: Sequence[int]) -> list[str]:
+        """The rows' idempotency keys, given the internal ids of their users."""
+        if not self.by_event_id:
+            return self.key
+        return [event_key(u, e) for u, e in zip(user_ids, self.key)]
+
+    def rows(self, users: Mapping[str, int]) -> list[tuple[Any, ...]]:
+        """Rows for ``events`` in ``_EVENT_COLS`` order (``users``: every row's user, external -> internal)."""
+        user_ids = [users[u] for u in self.user]
+        return list(zip(self.keys(user_ids), user_ids, self.item_id, self.etype, self.value, self.ts, self.attrs))
 
 
 class _FrameParser:
@@ -171,7 +213,7 @@ class _FrameParser:
                 ts[todo] = [np.nan if parsed[v] is None else float(parsed[v]) for v in rest]
         else:  # mixed types (JSON Lines): one value at a time
             ts = np.array([np.nan if (t := _safe(self.ts_parser, v)) is None else float(t) for v in col], dtype="float64")
-        ok = np.isfinite(ts)
+        ok = np.isfinite(ts) & (ts >= 0) & (ts <= MAX_TIMESTAMP)
         return np.where(ok, ts, 0).astype(np.int64), ok
 
     def __call__(self, frame: pd.DataFrame, items: dict[str, int]) -> tuple[_Parsed, list[tuple[int, str | None, str]]]:
@@ -185,12 +227,17 @@ class _FrameParser:
             errors.extend((int(i), field, reason) for i in np.flatnonzero(new))
             bad[new] = True
 
+        nul = np.zeros(n, dtype=bool)
+        for column in frame.columns:  # no database stores a NUL byte in text: the row is rejected, naming the column
+            has = _has_nul(frame[column])
+            flag(has & ~nul, str(column), "contains a NUL byte (\\x00); text may not contain NUL")
+            nul |= has
         user, ok = self._ids(frame[m.user])
         flag(~ok, m.user, "missing or invalid user id")
         item, ok = self._ids(frame[m.item])
         flag(~ok, m.item, "missing or invalid item id")
         ts, ok = self._timestamps(frame[m.timestamp])
-        flag(~ok, m.timestamp, "cannot parse the timestamp; expected unix seconds or an ISO 8601 date/time")
+        flag(~ok, m.timestamp, f"cannot parse the timestamp; expected unix seconds (0 to {MAX_TIMESTAMP}) or an ISO 8601 date/time")
         if m.event_type:
             col = frame[m.event_type]
             etype = col.str.strip() if pd.api.types.infer_dtype(col, skipna=False) == "string" else col.map(to_text)
@@ -230,7 +277,7 @@ class _FrameParser:
         g_val = [v for v, k in zip(values, good) if k]
         g_attrs = attrs[good].tolist()
         if eid is not None:
-            keys = ["id:" + k for k in eid[good].tolist()]
+            keys = eid[good].tolist()  # made per-user keys once the users' internal ids are known
         else:
             keys = []
             occ = self.occurrences
@@ -241,8 +288,18 @@ class _FrameParser:
                 occ[digest] = k + 1
                 # The time prefix keeps the unique index's inserts close together for time-ordered logs.
                 keys.append(f"h:{t:011x}:{digest}:{k}")
-        parsed = _Parsed(keys, g_user, [int(x) for x in item_id[good].tolist()], g_type, g_val, g_ts, g_attrs)
+        parsed = _Parsed(keys, g_user, [int(x) for x in item_id[good].tolist()], g_type, g_val, g_ts, g_attrs,
+                         by_event_id=eid is not None)
         return parsed, sorted(errors)
+
+
+def _has_nul(col: pd.Series) -> np.ndarray:
+    """``(n,)`` bool: which cells are text holding a NUL byte (string columns vectorised)."""
+    if col.dtype == object:
+        return col.map(lambda v: isinstance(v, str) and "\x00" in v).to_numpy(dtype=bool)
+    if pd.api.types.is_string_dtype(col.dtype):
+        return col.str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool)
+    return np.zeros(len(col), dtype=bool)
 
 
 def _safe(fn: Any, *args: Any) -> Any:
@@ -297,8 +354,7 @@ def ingest_events(
         """One chunk, one transaction (runs on the writer thread, which alone uses ``users``)."""
         with engine.begin() as conn:
             new_users = ensure_users(conn, parsed.user, users)
-            user_ids = [users[u] for u in parsed.user]
-            rows = list(zip(parsed.key, user_ids, parsed.item_id, parsed.etype, parsed.value, parsed.ts, parsed.attrs))
+            rows = parsed.rows(users)
             inserted = _insert_events(conn, rows)
         return _Written(len(rows), inserted, new_users)
 
@@ -418,11 +474,16 @@ def append_event_records(
     records: list[dict[str, Any]],
     mapping: EventMapping,
     allowed_types: Mapping[str, float],
+    *,
+    finish: Callable[[Connection, AppendResult], None] | None = None,
 ) -> AppendResult:
     """Append a batch of events given as dicts (the API's ``POST /v1/events``), with the file rules.
 
-    Keys follow the module's rule with "the same batch" in place of "the same file". Good records are
-    committed in one transaction before this returns; bad ones are reported, not written.
+    Keys follow the module's rule with "the same batch" in place of "the same file". Only the batch's
+    users and items are looked up (the cost follows the batch, not the tables). Good records are
+    committed in one transaction before this returns; bad ones are reported, not written. ``finish`` runs
+    inside that transaction with the outcome (e.g. to store it under an idempotency key): when it raises,
+    nothing of the batch is stored.
     """
     import pandas as pd
 
@@ -434,8 +495,7 @@ def append_event_records(
     used = {mapping.user, mapping.item, mapping.timestamp, mapping.event_type, mapping.value, mapping.event_id}
     extra = list(mapping.attributes) if mapping.attributes is not None else [c for c in columns if c not in used]
     with engine.connect() as conn:
-        items = load_item_ids(conn)
-        users = {k: v for k, v in conn.execute(select(User.external_id, User.id))}
+        items = load_item_ids(conn, [_as_id(r.get(mapping.item)) for r in records])
     parsed, flagged = _FrameParser(mapping, allowed_types, extra)(frame, items)
     validator = _RowValidator(mapping, allowed_types, items)
     errors: list[tuple[int, str | None, str]] = []
@@ -445,10 +505,23 @@ def append_event_records(
         except RowError as err:
             field, reason = err.field, err.reason
         errors.append((i, field, reason))
-    inserted = 0
-    if parsed.user:
-        with engine.begin() as conn:
+    if not parsed.user and finish is None:
+        return AppendResult(0, 0, errors, [])
+    with engine.begin() as conn:
+        inserted = 0
+        if parsed.user:
+            users = load_user_ids(conn, parsed.user)
             ensure_users(conn, parsed.user, users)
-            rows = list(zip(parsed.key, [users[u] for u in parsed.user], parsed.item_id, parsed.etype, parsed.value, parsed.ts, parsed.attrs))
-            inserted = _insert_events(conn, rows)
-    return AppendResult(inserted, len(parsed.user) - inserted, errors, list(dict.fromkeys(parsed.user)))
+            inserted = _insert_events(conn, parsed.rows(users))
+        result = AppendResult(inserted, len(parsed.user) - inserted, errors, list(dict.fromkeys(parsed.user)))
+        if finish is not None:
+            finish(conn, result)
+    return result
+
+
+def _as_id(value: Any) -> Any:
+    """The id a raw value stands for (for look-ups; validation comes later), or ``None``."""
+    try:
+        return to_id(value, "id")
+    except RowError:
+        return None

@@ -26,7 +26,7 @@ from recsys.store.image_roots import record_root
 from recsys.errors import ImageAccessError
 from recsys.ingest.readers import BadLine, open_table
 from recsys.ingest.report import IngestReport, RejectWriter
-from recsys.ingest.values import RowError, is_missing, to_bool, to_float, to_id, to_text
+from recsys.ingest.values import RowError, check_cells, is_missing, to_bool, to_float, to_id, to_text
 from recsys.store.models import Item
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ def parse_item(row: dict[str, Any], mapping: ItemMapping, base_dir: Path, extra_
     """One raw row -> the item's column values. Raises :class:`RowError`.
 
     ``policy``: which image references are accepted (default: paths under ``base_dir``, public URLs)."""
+    check_cells(row)  # a NUL byte anywhere rejects the row (no database stores one in text)
     ext = to_id(row.get(mapping.id), mapping.id)
     title_col = mapping.title or (mapping.text[0] if mapping.text else None)
     title = to_text(row.get(title_col)) if title_col else ""

@@ -11,6 +11,8 @@ import math
 from typing import Any
 
 _TRUE = frozenset({"1", "true", "t", "yes", "y"})
+MAX_TIMESTAMP = 253_402_300_799
+"""The last second of the year 9999 (UTC): event times must lie in ``[0, MAX_TIMESTAMP]``."""
 _FALSE = frozenset({"0", "false", "f", "no", "n"})
 
 
@@ -29,8 +31,24 @@ def is_missing(value: Any) -> bool:
     )
 
 
+def check_text(value: str, field: str | None) -> str:
+    """``value`` unchanged, or a :class:`RowError` when it holds a NUL byte (no database stores one in
+    a text column: PostgreSQL refuses it). The one check the ingest and the API share."""
+    if "\x00" in value:
+        raise RowError(field, f"contains a NUL byte (\\x00) at position {value.index(chr(0))}; text may not contain NUL")
+    return value
+
+
+def check_cells(row: dict[str, Any]) -> None:
+    """A :class:`RowError` naming the first column whose text holds a NUL byte (see :func:`check_text`)."""
+    for column, value in row.items():
+        if isinstance(value, str):
+            check_text(value, str(column))
+
+
 def to_id(value: Any, field: str) -> str:
-    """An external id: a non-empty string (integers are written in decimal, leading zeros of strings kept)."""
+    """An external id: a non-empty string (integers are written in decimal, leading zeros of strings kept),
+    surrounding blanks stripped, without NUL bytes, at most 255 characters."""
     if is_missing(value):
         raise RowError(field, "missing id; every row needs a non-empty id")
     if isinstance(value, bool):
@@ -45,7 +63,7 @@ def to_id(value: Any, field: str) -> str:
         raise RowError(field, f"an id must be a string or an integer, got {type(value).__name__} {value!r}")
     if len(out) > 255:
         raise RowError(field, f"an id may have at most 255 characters, got {len(out)}")
-    return out
+    return check_text(out, field)
 
 
 def to_text(value: Any) -> str:
@@ -108,7 +126,7 @@ class TimestampParser:
             hit = self._cache.get(value)
             if hit is not None:
                 return hit
-            out = self._parse_str(value)
+            out = self._in_range(self._parse_str(value))
             if len(self._cache) < 1_000_000:
                 self._cache[value] = out
             return out
@@ -119,12 +137,17 @@ class TimestampParser:
         if isinstance(value, (int, float)):
             if not math.isfinite(value):
                 raise RowError(self.field, f"expected unix seconds, got {value!r}")
-            return int(value)
+            return self._in_range(int(value))
         if isinstance(value, dt.datetime):
-            return _epoch(value)
+            return self._in_range(_epoch(value))
         if isinstance(value, dt.date):
-            return _epoch(dt.datetime(value.year, value.month, value.day))
+            return self._in_range(_epoch(dt.datetime(value.year, value.month, value.day)))
         raise RowError(self.field, f"expected unix seconds or an ISO 8601 date/time, got {type(value).__name__} {value!r}")
+
+    def _in_range(self, ts: int) -> int:
+        if not 0 <= ts <= MAX_TIMESTAMP:
+            raise RowError(self.field, f"a timestamp must lie between 0 (1970-01-01) and {MAX_TIMESTAMP} (9999-12-31), got {ts}")
+        return ts
 
     def _parse_str(self, value: str) -> int:
         text = value.strip()
@@ -138,7 +161,7 @@ class TimestampParser:
             pass
         try:
             return int(float(text))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise RowError(
                 self.field, f"cannot parse {value!r} as a timestamp; expected unix seconds or an ISO 8601 date/time"
             ) from None

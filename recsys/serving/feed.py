@@ -11,6 +11,7 @@ signed cursor of the rows already served.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from sqlalchemy import Engine, select
 
 from recsys.cf.history import History
 from recsys.config import Config
+from recsys.errors import DatabaseUnavailableError
 from recsys.ranking.cursor import decode_cursor, encode_cursor
 from recsys.ranking.diversity import reshape
 from recsys.ranking.ranker import FEED_POOL, user_history
@@ -27,13 +29,14 @@ from recsys.ranking.rerank import select as select_rows
 from recsys.serving.results import Feed
 from recsys.serving.state import ServingState, allowed_mask, ranked_item
 from recsys.store.models import Event, User
+from recsys.store.outage import OutageLog, database_errors
 
 
 def user_events(engine: Engine, config: Config, st: ServingState, user_id: str
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The user's events on servable items with a positive type weight: ``(rows, ts, weights)``, each ``(m,)``."""
     types = config.event_types
-    with engine.connect() as conn:
+    with database_errors(), engine.connect() as conn:  # an outage: DatabaseUnavailableError
         uid = conn.execute(select(User.id).where(User.external_id == user_id)).scalar_one_or_none()
         events = [] if uid is None else conn.execute(
             select(Event.item_id, Event.event_type, Event.ts).where(Event.user_id == uid).order_by(Event.ts, Event.id)
@@ -50,10 +53,27 @@ def user_events(engine: Engine, config: Config, st: ServingState, user_id: str
     return np.asarray(rows, dtype=np.int64), np.asarray(ts, dtype=np.int64), np.asarray(weights, dtype=np.float32)
 
 
-def user_signals(engine: Engine, config: Config, st: ServingState, user_id: str) -> tuple[UserSignals, np.ndarray]:
+Events = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""``(rows, ts, weights)``, each ``(m,)``: a user's events as :func:`user_events` gives them."""
+
+
+def events_or_none(engine: Engine, config: Config, st: ServingState, user_id: str,
+                   outages: OutageLog | None = None) -> tuple[Events, bool]:
+    """The user's events, or none and ``True`` (degraded) while the database is unreachable (logged through
+    ``outages``, once per interval)."""
+    try:
+        return user_events(engine, config, st, user_id), False
+    except DatabaseUnavailableError as exc:
+        if outages is not None:
+            outages.report("database", exc)
+        return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)), True
+
+
+def user_signals(engine: Engine, config: Config, st: ServingState, user_id: str,
+                 events: Events | None = None) -> tuple[UserSignals, np.ndarray]:
     """Fallback features (no feed model): the user's items newest first with recency weights, and the
-    ``(s,)`` distinct rows they have seen."""
-    rows, _ts, w = user_events(engine, config, st, user_id)
+    ``(s,)`` distinct rows they have seen (``events``: already read, else read now)."""
+    rows, _ts, w = events if events is not None else user_events(engine, config, st, user_id)
     rows, w = rows[::-1], w[::-1]
     hist, weights = [], []
     distinct: set[int] = set()
@@ -65,11 +85,13 @@ def user_signals(engine: Engine, config: Config, st: ServingState, user_id: str)
     return UserSignals(np.asarray(hist, dtype=np.int64), np.asarray(weights, dtype=np.float32), None), seen
 
 
-def history_of(engine: Engine, config: Config, st: ServingState, user_id: str) -> History | None:
-    """The user's :class:`~recsys.cf.history.History` row as the feed model sees it (``None`` without one)."""
+def history_of(engine: Engine, config: Config, st: ServingState, user_id: str,
+               events: Events | None = None) -> History | None:
+    """The user's :class:`~recsys.cf.history.History` row as the feed model sees it (``None`` without one;
+    ``events``: already read, else read now)."""
     if st.feed is None:
         return None
-    rows, ts, w = user_events(engine, config, st, user_id)
+    rows, ts, w = events if events is not None else user_events(engine, config, st, user_id)
     return user_history([rows], [ts], [w / np.float32(st.feed.model.weight_scale)], st.feed.tie_rank, len(st.ids))
 
 
@@ -85,18 +107,22 @@ def neighbours(st: ServingState) -> Any:
 
 def recommend(st: ServingState, engine: Engine, config: Config, secret: bytes, weights: FeedWeights, user_id: str, *,
               k: int, exclude_seen: bool = True, category: str | None = None, exclude: Sequence[str] = (),
-              diversity: float = 0.0, max_per_category: int | None = None, cursor: str | None = None) -> Feed:
-    """One page of the user's home feed (``secret`` signs the paging cursor; ``weights``: the fallback's)."""
+              diversity: float = 0.0, max_per_category: int | None = None, cursor: str | None = None,
+              outages: OutageLog | None = None) -> Feed:
+    """One page of the user's home feed (``secret`` signs the paging cursor; ``weights``: the fallback's).
+    While the database is unreachable the page is computed without the user's events, ``degraded``."""
     served = decode_cursor(cursor, user_id, secret) if cursor else []
     allowed = allowed_mask(st, category, exclude, True)
     if served:
         s_rows = np.asarray(served, dtype=np.int64)
         allowed[s_rows[(s_rows >= 0) & (s_rows < len(allowed))]] = False
+    events, degraded = events_or_none(engine, config, st, user_id, outages)
     if st.feed is None:
-        signals, seen = user_signals(engine, config, st, user_id)
-        return fallback_feed(st, signals, seen, weights, secret, user_id, k, allowed, exclude_seen, diversity,
+        signals, seen = user_signals(engine, config, st, user_id, events)
+        page = fallback_feed(st, signals, seen, weights, secret, user_id, k, allowed, exclude_seen, diversity,
                              max_per_category, served)
-    history = history_of(engine, config, st, user_id)
+        return replace(page, degraded=degraded)
+    history = history_of(engine, config, st, user_id, events)
     assert history is not None
     cold = history.items.shape[0] == 0
     pooled = diversity > 0 or bool(max_per_category)
@@ -119,7 +145,7 @@ def recommend(st: ServingState, engine: Engine, config: Config, secret: bytes, w
     exclude_n = len(history_items) if exclude_seen else 0
     more = int(allowed.sum()) - exclude_n > len(items)
     nxt = encode_cursor(user_id, [*served, *[st.row[i.id] for i in items]], secret) if more and items else None
-    return Feed(items, cold_start=cold, next_cursor=nxt)
+    return Feed(items, degraded=degraded, cold_start=cold, next_cursor=nxt)
 
 
 def fallback_feed(st: ServingState, signals: UserSignals, seen: np.ndarray, weights: FeedWeights, secret: bytes,

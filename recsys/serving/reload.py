@@ -15,6 +15,7 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 
 from recsys.config import Config
+from recsys.search.serving import lexical_changed
 from recsys.serving.indexes import published_index, similar_fingerprint, similar_vectors, user_items_index
 from recsys.serving.state import CATALOGUE, SIMILAR_INDEX, ServingState, freshness
 from recsys.store.artifacts import active_artifact
@@ -45,6 +46,8 @@ def changes(engine: Engine, st: ServingState | None) -> set[str]:
     if (al.version if al else None) != st.align_version:
         out.add("align")
     if ix is not None and ix.version != st.versions.get("index"):
+        out.add("index")
+    if lexical_changed(engine, st.search):
         out.add("index")
     if stamp != st.catalogue_stamp:
         out.add("catalogue")
@@ -95,6 +98,7 @@ def build_state(config: Config, engine: Engine, *, text_encoder: Any, image_enco
         "model": model.version if model else None,
         "align": align.version if align else None,
         "index": index_version,
+        "lexical": getattr(search.text_index, "version", None),
     }
     return ServingState(
         cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, pop, fresh,

@@ -18,6 +18,8 @@ class RankedItem:
 @dataclass(frozen=True)
 class Ranked:
     items: list[RankedItem]
+    degraded: bool = False
+    """The database could not be read: the answer is what could be computed without the user's events."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ Each is a function of the snapshot and its collaborators; the methods here wire 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -29,13 +28,16 @@ from sqlalchemy import Engine, select
 from recsys.config import Config
 from recsys.errors import ArtifactError, RecsysError
 from recsys.ranking.rerank import FeedWeights
+from recsys.search.serving import rebuild_lexical
 from recsys.serving import feed, reload, similar, updates, writes
 from recsys.serving import search as search_service
+from recsys.serving.cursor_secret import cursor_secret
 from recsys.serving.indexes import published_index, similar_fingerprint
 from recsys.serving.item_writes import ItemWrites, catalogue_stamper
 from recsys.serving.reload import Reloader
 from recsys.serving.results import Feed, Ranked
 from recsys.serving.state import CATALOGUE, SIMILAR_INDEX, ServingState, allowed_mask
+from recsys.store.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,8 @@ class Runtime:
         self._checked = 0.0
         self._reload_lock = threading.Lock()  # one build at a time; a later one always starts after an earlier
         self._reloader = Reloader(self.update)
-        self._secret = hashlib.sha256(f"recsys-cursor:{config.database_url}".encode()).digest()
+        self._secret = cursor_secret(config)  # from config, else made once in the data dir; never derived
+        self.outages = OutageLog(log, config.service.outage_log_interval_s)
         self._text_encoder: Any = text_encoder
         self._writes = ItemWrites(config, engine, text_encoder=self._text_encoder_obj, image_encoder=self._image_encoder_obj,
                                   request_reload=self.request_reload, wait_reload=self.wait_reload,
@@ -149,6 +152,7 @@ class Runtime:
         _, version = published_index(self.config, self.engine, SIMILAR_INDEX, st.similar_vectors,
                                      similar_fingerprint(self.config, st.similar_vectors), force=True,
                                      table=self.config.service.similar_table_k)
+        rebuild_lexical(self.engine, self.config, st.search)  # the lexical index too (side buffer folded in)
         self.reload()
         return version
 
@@ -211,18 +215,22 @@ class Runtime:
                   cursor: str | None = None) -> Feed:
         return feed.recommend(self._st(), self.engine, self.config, self._secret, self.weights, user_id, k=k,
                               exclude_seen=exclude_seen, category=category, exclude=exclude, diversity=diversity,
-                              max_per_category=max_per_category, cursor=cursor)
+                              max_per_category=max_per_category, cursor=cursor, outages=self.outages)
 
     def search(self, *, text: str | None, image: Any, user_id: str | None, k: int, category: str | None = None,
                available_only: bool = True, price_min: float | None = None, price_max: float | None = None,
-               text_weight: float = 0.5) -> Ranked:
+               text_weight: float = 0.5, mode: str | None = None, attributes: dict[str, Any] | None = None,
+               facets: Sequence[str] = (), exclude: Sequence[str] = ()) -> Ranked:
         return search_service.search(self._st(), self.engine, self.config, self.weights, text=text, image=image,
                                      user_id=user_id, k=k, category=category, available_only=available_only,
-                                     price_min=price_min, price_max=price_max, text_weight=text_weight)
+                                     price_min=price_min, price_max=price_max, text_weight=text_weight, mode=mode,
+                                     attributes=attributes, facets=facets, exclude=exclude, outages=self.outages)
 
     # ------------------------------------------------------------------ writes
-    def record_events(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        return writes.record_events(self.engine, self.config, records)
+    def record_events(self, records: list[dict[str, Any]], idempotency_key: str | None = None) -> dict[str, Any]:
+        """Append a batch of events. With ``idempotency_key`` a retry of the batch gets the first outcome back
+        (``"replayed": true``) and writes nothing (:mod:`recsys.serving.retries`)."""
+        return writes.record_events(self.engine, self.config, records, idempotency_key)
 
     def upsert_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Store the items, embed the new or changed ones in the background, and make them servable.

@@ -2,7 +2,7 @@
 
 The table (:mod:`recsys.index.neighbours`) answers the common item-page question; the index is searched
 only for questions the table cannot answer (wider lists, filters that leave too few of its rows). Answers
-are cached per snapshot (LRU of ``service.similar_cache_size``).
+are cached per snapshot (LRU bounded in bytes, ``service.similar_cache_bytes``: :mod:`recsys.serving.caches`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 
 from recsys.config import Config
 from recsys.errors import UnknownIdError
+from recsys.serving.caches import AnswerCache
 from recsys.serving.results import Ranked
 from recsys.serving.state import ServingState, allowed_mask, ranked_item
 
@@ -24,14 +25,11 @@ def similar_items(st: ServingState, config: Config, lock: threading.Lock, item_i
     r = st.row.get(item_id)
     if r is None:
         raise UnknownIdError(f"unknown item id {item_id!r}")
-    size = config.service.similar_cache_size
+    cache = answer_cache(st, config, lock)
     key = (item_id, k, category, tuple(exclude), available_only)
-    if size:
-        with lock:
-            hit = st.similar_cache.get(key)
-            if hit is not None:
-                st.similar_cache.move_to_end(key)
-                return hit
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
     others = [st.row[e] for e in exclude if e in st.row]
     if category is None and (not available_only or st.all_available):
         allow = None  # no mask to build and check: the common item-page call
@@ -43,9 +41,17 @@ def similar_items(st: ServingState, config: Config, lock: threading.Lock, item_i
         for i, s in zip(np.asarray(ids).ravel(), np.asarray(scores).ravel()) if int(i) >= 0
     ]
     ranked = Ranked(items)
-    if size:
-        with lock:
-            st.similar_cache[key] = ranked
-            while len(st.similar_cache) > size:
-                st.similar_cache.popitem(last=False)
+    cache.put(key, ranked)
     return ranked
+
+
+def answer_cache(st: ServingState, config: Config, lock: threading.Lock) -> AnswerCache[Ranked]:
+    """The snapshot's answer cache, made on first use with the configured byte bound."""
+    limit = config.service.similar_cache_bytes
+    cache = st.similar_cache
+    if cache is None or cache.max_bytes != limit:
+        with lock:
+            cache = st.similar_cache
+            if cache is None or cache.max_bytes != limit:
+                cache = st.similar_cache = AnswerCache(limit)
+    return cache

@@ -10,7 +10,6 @@ similar-items cache, which belongs to the snapshot).
 from __future__ import annotations
 
 import datetime as dt
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from recsys.ranking.rerank import zscore
+from recsys.serving.caches import AnswerCache
 from recsys.serving.results import Ranked, RankedItem
 
 SIMILAR_INDEX = "similar"
@@ -55,8 +55,9 @@ class ServingState:
     """The registry's catalogue stamp when this snapshot was read (see :data:`CATALOGUE`)."""
     items_read_at: dt.datetime | None = None
     """When the items were read: items updated since (with a margin) are upserted by ``Runtime.update``."""
-    similar_cache: OrderedDict[tuple[Any, ...], Ranked] = field(default_factory=OrderedDict)
-    """Answers of ``similar_items`` for this snapshot (LRU, ``service.similar_cache_size``); a new snapshot
+    similar_cache: AnswerCache[Ranked] | None = None
+    """Answers of ``similar_items`` for this snapshot (LRU bounded in bytes, ``service.similar_cache_bytes``;
+    made on first use); a new snapshot
     (model, index, catalogue change) starts empty, so a cached answer is never stale."""
     popularity_z: np.ndarray = field(init=False)  # popularity_raw standardised over the catalogue
     all_available: bool = field(init=False)

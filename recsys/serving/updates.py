@@ -8,16 +8,15 @@ its own). Popularity counts are refreshed by full reloads only.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import time
-from collections import OrderedDict
 from dataclasses import replace
 
 import numpy as np
 from sqlalchemy import Engine, select
 
 from recsys.config import Config
+from recsys.search.serving import with_text_rows
 from recsys.serving.indexes import similar_vectors, user_items_index, with_rows
 from recsys.serving.reload import catalogue_stamp, feed_ranker
 from recsys.serving.state import ServingState, freshness
@@ -61,8 +60,10 @@ def extend_state(config: Config, engine: Engine, st: ServingState) -> ServingSta
         r = row.get(rec.external_id)
         if r is not None:
             prices[r] = np.nan if rec.price is None else rec.price
-    if not len(changed):
-        return replace(st, prices=prices, catalogue_stamp=stamp, items_read_at=read_at, similar_cache=OrderedDict())
+    text_rows = np.asarray(sorted({row[r.external_id] for r in rows if r.external_id in row}), np.int64)
+    if not len(changed):  # attributes or the description alone may have changed: the lexical side buffer
+        return replace(st, prices=prices, catalogue_stamp=stamp, items_read_at=read_at, similar_cache=None,
+                       search=with_text_rows(engine, search, cat, text_rows))
     fresh = np.empty(n, np.float32)
     fresh[:n_old] = st.freshness
     pop = np.zeros(n, np.float32)
@@ -79,8 +80,7 @@ def extend_state(config: Config, engine: Engine, st: ServingState) -> ServingSta
     similar[:n_old] = st.similar_vectors
     similar[changed] = similar_vectors(config, cat.vectors[changed], None if factors is None else factors[changed])
     index = with_rows(st.similar_index, similar, changed, n_old)
-    new_search = copy.copy(search)
-    new_search.catalogue = cat
+    new_search = with_text_rows(engine, search, cat, text_rows)  # the catalogue, the lexical side buffer
     return ServingState(
         cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, pop, fresh,
         prices, row, internal_to_row, ranker, st.feed_version, st.align_version, new_search, similar, index,

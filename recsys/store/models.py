@@ -138,3 +138,21 @@ class ItemEmbedding(Base):
     """``dim`` little-endian float32 values; NULL when ``error`` is set."""
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())
+
+
+class IdempotencyRecord(Base):
+    """The outcome of a request sent with an ``Idempotency-Key`` header, replayed to its retries.
+
+    ``scope`` names the endpoint (``events``); ``fingerprint`` hashes the request body, so that a key
+    reused with another body is refused. Rows older than ``service.idempotency_window_s`` are deleted.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotency_keys_scope_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now(), index=True)

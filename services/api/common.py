@@ -11,6 +11,7 @@ from flask import current_app, request
 from pydantic import BaseModel, ValidationError
 
 from recsys.config import Config
+from recsys.ingest.values import RowError, check_text, to_id
 from services.errors import ApiError, validation_errors
 
 M = TypeVar("M", bound=BaseModel)
@@ -26,6 +27,11 @@ def config() -> Config:
 
 
 def parse_query(model: type[M]) -> M:
+    """The query string as ``model``; a parameter given more than once is refused (lists are comma-separated)."""
+    for name, values in request.args.lists():
+        if len(values) > 1:
+            raise ApiError(400, f"query.{name}: given {len(values)} times; give it once "
+                                "(lists such as exclude are comma-separated)", f"query.{name}")
     data = {k: request.args.get(k) for k in request.args}
     try:
         parsed = model.model_validate(data)
@@ -47,6 +53,25 @@ def parse_json(model: type[M]) -> M:
         raise validation_errors(exc, "body") from None
     _check_k(parsed, "body")
     return parsed
+
+
+def path_id(value: str, name: str) -> str:
+    """A path segment that is an id: the ingest's rule (not blank, no NUL bytes, at most 255 characters)."""
+    try:
+        return to_id(value, name)
+    except RowError as err:
+        raise ApiError(400, f"path.{name}: {err.reason}", f"path.{name}") from None
+
+
+def idempotency_key() -> str | None:
+    """The ``Idempotency-Key`` header: 1 to 255 printable ASCII characters, or absent."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not all(32 < ord(c) < 127 for c in key):
+        raise ApiError(400, "header.Idempotency-Key: give 1 to 255 printable ASCII characters without spaces "
+                            "(e.g. a UUID), one per batch", "header.Idempotency-Key")
+    return check_text(key, "header.Idempotency-Key")
 
 
 def _check_k(parsed: BaseModel, where: str) -> None:

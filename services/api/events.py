@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from services.api.common import parse_json, require_key, runtime
+from services.api.common import idempotency_key, parse_json, require_key, runtime
 from services.errors import ApiError
 from services.schemas import EventsBody
 
@@ -15,7 +15,9 @@ bp = Blueprint("events", __name__, url_prefix="/v1/events")
 @require_key(write=True)
 def post_events():  # type: ignore[no-untyped-def]
     body = parse_json(EventsBody)
-    result = runtime().record_events([e.model_dump() for e in body.events])
+    key = idempotency_key()
+    events = [e.model_dump() for e in body.events]
+    result = runtime().record_events(events, key) if key is not None else runtime().record_events(events)
     rejected = result["rejected"]
     if rejected and not (result["inserted"] or result["duplicates"]):
         first = rejected[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from recsys.errors import ImageAccessError
-from services.api.common import parse_json, parse_query, require_key, runtime
+from services.api.common import parse_json, parse_query, path_id, require_key, runtime
 from services.api.serialize import ranked_json
 from services.errors import ApiError
 from services.schemas import ItemIn, ItemsBody, SimilarQuery
@@ -16,6 +16,7 @@ bp = Blueprint("items", __name__, url_prefix="/v1/items")
 @bp.get("/<item_id>/similar")
 @require_key(write=False)
 def similar(item_id: str):  # type: ignore[no-untyped-def]
+    item_id = path_id(item_id, "item_id")
     q = parse_query(SimilarQuery)
     rt = runtime()
     ranked = rt.similar_items(item_id, k=q.k, category=q.category, exclude=q.exclude, available_only=q.available_only)
@@ -25,6 +26,7 @@ def similar(item_id: str):  # type: ignore[no-untyped-def]
 @bp.put("/<item_id>")
 @require_key(write=True)
 def put_item(item_id: str):  # type: ignore[no-untyped-def]
+    item_id = path_id(item_id, "item_id")
     body = parse_json(ItemIn)
     try:
         result = runtime().upsert_items([{"id": item_id, **body.model_dump()}])

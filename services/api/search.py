@@ -10,8 +10,9 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from pydantic import ValidationError
 
+from recsys.ingest.values import RowError, to_bool
 from services.api.common import _check_k, config, parse_json, require_key, runtime
-from services.api.serialize import ranked_json
+from services.api.serialize import search_json
 from services.errors import ApiError, validation_errors
 from services.schemas import SearchBody
 
@@ -43,6 +44,11 @@ def search():  # type: ignore[no-untyped-def]
     if request.mimetype == "multipart/form-data":
         form = {k: v for k, v in request.form.items()}
         filters = {k: form.pop(k) for k in ("category", "available_only", "price_min", "price_max") if k in form}
+        if "available_only" in filters:  # a form field is text: true/false, yes/no, 1/0 as in the query string
+            try:
+                filters["available_only"] = to_bool(filters["available_only"], "form.available_only", True)
+            except RowError as err:
+                raise ApiError(400, f"form.available_only: {err.reason}", "form.available_only") from None
         upload = request.files.get("image")
         if upload is not None:
             image = decode_image(upload.read(), "form.image", max_pixels)
@@ -68,5 +74,6 @@ def search():  # type: ignore[no-untyped-def]
     ranked = rt.search(
         text=body.text, image=image, user_id=body.user_id, k=body.k, category=f.category,
         available_only=f.available_only, price_min=f.price_min, price_max=f.price_max, text_weight=body.text_weight,
+        mode=body.mode, attributes=f.attributes, facets=body.facets,
     )
-    return jsonify(ranked_json(ranked, rt.versions()))
+    return jsonify(search_json(ranked, rt.versions()))

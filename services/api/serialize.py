@@ -6,7 +6,8 @@ from typing import Any
 
 
 def ranked_json(ranked: Any, versions: dict[str, str | None]) -> dict[str, Any]:
-    return {
+    """``degraded: true`` only when the answer was computed without the database (see the README)."""
+    out = {
         "items": [
             {"id": it.id, "score": round(float(it.score), 6), "title": it.title, "category": it.category, "reasons": it.reasons}
             for it in ranked.items
@@ -14,3 +15,13 @@ def ranked_json(ranked: Any, versions: dict[str, str | None]) -> dict[str, Any]:
         "model_version": versions.get("model"),
         "index_version": versions.get("index"),
     }
+    if getattr(ranked, "degraded", False):
+        out["degraded"] = True
+    return out
+
+
+def search_json(ranked: Any, versions: dict[str, str | None]) -> dict[str, Any]:
+    """A search answer (:class:`recsys.search.serving.SearchRanked`): the ranked items, plus the mode used,
+    facet counts and how the query was understood."""
+    return {**ranked_json(ranked, versions), "mode": ranked.mode, "facets": ranked.facets,
+            "corrected": ranked.corrected, "understood": ranked.understood}

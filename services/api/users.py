@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from services.api.common import parse_query, require_key, runtime
+from services.api.common import parse_query, path_id, require_key, runtime
 from services.api.serialize import ranked_json
 from services.errors import ApiError
 from services.schemas import RecommendationsQuery
@@ -15,6 +15,7 @@ bp = Blueprint("users", __name__, url_prefix="/v1/users")
 @bp.get("/<user_id>/recommendations")
 @require_key(write=False)
 def recommendations(user_id: str):  # type: ignore[no-untyped-def]
+    user_id = path_id(user_id, "user_id")
     q = parse_query(RecommendationsQuery)
     rt = runtime()
     try:
