@@ -136,6 +136,14 @@ class ServiceConfig(_Section):
     a few hundred retrieved candidates are scored (standardised over a fixed item sample)."""
 
 
+class TrainConfig(_Section):
+    """``recsys train`` (and the hybrid row of ``recsys evaluate``)."""
+
+    budget_s: float = Field(240.0, gt=0)
+    """Seconds the per-catalogue CF tuning (:mod:`recsys.cf.tuning`) may spend trying candidates; a step
+    that would pass it is skipped (the blend selection and the final fit come on top)."""
+
+
 class Config(_Section):
     data_dir: Path = Path(".recsys")
     """Holds the SQLite file and artifacts by default. Relative paths are relative to the cwd."""
@@ -155,6 +163,7 @@ class Config(_Section):
     encoders: EncodersConfig = EncodersConfig()
     align: AlignConfig = AlignConfig()
     cf: CFConfig = CFConfig()
+    train: TrainConfig = TrainConfig()
     index: IndexConfig = IndexConfig()
     service: ServiceConfig = ServiceConfig()
     ray: RayConfig = RayConfig()

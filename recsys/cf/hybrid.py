@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from recsys.cf.history import History, profile_weights, recency_weights
+from recsys.cf.itemitem import ItemItem, fit_item_item
 from recsys.cf.matrix import Bm25Stats, apply_confidence, bm25_stats
 from recsys.cf.model import fit_factors, fold_in
 from recsys.cf.scoring import (
@@ -118,6 +119,8 @@ class HybridComponents:
         factor_map, pop_map: the content -> CF factor and content -> log popularity ridge maps fitted on
             the warm items (``None`` without content or warm items); they place items without events.
         pop_mean, pop_std: what standardised the log popularity into ``pop``.
+        item_item: the CF score's item-item component (EASE, item-kNN; ``cf.component``), or ``None``
+            when the CF score is the folded-in user vector against ``item_factors`` (ALS / BPR).
     """
 
     item_factors: np.ndarray
@@ -130,6 +133,7 @@ class HybridComponents:
     pop_map: RidgeMap | None = None
     pop_mean: float = 0.0
     pop_std: float = 1.0
+    item_item: ItemItem | None = None
 
 
 ContentInput = np.ndarray | Sequence[np.ndarray] | None
@@ -153,13 +157,23 @@ def as_blocks(content: ContentInput, n_items: int) -> tuple[np.ndarray, ...] | N
     return tuple(np.ascontiguousarray(b, dtype=np.float32) for b in blocks)
 
 
-def fit_components(history: History, content: ContentInput, cfg: CFConfig) -> HybridComponents:
-    """Fit the CF factors, the content -> factor map and the popularity prior on a training history."""
+def fit_components(history: History, content: ContentInput, cfg: CFConfig,
+                   prefit: tuple[np.ndarray, ItemItem | None] | None = None) -> HybridComponents:
+    """Fit the CF factors (and the item-item component of ``cfg.component``), the content -> factor map
+    and the popularity prior on a training history.
+
+    Args:
+        prefit: ``(item_factors, item_item)`` already fitted on this very history with ``cfg`` (tuning).
+    """
     blocks = as_blocks(content, history.n_items)
     weights = history.matrix()
     stats = bm25_stats(weights) if cfg.confidence == "bm25" else None
     t0 = time.perf_counter()
-    _, item_factors = fit_factors(apply_confidence(weights, cfg, stats), cfg)
+    if prefit is None:
+        _, item_factors = fit_factors(apply_confidence(weights, cfg, stats), cfg)
+        item_item = fit_item_item(weights, cfg)
+    else:
+        item_factors, item_item = prefit[0].copy(), prefit[1]
     fit_s = time.perf_counter() - t0
     counts = history.item_counts()
     warm = counts > 0
@@ -176,7 +190,7 @@ def fit_components(history: History, content: ContentInput, cfg: CFConfig) -> Hy
         item_factors[~warm] = 0.0
     pop_z = zscore_rows(pop[None, :])[0]
     return HybridComponents(item_factors, warm, pop_z, blocks, stats, fit_s, mapping, pop_map,
-                            float(pop.mean()), float(pop.std()) or 1.0)
+                            float(pop.mean()), float(pop.std()) or 1.0, item_item)
 
 
 def content_component(
@@ -203,7 +217,10 @@ def content_component(
 
 
 def cf_component(comp: HybridComponents, rows: History, tau: float, beta: float, cfg: CFConfig) -> np.ndarray:
-    """Standardised CF scores ``(rows.n_users, n_items)`` of users folded in with recency weights."""
+    """Standardised CF scores ``(rows.n_users, n_items)`` of users folded in with recency weights (an
+    item-item component scores the recency-weighted history rows directly)."""
+    if comp.item_item is not None:
+        return zscore_rows(comp.item_item.scores(rows.matrix(recency_weights(rows, tau, beta))))
     fold = apply_confidence(rows.matrix(recency_weights(rows, tau, beta)), cfg, comp.bm25)
     user_vectors = fold_in(comp.item_factors, fold, cfg)
     return zscore_rows(user_vectors @ comp.item_factors.T)
@@ -280,7 +297,9 @@ class HybridRecommender:
 
     Args:
         cfg: the ``cf`` section (factorisation and the ``hybrid`` search grids).
-        params: fixed settings; ``None`` chooses them on validation splits of the training history.
+        params: fixed settings; ``None`` chooses them (and, with ``cf.tuning.enabled``, the CF component
+            and its hyperparameters: :mod:`recsys.cf.tuning`) on validation splits of the training history.
+        budget_s: time budget of the CF tuning (``train.budget_s``).
     """
 
     cfg: CFConfig
@@ -288,6 +307,7 @@ class HybridRecommender:
     components: HybridComponents | None = None
     history: History | None = None
     selection: dict[str, Any] = field(default_factory=dict)
+    budget_s: float = 240.0
 
     def fit(self, history: History, content: ContentInput = None) -> HybridRecommender:
         """Choose settings (unless given) and fit the components on the whole training history.
@@ -298,9 +318,14 @@ class HybridRecommender:
         content = as_blocks(content, history.n_items)
         if self.params is None:
             from recsys.cf.selection import select_params
+            from recsys.cf.tuning import tune_cf
 
             t0 = time.perf_counter()
-            self.params, self.selection = select_params(history, content, self.cfg)
+            tuned = tune_cf(history, self.cfg, self.budget_s)  # the CF component, on validation
+            self.cfg = tuned.cfg
+            prefit = None if tuned.prefit is None else (tuned.prefit.item_factors, tuned.prefit.item_item)
+            self.params, self.selection = select_params(history, content, self.cfg, prefit=prefit)
+            self.selection["tuning"] = tuned.report
             self.selection["seconds"] = round(time.perf_counter() - t0, 2)
             log.info("hybrid settings chosen on validation: %s", asdict(self.params))
         self.components = fit_components(history, content, self.cfg)

@@ -119,9 +119,12 @@ class _Evaluator:
 
 
 def select_params(
-    history: History, content: tuple[np.ndarray, ...] | None, cfg: CFConfig
+    history: History, content: tuple[np.ndarray, ...] | None, cfg: CFConfig,
+    prefit: tuple[np.ndarray, Any] | None = None,
 ) -> tuple[HybridParams, dict[str, Any]]:
     """Choose :class:`HybridParams` on validation carves of ``history`` (see the module docstring).
+
+    ``prefit``: the CF fit on the temporal carve's training part, when tuning made it already.
 
     Returns:
         the settings and a report (validation NDCG of each stage, number of validation users).
@@ -133,7 +136,7 @@ def select_params(
     report: dict[str, Any] = {}
 
     temporal = temporal_holdout(history, h.validation_fraction, h.max_validation_users, cfg.seed)
-    eval_t = _Evaluator(fit_components(temporal.train, content, cfg), temporal, cfg, tie_cold=True)
+    eval_t = _Evaluator(fit_components(temporal.train, content, cfg, prefit), temporal, cfg, tie_cold=True)
     start = HybridParams(recency_tau=h.recency_tau[0], profile_tau=h.profile_tau[-1])
     space_a: dict[str, Sequence[float]] = {
         "recency_beta": h.recency_beta,

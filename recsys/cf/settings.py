@@ -66,6 +66,40 @@ class HybridConfig(_Section):
     """At most this many validation users are scored per candidate setting (a seeded sample)."""
 
 
+class TuningConfig(_Section):
+    """How :mod:`recsys.cf.tuning` chooses the CF component and its hyperparameters per catalogue.
+
+    Every candidate is fitted on a temporal validation carve of the training events (never a test split)
+    and scored by validation NDCG@10; candidates run cheapest first until ``train.budget_s`` is spent.
+    """
+
+    enabled: bool = True
+    """``False``: use the fixed ``cf`` settings (``component``, ``factors``, ...) as they are."""
+    components: tuple[Literal["als", "ease", "itemknn"], ...] = ("als", "ease", "itemknn")
+    """Families tried."""
+    als_factors: tuple[int, ...] = (32, 64, 128)
+    als_regularization: tuple[float, ...] = (0.1, 5.0)
+    als_alpha: tuple[float, ...] = (0.5, 5.0)
+    ease_lambda: tuple[float, ...] = (50.0, 200.0, 800.0)
+    """EASE penalties tried (absolute, on binary pair weights)."""
+    ease_max_items: int = Field(20_000, gt=0)
+    """EASE holds an ``n_items^2`` float32 matrix (1.6 GB at 20,000 items); above this it is not tried."""
+    knn_k: tuple[int, ...] = (50, 200)
+    knn_shrink: tuple[float, ...] = (0.0, 10.0)
+    max_validation_users: int = Field(5000, gt=0)
+    """At most this many validation users score each candidate (a seeded sample)."""
+
+    @field_validator("als_factors", "als_regularization", "als_alpha", "ease_lambda", "knn_k", "knn_shrink",
+                     "components")
+    @classmethod
+    def _non_empty(cls, values: tuple, info) -> tuple:  # type: ignore[no-untyped-def,type-arg]
+        if not values:
+            raise ValueError("give at least one value")
+        if info.field_name != "components" and any(float(v) < 0 for v in values):
+            raise ValueError(f"values must be >= 0, got {values}")
+        return values
+
+
 class CFConfig(_Section):
     model: Literal["als", "bpr"] = "als"
     factors: int = Field(32, gt=0)
@@ -93,4 +127,12 @@ class CFConfig(_Section):
     seed: int = 0
     num_threads: int = Field(0, ge=0)
     """Threads for implicit (0 = all cores)."""
+    component: Literal["als", "ease", "itemknn"] = "als"
+    """The hybrid's CF score: ALS/BPR factors (``als``, the model in ``model``), EASE or item-kNN on the
+    interaction matrix (a user scores ``history row @ B``). Chosen on validation when ``tuning.enabled``."""
+    ease_lambda: float = Field(200.0, gt=0)
+    """EASE's L2 penalty (absolute)."""
+    knn_k: int = Field(200, gt=0)
+    knn_shrink: float = Field(10.0, ge=0)
     hybrid: HybridConfig = HybridConfig()
+    tuning: TuningConfig = TuningConfig()

@@ -10,6 +10,7 @@ Two carves, mirroring the two things the hybrid must do:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from recsys.cf.history import History, filter_history
 from recsys.evaluation.metrics import ndcg_at_k, rank_top_k
 
-__all__ = ["ValidationSplit", "item_holdout", "temporal_holdout", "validation_ndcg"]
+__all__ = ["ValidationSplit", "batched_ndcg", "item_holdout", "temporal_holdout", "validation_ndcg"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,21 @@ def validation_ndcg(scores: np.ndarray, split: ValidationSplit, k: int = 10) -> 
         seen = split.train.select(split.users).matrix()
         ranked = rank_top_k(scores, k, seen)
     return float(ndcg_at_k(ranked, split.targets, k).mean())
+
+
+def batched_ndcg(score: Callable[[np.ndarray], np.ndarray], split: ValidationSplit, batch: int = 1000,
+                 k: int = 10) -> float:
+    """:func:`validation_ndcg` in batches of users (bounds the ranking's float64 copies).
+
+    Args:
+        score: positions ``(b,)`` into ``split.users`` -> their scores ``(b, n_items)``.
+    """
+    n = split.users.shape[0]
+    if n == 0:
+        return 0.0
+    total = 0.0
+    for start in range(0, n, batch):
+        pos = np.arange(start, min(start + batch, n))
+        part = ValidationSplit(split.train, split.users[pos], [split.targets[i] for i in pos], split.candidates)
+        total += validation_ndcg(score(pos), part, k) * pos.shape[0]
+    return total / n

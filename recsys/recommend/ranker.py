@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.cf.history import History, profile_weights, recency_weights
-from recsys.cf.hybrid import HybridComponents, hybrid_scores, user_components
+from recsys.cf.hybrid import HybridComponents, cf_component, hybrid_scores, user_components
 from recsys.cf.matrix import apply_confidence
 from recsys.cf.model import fold_in
 from recsys.cf.scoring import block_shares, mix_blocks
@@ -194,7 +194,7 @@ class FeedRanker:
             if nb is not None and blocks is not None:
                 for b, part in zip(blocks, nb):
                     b[~known] = part
-            f, p = model.new_item_rows(nb if blocks is not None else None)
+            f, p = model.new_item_rows(nb if blocks is not None else None, len(new))
             factors[~known], pop[~known] = f, p
             log.info("feed ranker: %d items arrived after model %s (scored as cold items)", len(new), model.version)
         priority_model = tie_priority(model.n_items)
@@ -203,7 +203,8 @@ class FeedRanker:
         priority[~known] = model.n_items + np.arange(int((~known).sum()))
         ranker = cls(
             model=model, ids=ids,
-            components=HybridComponents(factors, warm, pop, blocks, comp.bm25, 0.0),
+            components=HybridComponents(factors, warm, pop, blocks, comp.bm25, 0.0,
+                                        item_item=None if comp.item_item is None else comp.item_item.laid_over(src)),
             priority=priority, tie_rank=tie_rank_of(np.asarray(ids, dtype=object)),
             exact_max_items=exact_max_items, n_new=len(new),
         )
@@ -280,6 +281,8 @@ class FeedRanker:
         the memory traffic (what makes large exports fast).
         """
         p = self.model.params
+        if self.components.item_item is not None:  # an item-item CF score (EASE, item-kNN) is not a dot product
+            return False
         return self.use_linear and (self.components.content is None or (p.profile_gamma == 0 and p.cold_profile_gamma == 0))
 
     def _space(self, key: str, mix: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -490,7 +493,9 @@ class FeedRanker:
         for u, c in enumerate(cand):
             dup[u, len(c):] = True
         cf_raw = np.einsum("uk,uck->uc", uvec, comp.item_factors[cols])
-        if self.linear:
+        if comp.item_item is not None:  # the item-item score of every item is cheap: standardise exactly
+            cf_z = np.take_along_axis(cf_component(comp, rows, p.recency_tau, p.recency_beta, cfg), cols, axis=1)
+        elif self.linear:
             _f, f_mean, f_gram = self._space("cf", None)
             cf_z = _z_affine(cf_raw, *self._affine(uvec, f_mean, f_gram))
         else:
