@@ -143,3 +143,34 @@ def test_feed_ranker_scores_an_item_item_model_like_the_evaluation(tmp_path: Pat
     grown = FeedRanker.build(loaded, [*loaded.item_ids, "late"])
     s = grown.scores(rows)
     assert s.shape == (12, h.n_items + 1) and np.isfinite(s).all()
+
+
+def test_transitions_follow_each_users_order() -> None:
+    from recsys.cf.sequence import fit_transitions
+
+    # user 0: 0 -> 1 -> 2; user 1: 0 -> 1; user 2: 2 -> 0
+    h = History.from_events(np.array([0, 0, 0, 1, 1, 2, 2]), np.array([0, 1, 2, 0, 1, 2, 0]), 3, 3)
+    t = fit_transitions(h, window=1, shrink=0.0).matrix.toarray()
+    assert np.allclose(t, [[0, 1, 0], [0, 0, 1], [1, 0, 0]])
+    t2 = fit_transitions(h, window=2, decay=0.5, shrink=1.0).matrix.toarray()
+    assert np.isclose(t2[0, 1], 2 / 3.5) and np.isclose(t2[0, 2], 0.5 / 3.5)
+
+
+def test_sequence_weight_enters_the_cf_score_and_the_feed(tmp_path: Path) -> None:
+    from recsys.cf.hybrid import cf_component
+
+    h = _history()
+    cfg = CFConfig(factors=4, iterations=3, tuning=TuningConfig(enabled=False))
+    params = HybridParams(recency_tau=3.0, seq_weight=0.5, seq_tau=0.5)
+    rec = HybridRecommender(cfg, params).fit(h)
+    comp = rec.components
+    assert comp is not None and comp.seq is not None
+    rows = h.select(np.arange(12))
+    plain = cf_component(comp, rows, 3.0, 0.0, cfg)
+    seq = zscore_rows(comp.seq.scores(rows.matrix(np.exp(-rows.rank / 0.5).astype(np.float32))))
+    assert np.allclose(rec.score(np.arange(12)), zscore_rows(plain + 0.5 * seq), atol=1e-4)
+    model = FeedModel(item_ids=np.array([f"i{j}" for j in range(h.n_items)], dtype=object), params=params, cfg=cfg,
+                      components=comp, factor_map=None, pop_map=None, pop_mean=0.0, pop_std=1.0, encoders={})
+    model.save(tmp_path / "m")
+    ranker = FeedRanker.build(FeedModel.load(tmp_path / "m"), list(model.item_ids))
+    assert not ranker.linear and np.allclose(ranker.scores(rows), rec.score(np.arange(12)), atol=1e-4)

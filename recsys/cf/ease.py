@@ -41,6 +41,21 @@ def gram(weights: sp.csr_matrix) -> np.ndarray:
     return out
 
 
+_LAST: list[tuple[tuple[str, float], np.ndarray]] = []
+"""The last fit (key: fingerprint of the weights, lambda), so that two callers fitting the same matrix in
+one process (the hybrid and the EASE yardstick of ``recsys evaluate``) pay for it once."""
+
+
+def _fingerprint(weights: sp.csr_matrix) -> str:
+    import hashlib
+
+    x = sp.csr_matrix(weights)
+    h = hashlib.sha1(str(x.shape).encode())
+    for part in (x.indptr, x.indices, x.data):
+        h.update(np.ascontiguousarray(part).tobytes())
+    return h.hexdigest()
+
+
 def fit_ease(weights: sp.csr_matrix, lam: float, g: np.ndarray | None = None) -> np.ndarray:
     """The EASE item-item matrix of a ``(n_users, n_items)`` weight matrix.
 
@@ -50,13 +65,19 @@ def fit_ease(weights: sp.csr_matrix, lam: float, g: np.ndarray | None = None) ->
         g: a precomputed :func:`gram` of ``weights`` to work in (it is overwritten); default computed.
 
     Returns:
-        ``(n_items, n_items)`` float32 ``B`` with a zero diagonal (score = history row ``@ B``).
+        ``(n_items, n_items)`` float32 ``B`` with a zero diagonal (score = history row ``@ B``), read-only
+        (the last fit is kept and returned again for the same weights and ``lam``).
 
     Raises:
         RecsysError: the penalised Gram matrix is not positive definite (``lam`` <= 0).
     """
     if lam <= 0:
         raise RecsysError(f"EASE needs lambda > 0, got {lam}")
+    key = (_fingerprint(weights), float(lam)) if g is None else None
+    if key is not None and _LAST and _LAST[0][0] == key:
+        log.info("EASE (lambda %g): the same fit as the last one, reused", lam)
+        return _LAST[0][1]
+    _LAST.clear()  # release the previous matrix before allocating the next
     t0 = time.perf_counter()
     p = gram(weights) if g is None else g
     n = p.shape[0]
@@ -76,6 +97,9 @@ def fit_ease(weights: sp.csr_matrix, lam: float, g: np.ndarray | None = None) ->
     p /= -d[None, :]
     p[np.diag_indices(n)] = 0.0
     log.info("EASE on %d items (lambda %g) in %.1fs", n, lam, time.perf_counter() - t0)
+    p.flags.writeable = False  # shared through the cache
+    if key is not None:
+        _LAST.append((key, p))
     return p
 
 

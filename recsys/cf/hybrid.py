@@ -68,6 +68,8 @@ __all__ = [
     "content_component",
     "fit_components",
     "hybrid_scores",
+    "seq_component",
+    "with_sequence",
     "user_components",
 ]
 
@@ -93,6 +95,8 @@ class HybridParams:
     cold_pop: float = 0.0
     cold_offset: float = 0.0
     cold_scale: float = 1.0
+    seq_weight: float = 0.0
+    seq_tau: float = 1.0
 
     @property
     def warm(self) -> BlendWeights:
@@ -121,6 +125,8 @@ class HybridComponents:
         pop_mean, pop_std: what standardised the log popularity into ``pop``.
         item_item: the CF score's item-item component (EASE, item-kNN; ``cf.component``), or ``None``
             when the CF score is the folded-in user vector against ``item_factors`` (ALS / BPR).
+        seq: item-to-next-item transitions (:mod:`recsys.cf.sequence`), added to the CF score with the
+            weight ``HybridParams.seq_weight``; ``None`` when ``cf.sequence`` is off.
     """
 
     item_factors: np.ndarray
@@ -134,6 +140,7 @@ class HybridComponents:
     pop_mean: float = 0.0
     pop_std: float = 1.0
     item_item: ItemItem | None = None
+    seq: ItemItem | None = None
 
 
 ContentInput = np.ndarray | Sequence[np.ndarray] | None
@@ -189,8 +196,13 @@ def fit_components(history: History, content: ContentInput, cfg: CFConfig,
     elif (~warm).any():
         item_factors[~warm] = 0.0
     pop_z = zscore_rows(pop[None, :])[0]
+    seq = None
+    if cfg.sequence:
+        from recsys.cf.sequence import fit_transitions
+
+        seq = fit_transitions(history, cfg.seq_window, cfg.seq_decay, cfg.seq_shrink)
     return HybridComponents(item_factors, warm, pop_z, blocks, stats, fit_s, mapping, pop_map,
-                            float(pop.mean()), float(pop.std()) or 1.0, item_item)
+                            float(pop.mean()), float(pop.std()) or 1.0, item_item, seq)
 
 
 def content_component(
@@ -216,14 +228,31 @@ def content_component(
     return zscore_rows(kernel_scores(weights, mixed, gamma))
 
 
-def cf_component(comp: HybridComponents, rows: History, tau: float, beta: float, cfg: CFConfig) -> np.ndarray:
+def cf_component(comp: HybridComponents, rows: History, tau: float, beta: float, cfg: CFConfig,
+                 seq_weight: float = 0.0, seq_tau: float = 1.0) -> np.ndarray:
     """Standardised CF scores ``(rows.n_users, n_items)`` of users folded in with recency weights (an
-    item-item component scores the recency-weighted history rows directly)."""
+    item-item component scores the recency-weighted history rows directly), plus ``seq_weight`` times the
+    standardised transition score (:func:`seq_component`), standardised again."""
     if comp.item_item is not None:
-        return zscore_rows(comp.item_item.scores(rows.matrix(recency_weights(rows, tau, beta))))
-    fold = apply_confidence(rows.matrix(recency_weights(rows, tau, beta)), cfg, comp.bm25)
-    user_vectors = fold_in(comp.item_factors, fold, cfg)
-    return zscore_rows(user_vectors @ comp.item_factors.T)
+        cf = zscore_rows(comp.item_item.scores(rows.matrix(recency_weights(rows, tau, beta))))
+    else:
+        fold = apply_confidence(rows.matrix(recency_weights(rows, tau, beta)), cfg, comp.bm25)
+        user_vectors = fold_in(comp.item_factors, fold, cfg)
+        cf = zscore_rows(user_vectors @ comp.item_factors.T)
+    if seq_weight > 0 and comp.seq is not None:
+        cf = with_sequence(cf, seq_component(comp, rows, seq_tau), seq_weight)
+    return cf
+
+
+def seq_component(comp: HybridComponents, rows: History, tau: float) -> np.ndarray:
+    """Standardised transition scores ``(rows.n_users, n_items)``: recent items vote for their successors."""
+    assert comp.seq is not None
+    return zscore_rows(comp.seq.scores(rows.matrix(profile_weights(rows, tau))))
+
+
+def with_sequence(cf: np.ndarray, seq: np.ndarray, weight: float) -> np.ndarray:
+    """``z(cf + weight * seq)`` of two standardised ``(n_users, n_items)`` scores."""
+    return zscore_rows(cf + np.float32(weight) * seq)
 
 
 def cf_scale(rows: History, shrink: float) -> np.ndarray:
@@ -244,7 +273,7 @@ class UserComponents:
 
 def user_components(comp: HybridComponents, rows: History, params: HybridParams, cfg: CFConfig) -> UserComponents:
     """CF, warm-item content and cold-item content scores of some users, and their CF-weight scale."""
-    cf = cf_component(comp, rows, params.recency_tau, params.recency_beta, cfg)
+    cf = cf_component(comp, rows, params.recency_tau, params.recency_beta, cfg, params.seq_weight, params.seq_tau)
     if comp.content is None or not (params.warm_content or params.cold_content):
         return UserComponents(cf, None, None, cf_scale(rows, params.cf_shrink))
     warm_key = (params.profile_tau, params.profile_gamma, params.content_mix)

@@ -70,22 +70,22 @@ class ItemItem:
         return ItemItem(self.kind, self.matrix, None if identity else model_rows)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: Path) -> list[str]:
-        """Write ``item_item.npy`` (dense) or ``item_item.npz`` (sparse); returns the file names."""
+    def save(self, directory: Path, name: str = "item_item") -> list[str]:
+        """Write ``<name>.npy`` (dense) or ``<name>.npz`` (sparse); returns the file names."""
         if self.rows is not None:
             raise ValueError("save the model's own item-item matrix, not one laid over another catalogue")
         if sp.issparse(self.matrix):
-            sp.save_npz(directory / "item_item.npz", sp.csr_matrix(self.matrix))
-            return ["item_item.npz"]
-        np.save(directory / "item_item.npy", self.matrix)
-        return ["item_item.npy"]
+            sp.save_npz(directory / f"{name}.npz", sp.csr_matrix(self.matrix))
+            return [f"{name}.npz"]
+        np.save(directory / f"{name}.npy", self.matrix)
+        return [f"{name}.npy"]
 
     @classmethod
-    def load(cls, directory: Path, kind: str) -> ItemItem:
+    def load(cls, directory: Path, kind: str, name: str = "item_item") -> ItemItem:
         """Read what :meth:`save` wrote (the dense matrix memory-mapped read-only)."""
-        if (directory / "item_item.npz").is_file():
-            return cls(kind, sp.load_npz(directory / "item_item.npz").tocsr())
-        return cls(kind, np.load(directory / "item_item.npy", mmap_mode="r"))
+        if (directory / f"{name}.npz").is_file():
+            return cls(kind, sp.load_npz(directory / f"{name}.npz").tocsr())
+        return cls(kind, np.load(directory / f"{name}.npy", mmap_mode="r"))
 
 
 def fit_item_item(weights: sp.csr_matrix, cfg: CFConfig) -> ItemItem | None:

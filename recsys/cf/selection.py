@@ -31,6 +31,8 @@ from recsys.cf.hybrid import (
     content_component,
     fit_components,
     hybrid_scores,
+    seq_component,
+    with_sequence,
 )
 from recsys.cf.scoring import BlockSimilarity
 from recsys.cf.settings import CFConfig
@@ -82,12 +84,20 @@ class _Evaluator:
     def __init__(self, comp: HybridComponents, split: ValidationSplit, cfg: CFConfig, tie_cold: bool) -> None:
         self.comp, self.split, self.cfg, self.tie_cold = comp, split, cfg, tie_cold
         self.rows = split.train.select(split.users)
-        self._cf: dict[tuple[float, float], np.ndarray] = {}
+        self._cf: dict[tuple[float, ...], np.ndarray] = {}
+        self._seq: dict[tuple[str, float], np.ndarray] = {}
         self._content: dict[tuple[float, float, float], np.ndarray | None] = {}
         self._scores: dict[HybridParams, float] = {}
         self._sim: BlockSimilarity | None = None
 
-    def _cf_scores(self, tau: float, beta: float) -> np.ndarray:
+    def _cf_scores(self, tau: float, beta: float, seq_weight: float = 0.0, seq_tau: float = 1.0) -> np.ndarray:
+        if seq_weight > 0 and self.comp.seq is not None:  # the plain CF score plus transitions (cached parts)
+            key = (tau if beta else 0.0, beta, seq_weight, seq_tau)
+            if key not in self._cf:
+                if ("seq", seq_tau) not in self._seq:
+                    self._seq[("seq", seq_tau)] = seq_component(self.comp, self.rows, seq_tau)
+                self._cf[key] = with_sequence(self._cf_scores(tau, beta), self._seq[("seq", seq_tau)], seq_weight)
+            return self._cf[key]
         key = (tau if beta else 0.0, beta)
         if key not in self._cf:
             self._cf[key] = cf_component(self.comp, self.rows, tau, beta, self.cfg)
@@ -105,7 +115,7 @@ class _Evaluator:
         if self.tie_cold:
             p = _tie_cold(p)
         if p not in self._scores:
-            cf = self._cf_scores(p.recency_tau, p.recency_beta)
+            cf = self._cf_scores(p.recency_tau, p.recency_beta, p.seq_weight, p.seq_tau)
             content = None
             if p.warm_content or p.cold_content:
                 content = self._content_scores(p.profile_tau, p.profile_gamma, p.content_mix)
@@ -141,6 +151,7 @@ def select_params(
     space_a: dict[str, Sequence[float]] = {
         "recency_beta": h.recency_beta,
         "recency_tau": h.recency_tau,
+        **({"seq_weight": h.seq_weight, "seq_tau": h.seq_tau} if eval_t.comp.seq is not None else {}),
         "warm_pop": grid,
     }
     if has_content:

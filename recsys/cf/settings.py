@@ -38,17 +38,23 @@ class HybridConfig(_Section):
     """Candidate offsets of the score of items without events (temporal validation)."""
     cold_scale: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
     """Candidate factors on the blended score of items without events (temporal validation)."""
+    seq_weight: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
+    """Candidate weights of the item-to-next-item transitions (:mod:`recsys.cf.sequence`) inside the CF
+    score (0: none)."""
+    seq_tau: tuple[float, ...] = (0.5, 2.0)
+    """Candidate recency constants (in events) of the history weights scored against the transitions."""
     rounds: int = Field(2, gt=0)
     """Rounds of the coordinate ascent over the grids."""
 
     @field_validator("recency_tau", "profile_tau", "recency_beta", "profile_gamma", "content_mix", "weight_grid",
-                     "cf_shrink", "cold_offset", "cold_scale")
+                     "cf_shrink", "cold_offset", "cold_scale", "seq_weight", "seq_tau")
     @classmethod
     def _grid(cls, values: tuple[float, ...], info) -> tuple[float, ...]:  # type: ignore[no-untyped-def]
         bounds = {
             "recency_tau": (1e-9, None), "profile_tau": (1e-9, None), "recency_beta": (0.0, None),
             "profile_gamma": (0.0, 40.0), "content_mix": (0.0, 1.0), "weight_grid": (0.0, None),
             "cf_shrink": (0.0, None), "cold_offset": (None, None), "cold_scale": (1e-9, None),
+            "seq_weight": (0.0, None), "seq_tau": (1e-9, None),
         }
         lo, hi = bounds[info.field_name]
         if not values:
@@ -134,5 +140,11 @@ class CFConfig(_Section):
     """EASE's L2 penalty (absolute)."""
     knn_k: int = Field(200, gt=0)
     knn_shrink: float = Field(10.0, ge=0)
+    sequence: bool = True
+    """Fit the item-to-next-item transitions (:mod:`recsys.cf.sequence`); their weight in the CF score is
+    chosen on validation (``hybrid.seq_weight``), so a log without useful order gets weight 0."""
+    seq_window: int = Field(1, gt=0)
+    seq_decay: float = Field(0.5, gt=0, le=1)
+    seq_shrink: float = Field(5.0, ge=0)
     hybrid: HybridConfig = HybridConfig()
     tuning: TuningConfig = TuningConfig()

@@ -87,7 +87,7 @@ def evaluate(  # type: ignore[no-untyped-def]
         if yardsticks:
             from recsys.evaluation.yardsticks import yardstick_rows
 
-            extra = lambda s, d: yardstick_rows(s, d, config.cf, k)  # noqa: E731
+            extra = lambda s, d, done: yardstick_rows(s, d, config.cf, k, done)  # noqa: E731
         models = default_models(config.cf, vectors is not None, config.train.budget_s)
         report = run_models(models, split, vectors, ds.name, k, blocks, extra)
         reports.append(report)

@@ -119,17 +119,17 @@ def run_models(
     dataset: str,
     k: int = 10,
     blocks: tuple[np.ndarray, ...] | None = None,
-    extra_rows: Callable[[Split, TrainData], list[ResultRow]] | None = None,
+    extra_rows: Callable[[Split, TrainData, list[ResultRow]], list[ResultRow]] | None = None,
 ) -> EvalReport:
     """Evaluate every model on one split (``blocks``: the content's parts, for the hybrid).
 
-    ``extra_rows``: rows computed by other means on the same split and data (the yardsticks of
-    :mod:`recsys.evaluation.yardsticks`), appended after the models.
+    ``extra_rows``: ``(split, data, rows so far) -> rows`` computed by other means on the same split and
+    data (the yardsticks of :mod:`recsys.evaluation.yardsticks`), appended after the models.
     """
     data = train_data(split, content, blocks)
     rows = [evaluate_model(m, split, data, k) for m in models]
     if extra_rows is not None:
-        rows += extra_rows(split, data)
+        rows += extra_rows(split, data, rows)
     return EvalReport(
         dataset=dataset,
         protocol=split.protocol,

@@ -57,6 +57,8 @@ class EASEOnValidation:
     cfg: CFConfig
     name: str = EASE_NAME
     lambdas: tuple[float, ...] = ()
+    known: dict[float, float] = field(default_factory=dict)
+    """Validation NDCG of lambdas already measured on this very carve (the hybrid's tuning trials)."""
     b: np.ndarray | None = None
     rows: Any = None
     details: dict[str, Any] = field(default_factory=dict)
@@ -67,8 +69,8 @@ class EASEOnValidation:
         carve = temporal_holdout(h, self.cfg.hybrid.validation_fraction, self.cfg.tuning.max_validation_users,
                                  self.cfg.seed)
         val_rows = carve.train.select(carve.users).matrix()
-        scores: dict[float, float] = {}
-        for lam in lambdas:
+        scores: dict[float, float] = {lam: self.known[lam] for lam in lambdas if lam in self.known}
+        for lam in (lam for lam in lambdas if lam not in scores):
             t0 = time.perf_counter()
             b = fit_ease(carve.train.matrix(), lam)
             scores[lam] = batched_ndcg(lambda pos: np.asarray(val_rows[pos] @ b, dtype=np.float32), carve)
@@ -77,7 +79,8 @@ class EASEOnValidation:
         best = max(scores, key=lambda lam: scores[lam])
         self.b = fit_ease(h.matrix(), best)
         self.rows = h.matrix()
-        self.details = {"lambda": best, "validation_ndcg@10": {str(k): round(v, 5) for k, v in scores.items()}}
+        self.details = {"lambda": best, "validation_ndcg@10": {str(k): round(v, 5) for k, v in scores.items()},
+                        "reused_from_hybrid_tuning": sorted(str(lam) for lam in self.known if lam in lambdas)}
 
     def score(self, users: np.ndarray) -> np.ndarray:
         if self.b is None:
@@ -85,14 +88,32 @@ class EASEOnValidation:
         return np.asarray(self.rows[users] @ self.b, dtype=np.float32)
 
 
-def yardstick_rows(split: Split, data: TrainData, cfg: CFConfig, k: int = 10) -> list[ResultRow]:
+def _hybrid_ease_trials(rows: list[ResultRow], cfg: CFConfig) -> dict[float, float]:
+    """EASE validation scores the hybrid's tuning measured on the same carve (same carve settings)."""
+    out: dict[float, float] = {}
+    for r in rows:
+        tuning = r.details.get("tuning") or {} if r.model == "hybrid" else {}
+        if tuning.get("validation_users") is None:
+            continue
+        for t in tuning.get("trials", []):
+            if t["family"] == "ease":
+                out[float(t["settings"]["ease_lambda"])] = float(t["ndcg@10"])
+    return out
+
+
+def yardstick_rows(split: Split, data: TrainData, cfg: CFConfig, k: int = 10,
+                   done: list[ResultRow] | None = None) -> list[ResultRow]:
     """The two yardstick rows (EASE only up to ``cf.tuning.ease_max_items`` items; temporal protocols only:
-    on cold items neither model can score a cold item)."""
+    on cold items neither model can score a cold item).
+
+    ``done``: the rows already measured on this split; EASE validation scores the hybrid's tuning measured
+    on the same carve are reused instead of refitting those lambdas.
+    """
     if split.candidates is not None:
         return []
     out = [als_grid_best_on_test(split, data, cfg, k)]
     if split.n_items <= cfg.tuning.ease_max_items:
-        ease = EASEOnValidation(cfg)
+        ease = EASEOnValidation(cfg, known=_hybrid_ease_trials(done or [], cfg))
         out.append(evaluate_model(ease, split, data, k))
         ease.b = None  # free n_items^2 floats before the next model
     else:

@@ -189,6 +189,8 @@ class FeedModel:
                 np.savez(out / f"{name}.npz", coef=m.coef, intercept=m.intercept)
         if comp.item_item is not None:  # EASE / item-kNN: the CF score's item-item matrix
             comp.item_item.save(out)
+        if comp.seq is not None:  # item-to-next-item transitions
+            comp.seq.save(out, "transitions")
         (out / "item_ids.json").write_text(json.dumps([str(i) for i in self.item_ids]))
         body = {
             "format": FORMAT,
@@ -204,6 +206,7 @@ class FeedModel:
             "bm25_avg_len": comp.bm25.avg_len if comp.bm25 is not None else None,
             "weight_scale": self.weight_scale,
             "item_item": None if comp.item_item is None else comp.item_item.kind,
+            "transitions": comp.seq is not None,
             **self.info,
             **(manifest or {}),
         }
@@ -228,9 +231,10 @@ class FeedModel:
             if man.get("bm25_avg_len") is not None:
                 bm25 = Bm25Stats(np.load(src / "bm25_idf.npy"), float(man["bm25_avg_len"]))
             item_item = ItemItem.load(src, str(man["item_item"])) if man.get("item_item") else None
+            seq = ItemItem.load(src, "transitions", "transitions") if man.get("transitions") else None
             comp = HybridComponents(
                 np.load(src / "item_factors.npy"), np.load(src / "warm.npy"), np.load(src / "pop.npy"),
-                content or None, bm25, 0.0, item_item=item_item,
+                content or None, bm25, 0.0, item_item=item_item, seq=seq,
             )
             maps = {}
             for name in ("factor_map", "pop_map"):
@@ -243,7 +247,7 @@ class FeedModel:
         known = {f for f in HybridParams.__dataclass_fields__}
         params = HybridParams(**{k: v for k, v in man["params"].items() if k in known})
         skip = {"format", "kind", "version", "params", "cf", "n_items", "content_blocks", "encoders", "pop_mean",
-                "pop_std", "bm25_avg_len", "weight_scale", "item_item"}
+                "pop_std", "bm25_avg_len", "weight_scale", "item_item", "transitions"}
         return cls(
             item_ids=item_ids, params=params, cfg=CFConfig.model_validate(man["cf"]), components=comp,
             factor_map=maps.get("factor_map"), pop_map=maps.get("pop_map"), pop_mean=float(man["pop_mean"]),

@@ -204,7 +204,8 @@ class FeedRanker:
         ranker = cls(
             model=model, ids=ids,
             components=HybridComponents(factors, warm, pop, blocks, comp.bm25, 0.0,
-                                        item_item=None if comp.item_item is None else comp.item_item.laid_over(src)),
+                                        item_item=None if comp.item_item is None else comp.item_item.laid_over(src),
+                                        seq=None if comp.seq is None else comp.seq.laid_over(src)),
             priority=priority, tie_rank=tie_rank_of(np.asarray(ids, dtype=object)),
             exact_max_items=exact_max_items, n_new=len(new),
         )
@@ -272,6 +273,12 @@ class FeedRanker:
 
     # ------------------------------------------------------------------ the linear form (gamma = 0)
     @property
+    def _item_item_cf(self) -> bool:
+        """Whether the CF score uses an item-item matrix (EASE, item-kNN, or transitions with a weight)."""
+        comp = self.components
+        return comp.item_item is not None or (comp.seq is not None and self.model.params.seq_weight > 0)
+
+    @property
     def linear(self) -> bool:
         """Whether the score is linear in the item vectors: content kernels with ``gamma = 0`` (or no content).
 
@@ -281,7 +288,7 @@ class FeedRanker:
         the memory traffic (what makes large exports fast).
         """
         p = self.model.params
-        if self.components.item_item is not None:  # an item-item CF score (EASE, item-kNN) is not a dot product
+        if self._item_item_cf:  # an item-item CF score (EASE, item-kNN, transitions) is not a dot product
             return False
         return self.use_linear and (self.components.content is None or (p.profile_gamma == 0 and p.cold_profile_gamma == 0))
 
@@ -493,8 +500,9 @@ class FeedRanker:
         for u, c in enumerate(cand):
             dup[u, len(c):] = True
         cf_raw = np.einsum("uk,uck->uc", uvec, comp.item_factors[cols])
-        if comp.item_item is not None:  # the item-item score of every item is cheap: standardise exactly
-            cf_z = np.take_along_axis(cf_component(comp, rows, p.recency_tau, p.recency_beta, cfg), cols, axis=1)
+        if self._item_item_cf:  # the item-item score of every item is cheap: standardise exactly
+            cf_all = cf_component(comp, rows, p.recency_tau, p.recency_beta, cfg, p.seq_weight, p.seq_tau)
+            cf_z = np.take_along_axis(cf_all, cols, axis=1)
         elif self.linear:
             _f, f_mean, f_gram = self._space("cf", None)
             cf_z = _z_affine(cf_raw, *self._affine(uvec, f_mean, f_gram))
