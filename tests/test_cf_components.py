@@ -174,3 +174,42 @@ def test_sequence_weight_enters_the_cf_score_and_the_feed(tmp_path: Path) -> Non
     model.save(tmp_path / "m")
     ranker = FeedRanker.build(FeedModel.load(tmp_path / "m"), list(model.item_ids))
     assert not ranker.linear and np.allclose(ranker.scores(rows), rec.score(np.arange(12)), atol=1e-4)
+
+
+def test_recsys_train_on_an_ids_only_catalogue(tmp_path: Path) -> None:
+    """Items with nothing but ids, no flag: `recsys train` tunes the CF part, saves the choice and the
+    validation scores in the manifest, and the artifact loads and ranks."""
+    import json
+
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "items.csv").write_text("item_id\n" + "".join(f"p{i}\n" for i in range(60)), encoding="utf-8")
+    lines = ["user_id,item_id,timestamp"]
+    for u in range(150):
+        start = int(rng.integers(0, 60))
+        lines += [f"u{u},p{(start + 3 * t) % 60},{t}" for t in range(int(rng.integers(3, 9)))]
+    (tmp_path / "events.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"data_dir: {tmp_path / 'data'}\ncf:\n  factors: 4\n  iterations: 3\n  hybrid:\n    rounds: 1\n"
+        "  tuning:\n    als_factors: [4]\n    als_regularization: [0.1]\n    als_alpha: [1.0]\n"
+        "    ease_lambda: [5.0]\n    knn_k: [20]\n    knn_shrink: [0.0]\n", encoding="utf-8")
+    runner = CliRunner()
+    base = ["--config", str(cfg)]
+    assert runner.invoke(cli, [*base, "db", "upgrade"]).exit_code == 0
+    for kind in ("items", "events"):
+        res = runner.invoke(cli, [*base, "ingest", kind, str(tmp_path / f"{kind}.csv")])
+        assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, [*base, "train"])
+    assert res.exit_code == 0, res.output
+    assert "CF tuned on validation" in res.output and "CF component:" in res.output and "no content" in res.output
+    manifest = json.loads(next((tmp_path / "data" / "artifacts" / "feed").glob("*/manifest.json")).read_text())
+    tuning = manifest["selection"]["tuning"]
+    assert tuning["component"] == manifest["cf"]["component"] and tuning["trials"]
+    model = FeedModel.load(next((tmp_path / "data" / "artifacts" / "feed").glob("*/manifest.json")).parent)
+    ranker = FeedRanker.build(model, list(model.item_ids))
+    h = History.from_events(np.array([0, 0]), np.array([1, 4]), 1, model.n_items)
+    assert ranker.rank(h, 5).rows.shape == (1, 5)
