@@ -91,13 +91,10 @@ class _Evaluator:
         self._sim: BlockSimilarity | None = None
 
     def _cf_scores(self, tau: float, beta: float, seq_weight: float = 0.0, seq_tau: float = 1.0) -> np.ndarray:
-        if seq_weight > 0 and self.comp.seq is not None:  # the plain CF score plus transitions (cached parts)
-            key = (tau if beta else 0.0, beta, seq_weight, seq_tau)
-            if key not in self._cf:
-                if ("seq", seq_tau) not in self._seq:
-                    self._seq[("seq", seq_tau)] = seq_component(self.comp, self.rows, seq_tau)
-                self._cf[key] = with_sequence(self._cf_scores(tau, beta), self._seq[("seq", seq_tau)], seq_weight)
-            return self._cf[key]
+        if seq_weight > 0 and self.comp.seq is not None:  # plain CF plus transitions: parts cached, sum not
+            if ("seq", seq_tau) not in self._seq:
+                self._seq[("seq", seq_tau)] = seq_component(self.comp, self.rows, seq_tau)
+            return with_sequence(self._cf_scores(tau, beta), self._seq[("seq", seq_tau)], seq_weight)
         key = (tau if beta else 0.0, beta)
         if key not in self._cf:
             self._cf[key] = cf_component(self.comp, self.rows, tau, beta, self.cfg)

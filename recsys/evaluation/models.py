@@ -126,6 +126,10 @@ class HybridModel:
             raise RuntimeError("fit first")
         return self.model.score(users)
 
+    def release(self) -> None:
+        """Forget the fit once the row is measured (the details stay)."""
+        self.model = None
+
 
 def default_models(cfg: CFConfig, with_content: bool, budget_s: float = 240.0) -> list[EvalModel]:
     """The four rows of the table (content-only is left out when there is no content)."""

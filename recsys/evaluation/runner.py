@@ -127,7 +127,12 @@ def run_models(
     data (the yardsticks of :mod:`recsys.evaluation.yardsticks`), appended after the models.
     """
     data = train_data(split, content, blocks)
-    rows = [evaluate_model(m, split, data, k) for m in models]
+    rows = []
+    for m in models:
+        rows.append(evaluate_model(m, split, data, k))
+        release = getattr(m, "release", None)
+        if release is not None:  # drop a large fit (EASE: n_items^2 floats) before the next model
+            release()
     if extra_rows is not None:
         rows += extra_rows(split, data, rows)
     return EvalReport(
