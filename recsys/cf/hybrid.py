@@ -5,6 +5,11 @@ Design (what one fitted model does):
 - **CF.** ALS (or BPR) item factors from the training matrix. Items without events (new/cold items) get
   factors from a ridge map *content embedding -> CF item factor*, fitted on the items that have events,
   so they can be scored against any user vector at once.
+- **Or an item-item CF score.** With ``cf.component`` ``ease`` or ``itemknn`` (chosen per catalogue on
+  validation by :mod:`recsys.cf.tuning`) the CF score is the recency-weighted history row times an
+  item-item matrix (:class:`~recsys.cf.itemitem.ItemItem`); the ALS factors are still fitted for items
+  without events and the similar-items / candidate indexes. Item-to-next-item transitions
+  (:mod:`recsys.cf.sequence`) can be added to the CF score with ``seq_weight``.
 - **Users are folded in** (implicit's ``recalculate_user``, the ALS least-squares solve against fixed
   item factors) from their history with recency weights ``1 + beta * exp(-rank / tau)`` (rank = how many
   distinct items the user touched since). The same path serves users unseen at training time.
