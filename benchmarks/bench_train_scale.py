@@ -53,7 +53,7 @@ def child(kind: str, n_events: int, threads: int, budget: float) -> dict[str, ob
     t0, c0 = time.perf_counter(), time.process_time()
     info: dict[str, object] = {}
     if kind == "train":
-        from recsys.cf.hybrid import HybridRecommender
+        from recsys.recommend.hybrid import HybridRecommender
 
         rec = HybridRecommender(cfg, budget_s=budget).fit(history)
         tuning = rec.selection.get("tuning", {})

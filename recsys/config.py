@@ -21,10 +21,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 from recsys.align.settings import AlignConfig
 from recsys.cf.settings import CFConfig
-from recsys.encoders.settings import EncodersConfig
+from recsys.encoders.settings import EncodersConfig, ImagesConfig
 from recsys.engines.settings import RayConfig
 from recsys.errors import ConfigError
 from recsys.index.settings import IndexConfig
+from recsys.search.settings import SearchConfig
 from recsys.settings_base import Section as _Section
 
 __all__ = ["AlignConfig", "CFConfig", "Config", "EncodersConfig", "IndexConfig", "RayConfig", "load_config"]
@@ -72,6 +73,14 @@ class Preset(_Section):
     events: EventMapping = EventMapping()
 
 
+HM_ATTRIBUTES = (
+    "product_type_name", "product_group_name", "graphical_appearance_name", "colour_group_name", "department_name",
+    "index_group_name", "section_name", "garment_group_name",
+)
+"""H&M's descriptive columns, kept as attributes even where they also feed the text: search recognises their
+values in queries, filters and counts them (facets)."""
+
+
 class IngestConfig(_Section):
     chunk_size: int = Field(50_000, gt=0)
     presets: dict[str, Preset] = {
@@ -98,6 +107,7 @@ class IngestConfig(_Section):
                 text=("prod_name", "product_type_name", "colour_group_name", "section_name", "detail_desc"),
                 category="product_type_name",
                 image="image",
+                attributes=HM_ATTRIBUTES,
             ),
             events=EventMapping(
                 user="customer_id", item="article_id", timestamp="t_dat", default_event_type="purchase"
@@ -129,8 +139,12 @@ class ServiceConfig(_Section):
     call whose answer lies within them (``k`` up to this, filters keeping enough) reads a table row instead
     of searching; the table is built with the index (batched searches on all cores)."""
     upsert_wait_s: float = Field(10.0, ge=0)
-    """``PUT /v1/items`` waits this long for the serving state to include the items (``"servable": true``);
-    a longer reload (a large catalogue) goes on in the background. Keep it below gunicorn's ``--timeout``."""
+    """``PUT /v1/items`` waits at most this long in all for the items' embedding (image downloads included)
+    and the serving state to include them (``"servable": true``); what does not finish in time goes on in
+    the background (``"servable": false``). Keep it below gunicorn's ``--timeout``."""
+    embed_threads: int = Field(4, gt=0)
+    """Background threads per serving process that embed upserted items, and as many that download their
+    images (each download under ``encoders.image.fetch_timeout_s``), so one slow image holds up no other PUT."""
     feed_exact_max_items: int = Field(100_000, gt=0)
     """Up to this many items the home feed scores every item exactly as ``recsys evaluate`` does; above it,
     a few hundred retrieved candidates are scored (standardised over a fixed item sample)."""
@@ -140,7 +154,7 @@ class TrainConfig(_Section):
     """``recsys train`` (and the hybrid row of ``recsys evaluate``)."""
 
     budget_s: float = Field(240.0, gt=0)
-    """Seconds the per-catalogue CF tuning (:mod:`recsys.cf.tuning`) may spend trying candidates; a step
+    """Seconds the per-catalogue CF tuning (:mod:`recsys.recommend.tuning`) may spend trying candidates; a step
     that would pass it is skipped (the blend selection and the final fit come on top)."""
 
 
@@ -161,11 +175,14 @@ class Config(_Section):
     database: DatabaseConfig = DatabaseConfig()
     ingest: IngestConfig = IngestConfig()
     encoders: EncodersConfig = EncodersConfig()
+    images: ImagesConfig = ImagesConfig()
+    """Which item image paths and URLs may be read (local folders, public addresses, allowlist)."""
     align: AlignConfig = AlignConfig()
     cf: CFConfig = CFConfig()
     train: TrainConfig = TrainConfig()
     index: IndexConfig = IndexConfig()
     service: ServiceConfig = ServiceConfig()
+    search: SearchConfig = SearchConfig()
     ray: RayConfig = RayConfig()
     """Used by the batch commands' ``--engine ray`` only."""
 

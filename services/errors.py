@@ -9,7 +9,15 @@ from flask import Flask, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from recsys.errors import ArtifactError, DatabaseError, InputFormatError, RecsysError, UnknownIdError, UnsupportedQueryError
+from recsys.errors import (
+    ArtifactError,
+    DatabaseError,
+    InputFormatError,
+    QueryFieldError,
+    RecsysError,
+    UnknownIdError,
+    UnsupportedQueryError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +68,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(UnsupportedQueryError)
     def _unsupported(exc: UnsupportedQueryError):  # type: ignore[no-untyped-def]
         return jsonify(error_body(422, str(exc))), 422
+
+    @app.errorhandler(QueryFieldError)
+    def _query_field(exc: QueryFieldError):  # type: ignore[no-untyped-def]
+        field = f"body.{exc.field}"
+        return jsonify(error_body(400, f"{field}: {exc}", field)), 400
 
     @app.errorhandler(InputFormatError)
     def _format(exc: InputFormatError):  # type: ignore[no-untyped-def]

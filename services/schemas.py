@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -45,6 +45,9 @@ class SearchFilters(_Strict):
     available_only: bool = True
     price_min: float | None = Field(None, ge=0)
     price_max: float | None = Field(None, ge=0)
+    attributes: dict[str, Annotated[list[str], Field(min_length=1, max_length=100)]] = Field(
+        {}, max_length=20,
+        description='only items holding one of the listed values of each attribute, e.g. {"colour_group_name": ["Black"]}')
 
 
 class SearchBody(_Strict):
@@ -54,6 +57,25 @@ class SearchBody(_Strict):
     k: int = Field(10, ge=1, le=MAX_K)
     filters: SearchFilters = SearchFilters()
     text_weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of the text query when both are given")
+    mode: Literal["hybrid", "lexical", "semantic"] | None = Field(
+        None, description="hybrid (lexical + dense, the default), lexical (words only) or semantic (embedding only)")
+    facets: list[str] = Field(
+        [], max_length=20, description="count the matching items per value of these: 'category', an attribute, 'price'")
+
+
+class Understood(BaseModel):
+    phrase: str
+    attributes: dict[str, str]
+
+
+class SearchResponse(BaseModel):
+    items: list[ScoredItem]
+    model_version: str | None = None
+    index_version: str | None = None
+    mode: str
+    facets: dict[str, dict[str, int]] = {}
+    corrected: str | None = Field(None, description="the query after spelling correction, when a word was corrected")
+    understood: list[Understood] = Field([], description="attribute values recognised in the query (boosted)")
 
 
 class EventIn(_Strict):
@@ -73,7 +95,9 @@ class ItemIn(_Strict):
     title: str = Field(min_length=1, max_length=2000)
     description: str = Field("", max_length=100_000)
     category: str | None = Field(None, max_length=255)
-    image: str | None = Field(None, description="image URL, or a path the service can read")
+    image: str | None = Field(None, max_length=4096, description=(
+        "an http(s) URL reaching a public address (or a host in images.allowed_hosts), or a path under "
+        "<data_dir>/images or images.roots (a relative path is taken from <data_dir>/images)"))
     price: float | None = Field(None, ge=0)
     available: bool = True
     attributes: dict[str, Any] = {}
@@ -111,6 +135,9 @@ class FeedResponse(ItemsResponse):
     user_id: str
     cold_start: bool
     next_cursor: str | None = None
+
+
+SearchResponse.model_rebuild()
 
 
 class ErrorResponse(BaseModel):
@@ -168,8 +195,9 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 "application/json": {"schema": ref(SearchBody)},
                 "multipart/form-data": {"schema": {"type": "object", "properties": {
                     "image": {"type": "string", "format": "binary"}, "text": {"type": "string"},
-                    "user_id": {"type": "string"}, "k": {"type": "integer"}, "category": {"type": "string"}}}}}},
-            "responses": ok(ItemsResponse)}},
+                    "user_id": {"type": "string"}, "k": {"type": "integer"}, "category": {"type": "string"},
+                    "mode": {"type": "string", "enum": ["hybrid", "lexical", "semantic"]}}}}}},
+            "responses": ok(SearchResponse)}},
         "/v1/events": {"post": {"summary": "Record a batch of events (API key)", "requestBody": body(EventsBody),
                                 "responses": ok(None, "events stored; bad ones listed")}},
         "/v1/items/{item_id}": {"put": {"summary": "Upsert one item (API key)", "parameters": [item_id],

@@ -10,15 +10,16 @@ import scipy.sparse as sp
 
 from recsys.cf.ease import fit_ease
 from recsys.cf.history import History, recency_weights
-from recsys.cf.hybrid import HybridParams, HybridRecommender
+from recsys.ranking.hybrid import HybridParams
+from recsys.recommend.hybrid import HybridRecommender
 from recsys.cf.itemitem import ItemItem, fit_item_item
 from recsys.cf.itemknn import fit_itemknn
-from recsys.cf.scoring import zscore_rows
+from recsys.ranking.scoring import zscore_rows
 from recsys.cf.settings import CFConfig, HybridConfig, TuningConfig
-from recsys.cf.tuning import tune_cf
-from recsys.evaluation.metrics import rank_top_k
+from recsys.recommend.tuning import tune_cf
+from recsys.ranking.metrics import rank_top_k
 from recsys.recommend.model import FeedModel
-from recsys.recommend.ranker import FeedRanker
+from recsys.ranking.ranker import FeedRanker
 
 FAST_HYBRID = HybridConfig(weight_grid=(0.0, 0.5), recency_beta=(0.0, 10.0), recency_tau=(3.0,), profile_tau=(1000.0,),
                            cf_shrink=(0.0,), cold_offset=(0.0,), cold_scale=(1.0,), rounds=1)
@@ -157,7 +158,7 @@ def test_transitions_follow_each_users_order() -> None:
 
 
 def test_sequence_weight_enters_the_cf_score_and_the_feed(tmp_path: Path) -> None:
-    from recsys.cf.hybrid import cf_component
+    from recsys.ranking.hybrid import cf_component
 
     h = _history()
     cfg = CFConfig(factors=4, iterations=3, tuning=TuningConfig(enabled=False))

@@ -6,19 +6,19 @@ Two carves, mirroring the two things the hybrid must do:
   or more items) is held out; ranking is over every item the user has not kept (home feed);
 - :func:`item_holdout`: a seeded random ``fraction`` of the items that have events is held out with all
   their pairs; users who had one are validated by ranking the held-out items only (new items).
+
+The score on a split is :func:`recsys.recommend.selection.validation_ndcg`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from recsys.cf.history import History, filter_history
-from recsys.evaluation.metrics import ndcg_at_k, rank_top_k
 
-__all__ = ["ValidationSplit", "batched_ndcg", "item_holdout", "temporal_holdout", "validation_ndcg"]
+__all__ = ["ValidationSplit", "item_holdout", "temporal_holdout"]
 
 
 @dataclass(frozen=True)
@@ -76,33 +76,3 @@ def item_holdout(history: History, fraction: float, max_users: int = 2000, seed:
         targets.append(np.unique(history.items[lo:hi][held[lo:hi]]))
     users, targets = _sample_users(users, targets, max_users, seed)
     return ValidationSplit(filter_history(history, ~held), users, targets, cold)
-
-
-def validation_ndcg(scores: np.ndarray, split: ValidationSplit, k: int = 10) -> float:
-    """Mean NDCG@k of ``(len(split.users), n_items)`` scores on a validation split."""
-    if split.users.shape[0] == 0:
-        return 0.0
-    if split.candidates is not None:
-        ranked = split.candidates[rank_top_k(scores[:, split.candidates], k)]
-    else:
-        seen = split.train.select(split.users).matrix()
-        ranked = rank_top_k(scores, k, seen)
-    return float(ndcg_at_k(ranked, split.targets, k).mean())
-
-
-def batched_ndcg(score: Callable[[np.ndarray], np.ndarray], split: ValidationSplit, batch: int = 1000,
-                 k: int = 10) -> float:
-    """:func:`validation_ndcg` in batches of users (bounds the ranking's float64 copies).
-
-    Args:
-        score: positions ``(b,)`` into ``split.users`` -> their scores ``(b, n_items)``.
-    """
-    n = split.users.shape[0]
-    if n == 0:
-        return 0.0
-    total = 0.0
-    for start in range(0, n, batch):
-        pos = np.arange(start, min(start + batch, n))
-        part = ValidationSplit(split.train, split.users[pos], [split.targets[i] for i in pos], split.candidates)
-        total += validation_ndcg(score(pos), part, k) * pos.shape[0]
-    return total / n

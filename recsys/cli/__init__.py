@@ -26,7 +26,7 @@ COMMANDS: dict[str, str] = {
     "embed": "recsys.cli.embed:embed",
     "train-align": "recsys.cli.align:train_align",
     "search": "recsys.cli.search:search",
-    "evaluate-search": "recsys.cli.align:evaluate_search",
+    "evaluate-search": "recsys.cli.search_eval:evaluate_search",
     "train": "recsys.cli.train:train",
     "evaluate": "recsys.cli.evaluate:evaluate",
     "index": "recsys.cli.index:index",

@@ -22,7 +22,8 @@ import numpy as np
 
 from recsys.cf.ease import fit_ease
 from recsys.cf.settings import CFConfig
-from recsys.cf.validation import batched_ndcg, temporal_holdout
+from recsys.cf.validation import temporal_holdout
+from recsys.recommend.selection import batched_ndcg
 from recsys.evaluation.models import ALSOnly, TrainData
 from recsys.evaluation.protocols import Split
 from recsys.evaluation.runner import ResultRow, evaluate_model

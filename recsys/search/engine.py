@@ -141,9 +141,18 @@ class Catalogue:
         except KeyError:
             raise UnknownIdError(f"unknown item id {item_id!r}") from None
 
+    @property
+    def has_vector(self) -> np.ndarray:
+        """``(n,)`` bool: rows whose vector is not all zero (computed once; do not modify)."""
+        cached = self.__dict__.get("_has_vector")
+        if cached is None:
+            cached = np.abs(self.vectors).sum(axis=1) > 0
+            object.__setattr__(self, "_has_vector", cached)
+        return cached
+
     def mask(self, filters: SearchFilters | None) -> np.ndarray:
         """``(n,)`` bool: the items ``filters`` allow (and that have a vector)."""
-        keep = np.abs(self.vectors).sum(axis=1) > 0
+        keep = self.has_vector.copy()
         if filters is None:
             return keep
         if filters.available_only:
@@ -202,6 +211,9 @@ class ProductSearch:
         ids, read from the database the same way (incremental updates)."""
         self.encode_text = encode_text
         self.encode_image = encode_image
+        self.text_index: Any = None
+        """The items' words, attributes and prices (:class:`recsys.search.hybrid.SearchText`): lexical and
+        hybrid search, attribute filters and facets; ``None``: dense search only."""
         self.text_weight = text_weight
         self.image_weight = image_weight
 

@@ -109,6 +109,7 @@ def build_product_search(
     alignment: AlignmentModel | None = None,
     text_encoder: Encoder | None = None,
     image_encoder: Encoder | Callable[[], Encoder] | None = None,
+    lexical: bool = True,
 ) -> ProductSearch:
     """A ready search over the catalogue in the database.
 
@@ -118,6 +119,7 @@ def build_product_search(
         text_encoder: default: built from ``config.encoders.text``.
         image_encoder: an encoder, or a function building one on the first image query (default:
             built from ``config.encoders.image`` when first needed).
+        lexical: also load (find or build) the lexical index, attributes and prices (``search.text_index``).
 
     Raises:
         ArtifactError: the encoders do not match the alignment, or nothing is embedded yet.
@@ -135,7 +137,7 @@ def build_product_search(
         log.info("no active alignment: text search over the raw text vectors of %s", text_encoder.version)
         search = ProductSearch(text_catalogue(engine, text_encoder.version), text_encoder.encode, None)
         search.rows_loader = lambda ids: text_catalogue(engine, text_encoder.version, ids)
-        return search
+        return _with_text(search, engine, config, lexical)
     if text_encoder.version != alignment.text_encoder:
         raise ArtifactError(
             f"the active alignment {alignment.version} was trained on text vectors of {alignment.text_encoder}, "
@@ -171,4 +173,13 @@ def build_product_search(
 
     search = ProductSearch(catalogue, encode_text, encode_image, align.fusion_text_weight, align.fusion_image_weight)
     search.rows_loader = lambda ids: aligned_catalogue(engine, alignment, align, ids)
+    return _with_text(search, engine, config, lexical)
+
+
+def _with_text(search: ProductSearch, engine: Engine, config: Config, lexical: bool) -> ProductSearch:
+    """``search`` with its :class:`~recsys.search.hybrid.SearchText` (the published lexical index)."""
+    if lexical:
+        from recsys.search.text_loader import build_search_text
+
+        search.text_index = build_search_text(engine, config, search.catalogue.ids)
     return search

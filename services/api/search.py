@@ -11,7 +11,7 @@ from flask import Blueprint, jsonify, request
 from pydantic import ValidationError
 
 from services.api.common import _check_k, config, parse_json, require_key, runtime
-from services.api.serialize import ranked_json
+from services.api.serialize import search_json
 from services.errors import ApiError, validation_errors
 from services.schemas import SearchBody
 
@@ -68,5 +68,6 @@ def search():  # type: ignore[no-untyped-def]
     ranked = rt.search(
         text=body.text, image=image, user_id=body.user_id, k=body.k, category=f.category,
         available_only=f.available_only, price_min=f.price_min, price_max=f.price_max, text_weight=body.text_weight,
+        mode=body.mode, attributes=f.attributes, facets=body.facets,
     )
-    return jsonify(ranked_json(ranked, rt.versions()))
+    return jsonify(search_json(ranked, rt.versions()))

@@ -14,3 +14,10 @@ def ranked_json(ranked: Any, versions: dict[str, str | None]) -> dict[str, Any]:
         "model_version": versions.get("model"),
         "index_version": versions.get("index"),
     }
+
+
+def search_json(ranked: Any, versions: dict[str, str | None]) -> dict[str, Any]:
+    """A search answer (:class:`recsys.search.serving.SearchRanked`): the ranked items, plus the mode used,
+    facet counts and how the query was understood."""
+    return {**ranked_json(ranked, versions), "mode": ranked.mode, "facets": ranked.facets,
+            "corrected": ranked.corrected, "understood": ranked.understood}

@@ -31,7 +31,8 @@ from recsys.cf.itemitem import ItemItem, fit_item_item
 from recsys.cf.matrix import apply_confidence, bm25_stats
 from recsys.cf.model import fit_factors, fold_in
 from recsys.cf.settings import CFConfig
-from recsys.cf.validation import ValidationSplit, batched_ndcg, temporal_holdout
+from recsys.cf.validation import ValidationSplit, temporal_holdout
+from recsys.recommend.selection import batched_ndcg
 
 log = logging.getLogger(__name__)
 
