@@ -77,7 +77,7 @@ class FeedModelLike(Protocol):
     @property
     def n_items(self) -> int: ...
 
-    def new_item_rows(self, blocks: tuple[np.ndarray, ...] | None) -> tuple[np.ndarray, np.ndarray]:
+    def new_item_rows(self, blocks: tuple[np.ndarray, ...] | None, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(factors (n, k), pop_z (n,))`` float32 of items the model never saw, from their content blocks."""
         ...
 
