@@ -163,6 +163,14 @@ class ServiceConfig(_Section):
     to a retry with the same key."""
 
 
+class TrainConfig(_Section):
+    """``recsys train`` (and the hybrid row of ``recsys evaluate``)."""
+
+    budget_s: float = Field(240.0, gt=0)
+    """Seconds the per-catalogue CF tuning (:mod:`recsys.recommend.tuning`) may spend trying candidates; a step
+    that would pass it is skipped (the blend selection and the final fit come on top)."""
+
+
 class Config(_Section):
     data_dir: Path = Path(".recsys")
     """Holds the SQLite file and artifacts by default. Relative paths are relative to the cwd."""
@@ -184,6 +192,7 @@ class Config(_Section):
     """Which item image paths and URLs may be read (local folders, public addresses, allowlist)."""
     align: AlignConfig = AlignConfig()
     cf: CFConfig = CFConfig()
+    train: TrainConfig = TrainConfig()
     index: IndexConfig = IndexConfig()
     service: ServiceConfig = ServiceConfig()
     search: SearchConfig = SearchConfig()

@@ -165,7 +165,7 @@ def test_cli_evaluate_table_json_plot(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
         f"data_dir: {tmp_path / 'data'}\ncf:\n  factors: 4\n  iterations: 5\n"
-        "  hybrid:\n    weight_grid: [0.0, 1.0]\n    recency_beta: [0.0, 10.0]\n    rounds: 1\n",
+        "  hybrid:\n    weight_grid: [0.0, 1.0]\n    recency_beta: [0.0, 10.0]\n    rounds: 1\n" + SMALL_TUNING,
         encoding="utf-8",
     )
     base = ["--config", str(cfg), "evaluate", "--items", str(items), "--events", str(events), "--no-content"]
@@ -179,9 +179,37 @@ def test_cli_evaluate_table_json_plot(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert [d["protocol"] for d in data] == ["temporal-20", "cold-items"]
-    assert [r["model"] for r in data[0]["rows"]] == ["popularity", "ALS only", "hybrid"]
+    assert [r["model"] for r in data[0]["rows"]] == ["popularity", "ALS only", "hybrid", "ALS, grid best on test",
+                                                     "EASE, λ on validation"]
+    assert [r["model"] for r in data[1]["rows"]] == ["popularity", "ALS only", "hybrid"]  # no yardsticks on cold items
+    assert data[0]["rows"][3]["details"]["chosen_on"] == "test split" and len(data[0]["rows"][3]["details"]["grid"]) == 8
+    assert "tuning" in data[0]["rows"][2]["details"]
     assert {"ndcg@10", "recall@10", "coverage@10", "seconds"} <= set(data[0]["rows"][0])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+SMALL_TUNING = ("  tuning:\n    als_factors: [4]\n    als_regularization: [0.1]\n    als_alpha: [1.0]\n"
+                "    ease_lambda: [10.0, 50.0]\n    knn_k: [20]\n    knn_shrink: [0.0]\n")
+
+
+def test_cli_evaluate_an_ids_only_catalogue_without_a_flag(tmp_path: Path) -> None:
+    """items.csv with nothing but ids: evaluated without content, no preset or --no-content needed; the
+    yardstick rows and the ratio line are printed."""
+    from recsys.cli import cli
+
+    _, events = _write_shop(tmp_path / "shop", n_users=40)
+    items = tmp_path / "shop" / "items.csv"
+    items.write_text("item_id\n" + "".join(f"{i + 1}\n" for i in range(40)), encoding="utf-8")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'data'}\ncf:\n  factors: 4\n  iterations: 5\n"
+                   "  hybrid:\n    weight_grid: [0.0, 1.0]\n    rounds: 1\n" + SMALL_TUNING, encoding="utf-8")
+    res = CliRunner().invoke(cli, ["--config", str(cfg), "evaluate", "--items", str(items), "--events", str(events),
+                                   "--protocol", "temporal-20"])
+    assert res.exit_code == 0, res.output
+    assert "no text or image column; evaluating without content" in res.output
+    assert "content only" not in res.output
+    for name in ("hybrid", "ALS, grid best on test", "EASE, λ on validation", "hybrid / best yardstick"):
+        assert name in res.output
 
 
 # ---------------------------------------------------------------- the shared data sets

@@ -61,6 +61,16 @@ def test_items_are_loaded_with_mapping_and_resolved_images(engine: Engine, tmp_p
     assert a3.image is None and a3.price is None and a3.available is True and a3.attributes == {}
 
 
+def test_an_ids_only_items_file_loads_with_the_default_mapping(engine: Engine, tmp_path: Path) -> None:
+    """A catalogue with nothing but ids (an ids-only purchase log's items) needs no flag and no preset."""
+    path = write_csv(tmp_path / "ids.csv", "item_id\n1881509818\nB0048KGFHU\n")
+    rep = ingest_items(engine, path, ItemMapping(), reject_path=tmp_path / "r.jsonl")
+    assert (rep.rows, rep.inserted, rep.rejected) == (2, 2, 0)
+    with engine.connect() as conn:
+        rows = conn.execute(select(Item.external_id, Item.title, Item.image)).all()
+    assert sorted(rows) == [("1881509818", "", None), ("B0048KGFHU", "", None)]
+
+
 def test_items_upsert_updates_changed_rows_only(engine: Engine, tmp_path: Path) -> None:
     load_items(engine, tmp_path)
     with engine.connect() as conn:

@@ -38,17 +38,23 @@ class HybridConfig(_Section):
     """Candidate offsets of the score of items without events (temporal validation)."""
     cold_scale: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
     """Candidate factors on the blended score of items without events (temporal validation)."""
+    seq_weight: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
+    """Candidate weights of the item-to-next-item transitions (:mod:`recsys.cf.sequence`) inside the CF
+    score (0: none)."""
+    seq_tau: tuple[float, ...] = (0.5, 2.0)
+    """Candidate recency constants (in events) of the history weights scored against the transitions."""
     rounds: int = Field(2, gt=0)
     """Rounds of the coordinate ascent over the grids."""
 
     @field_validator("recency_tau", "profile_tau", "recency_beta", "profile_gamma", "content_mix", "weight_grid",
-                     "cf_shrink", "cold_offset", "cold_scale")
+                     "cf_shrink", "cold_offset", "cold_scale", "seq_weight", "seq_tau")
     @classmethod
     def _grid(cls, values: tuple[float, ...], info) -> tuple[float, ...]:  # type: ignore[no-untyped-def]
         bounds = {
             "recency_tau": (1e-9, None), "profile_tau": (1e-9, None), "recency_beta": (0.0, None),
             "profile_gamma": (0.0, 40.0), "content_mix": (0.0, 1.0), "weight_grid": (0.0, None),
             "cf_shrink": (0.0, None), "cold_offset": (None, None), "cold_scale": (1e-9, None),
+            "seq_weight": (0.0, None), "seq_tau": (1e-9, None),
         }
         lo, hi = bounds[info.field_name]
         if not values:
@@ -64,6 +70,40 @@ class HybridConfig(_Section):
     """Share of each user's latest training events (and of the warm items) held out to choose weights."""
     max_validation_users: int = Field(2000, gt=0)
     """At most this many validation users are scored per candidate setting (a seeded sample)."""
+
+
+class TuningConfig(_Section):
+    """How :mod:`recsys.recommend.tuning` chooses the CF component and its hyperparameters per catalogue.
+
+    Every candidate is fitted on a temporal validation carve of the training events (never a test split)
+    and scored by validation NDCG@10; candidates run cheapest first until ``train.budget_s`` is spent.
+    """
+
+    enabled: bool = True
+    """``False``: use the fixed ``cf`` settings (``component``, ``factors``, ...) as they are."""
+    components: tuple[Literal["als", "ease", "itemknn"], ...] = ("als", "ease", "itemknn")
+    """Families tried."""
+    als_factors: tuple[int, ...] = (32, 64, 128)
+    als_regularization: tuple[float, ...] = (0.1, 5.0)
+    als_alpha: tuple[float, ...] = (0.5, 5.0)
+    ease_lambda: tuple[float, ...] = (50.0, 200.0, 800.0)
+    """EASE penalties tried (absolute, on binary pair weights)."""
+    ease_max_items: int = Field(20_000, gt=0)
+    """EASE holds an ``n_items^2`` float32 matrix (1.6 GB at 20,000 items); above this it is not tried."""
+    knn_k: tuple[int, ...] = (50, 200)
+    knn_shrink: tuple[float, ...] = (0.0, 10.0)
+    max_validation_users: int = Field(5000, gt=0)
+    """At most this many validation users score each candidate (a seeded sample)."""
+
+    @field_validator("als_factors", "als_regularization", "als_alpha", "ease_lambda", "knn_k", "knn_shrink",
+                     "components")
+    @classmethod
+    def _non_empty(cls, values: tuple, info) -> tuple:  # type: ignore[no-untyped-def,type-arg]
+        if not values:
+            raise ValueError("give at least one value")
+        if info.field_name != "components" and any(float(v) < 0 for v in values):
+            raise ValueError(f"values must be >= 0, got {values}")
+        return values
 
 
 class CFConfig(_Section):
@@ -93,4 +133,18 @@ class CFConfig(_Section):
     seed: int = 0
     num_threads: int = Field(0, ge=0)
     """Threads for implicit (0 = all cores)."""
+    component: Literal["als", "ease", "itemknn"] = "als"
+    """The hybrid's CF score: ALS/BPR factors (``als``, the model in ``model``), EASE or item-kNN on the
+    interaction matrix (a user scores ``history row @ B``). Chosen on validation when ``tuning.enabled``."""
+    ease_lambda: float = Field(200.0, gt=0)
+    """EASE's L2 penalty (absolute)."""
+    knn_k: int = Field(200, gt=0)
+    knn_shrink: float = Field(10.0, ge=0)
+    sequence: bool = True
+    """Fit the item-to-next-item transitions (:mod:`recsys.cf.sequence`); their weight in the CF score is
+    chosen on validation (``hybrid.seq_weight``), so a log without useful order gets weight 0."""
+    seq_window: int = Field(1, gt=0)
+    seq_decay: float = Field(0.5, gt=0, le=1)
+    seq_shrink: float = Field(5.0, ge=0)
     hybrid: HybridConfig = HybridConfig()
+    tuning: TuningConfig = TuningConfig()

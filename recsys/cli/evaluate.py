@@ -23,6 +23,9 @@ PROTOCOL_CHOICES = ("temporal-20", "cold-items")
               help="compute text + image features with the configured encoders (cached)")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="where content features are cached (default: <data_dir>/cache)")
+@click.option("--yardsticks/--no-yardsticks", default=True, show_default=True,
+              help="add the rows 'ALS, grid best on test' (8 ALS fits, chosen on the test split: a bar, not a "
+                   "model) and 'EASE, λ on validation' to temporal protocols")
 @click.option("--json", "as_json", is_flag=True, help="print the table as JSON")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="write a PNG bar chart of the table here (needs matplotlib)")
@@ -35,6 +38,7 @@ def evaluate(  # type: ignore[no-untyped-def]
     events_csv: str,
     preset: str | None,
     content: bool,
+    yardsticks: bool,
     cache_dir: str | None,
     as_json: bool,
     plot_path: str | None,
@@ -46,7 +50,7 @@ def evaluate(  # type: ignore[no-untyped-def]
     its blend on validation splits carved from the training part only.
     """
     from recsys.errors import ConfigError
-    from recsys.evaluation.data import detect_preset, load_dataset
+    from recsys.evaluation.data import detect_preset, has_content_columns, load_dataset
     from recsys.evaluation.models import default_models
     from recsys.evaluation.protocols import make_split
     from recsys.evaluation.report import format_table, reports_json, write_plot
@@ -59,6 +63,10 @@ def evaluate(  # type: ignore[no-untyped-def]
         raise ConfigError(f"preset must be one of {sorted(presets)}, got {name!r}")
     ds = load_dataset(items_csv, events_csv, presets[name])
     vectors, blocks = None, None
+    if content and not has_content_columns(ds, presets[name]):
+        content = False
+        if not as_json:
+            click.echo(f"{Path(items_csv).name}: no text or image column; evaluating without content (ids only)")
     if content:
         from recsys.evaluation.features import content_features
 
@@ -75,7 +83,13 @@ def evaluate(  # type: ignore[no-untyped-def]
     reports = []
     for protocol in protocols:
         split = make_split(protocol, ds.events, ds.n_users, ds.n_items, ds.tie_rank)
-        report = run_models(default_models(config.cf, vectors is not None), split, vectors, ds.name, k, blocks)
+        extra = None
+        if yardsticks:
+            from recsys.evaluation.yardsticks import yardstick_rows
+
+            extra = lambda s, d, done: yardstick_rows(s, d, config.cf, k, done)  # noqa: E731
+        models = default_models(config.cf, vectors is not None, config.train.budget_s)
+        report = run_models(models, split, vectors, ds.name, k, blocks, extra)
         reports.append(report)
         if not as_json:
             click.echo(format_table(report))

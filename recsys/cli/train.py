@@ -53,12 +53,28 @@ def train(  # type: ignore[no-untyped-def]
     fitted = fit_feed_model(engine, config, content=content)
     path = save_feed_model(engine, config, fitted, version=version, activate=activate)
     m = fitted.info["metrics"]
+    tuning = fitted.info.get("selection", {}).get("tuning", {})
     if as_json:
         click.echo(json.dumps({"kind": "feed", "version": fitted.version, "path": str(path), "metrics": m,
-                               "params": asdict(fitted.params), "encoders": fitted.encoders}))
+                               "params": asdict(fitted.params), "encoders": fitted.encoders, "cf": {
+                                   k: getattr(fitted.cfg, k) for k in ("component", "factors", "regularization",
+                                                                       "alpha", "ease_lambda", "knn_k", "knn_shrink")},
+                               "tuning": tuning}))
         return
+    c = fitted.cfg
+    chosen = {"als": f"ALS {c.factors} factors, regularization {c.regularization:g}, alpha {c.alpha:g}",
+              "ease": f"EASE lambda {c.ease_lambda:g}", "itemknn": f"item-kNN k {c.knn_k}, shrink {c.knn_shrink:g}"}
+    if tuning.get("enabled"):
+        scores = ", ".join(f"{f} {v:.4f}" for f, v in tuning.get("best_ndcg@10", {}).items())
+        skipped = f"; out of budget: {', '.join(tuning['out_of_budget'])}" if tuning.get("out_of_budget") else ""
+        click.echo(f"CF tuned on validation ({tuning.get('validation_users', 0)} users, {len(tuning.get('trials', []))} "
+                   f"trials, {tuning.get('seconds', 0):.1f}s of a {tuning.get('budget_s', 0):.0f}s budget{skipped}): "
+                   f"best NDCG@10 {scores}")
+    click.echo(f"CF component: {chosen[c.component]}"
+               + (f" (item factors: {chosen['als']})" if c.component != "als" else "")
+               + (f"; transitions weight {fitted.params.seq_weight:g}" if fitted.params.seq_weight else ""))
     click.echo(
-        f"trained the feed model ({config.cf.model}, {config.cf.factors} factors + "
+        f"trained the feed model ({c.component} + "
         f"{'content ' + '/'.join(fitted.encoders) if fitted.encoders else 'no content'} + popularity) on "
         f"{m['users']} users x {m['items']} items, {m['pairs']} pairs from {m['events']} events: "
         f"read {m['read_seconds']:.2f}s, settings + fit {m['fit_seconds']:.2f}s"

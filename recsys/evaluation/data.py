@@ -21,7 +21,7 @@ from recsys.errors import InputFormatError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalDataset", "Events", "detect_preset", "load_dataset", "parse_times"]
+__all__ = ["EvalDataset", "Events", "detect_preset", "has_content_columns", "load_dataset", "parse_times"]
 
 
 @dataclass(frozen=True)
@@ -180,3 +180,10 @@ def _read_header(path: Path) -> list[str]:
         return list(pd.read_csv(path, nrows=0).columns)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputFormatError(f"cannot read {path}: {exc}") from exc
+
+
+def has_content_columns(ds: EvalDataset, preset: Preset) -> bool:
+    """Whether ``items.csv`` has any of the preset's text / title / image columns (an ids-only catalogue
+    has none, and is evaluated without content)."""
+    it = preset.items
+    return any(c in ds.items.columns for c in (*it.text, it.title, it.image) if c)

@@ -113,10 +113,12 @@ class HybridModel:
     name: str = "hybrid"
     model: HybridRecommender | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    budget_s: float = 240.0
+    """The CF tuning's budget (``train.budget_s``)."""
 
     def fit(self, data: TrainData) -> None:
         content = data.blocks if data.blocks is not None else data.content
-        self.model = HybridRecommender(self.cfg).fit(data.history, content)
+        self.model = HybridRecommender(self.cfg, budget_s=self.budget_s).fit(data.history, content)
         self.details = dict(self.model.selection)
 
     def score(self, users: np.ndarray) -> np.ndarray:
@@ -124,11 +126,15 @@ class HybridModel:
             raise RuntimeError("fit first")
         return self.model.score(users)
 
+    def release(self) -> None:
+        """Forget the fit once the row is measured (the details stay)."""
+        self.model = None
 
-def default_models(cfg: CFConfig, with_content: bool) -> list[EvalModel]:
+
+def default_models(cfg: CFConfig, with_content: bool, budget_s: float = 240.0) -> list[EvalModel]:
     """The four rows of the table (content-only is left out when there is no content)."""
     models: list[EvalModel] = [Popularity(), ALSOnly(cfg)]
     if with_content:
         models.append(ContentOnly())
-    models.append(HybridModel(cfg))
+    models.append(HybridModel(cfg, budget_s=budget_s))
     return models

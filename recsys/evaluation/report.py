@@ -28,7 +28,20 @@ def format_table(report: EvalReport) -> str:
         f"{report.n_candidates} rankable items"
     )
     rule = "-" * len(line(head))
-    return "\n".join([title, line(head), rule, *(line(b) for b in body)])
+    return "\n".join([title, line(head), rule, *(line(b) for b in body), *_ratio_line(report)])
+
+
+def _ratio_line(report: EvalReport) -> list[str]:
+    """``hybrid / best yardstick`` when the report has both (see :mod:`recsys.evaluation.yardsticks`)."""
+    from recsys.evaluation.yardsticks import ALS_TEST_NAME, EASE_NAME
+
+    hybrid = [r for r in report.rows if r.model == "hybrid"]
+    sticks = [r for r in report.rows if r.model in (ALS_TEST_NAME, EASE_NAME)]
+    if not hybrid or not sticks:
+        return []
+    best = max(sticks, key=lambda r: r.ndcg)
+    ratio = hybrid[0].ndcg / best.ndcg if best.ndcg > 0 else float("inf")
+    return [f"hybrid / best yardstick ({best.model}): {ratio:.3f} x NDCG@{report.k}"]
 
 
 def reports_json(reports: Sequence[EvalReport]) -> str:

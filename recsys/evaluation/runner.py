@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,10 +115,22 @@ def run_models(
     dataset: str,
     k: int = 10,
     blocks: tuple[np.ndarray, ...] | None = None,
+    extra_rows: Callable[[Split, TrainData, list[ResultRow]], list[ResultRow]] | None = None,
 ) -> EvalReport:
-    """Evaluate every model on one split (``blocks``: the content's parts, for the hybrid)."""
+    """Evaluate every model on one split (``blocks``: the content's parts, for the hybrid).
+
+    ``extra_rows``: ``(split, data, rows so far) -> rows`` computed by other means on the same split and
+    data (the yardsticks of :mod:`recsys.evaluation.yardsticks`), appended after the models.
+    """
     data = train_data(split, content, blocks)
-    rows = [evaluate_model(m, split, data, k) for m in models]
+    rows = []
+    for m in models:
+        rows.append(evaluate_model(m, split, data, k))
+        release = getattr(m, "release", None)
+        if release is not None:  # drop a large fit (EASE: n_items^2 floats) before the next model
+            release()
+    if extra_rows is not None:
+        rows += extra_rows(split, data, rows)
     return EvalReport(
         dataset=dataset,
         protocol=split.protocol,

@@ -5,6 +5,11 @@ Design (what one fitted model does):
 - **CF.** ALS (or BPR) item factors from the training matrix. Items without events (new/cold items) get
   factors from a ridge map *content embedding -> CF item factor*, fitted on the items that have events,
   so they can be scored against any user vector at once.
+- **Or an item-item CF score.** With ``cf.component`` ``ease`` or ``itemknn`` (chosen per catalogue on
+  validation by :mod:`recsys.recommend.tuning`) the CF score is the recency-weighted history row times an
+  item-item matrix (:class:`~recsys.cf.itemitem.ItemItem`); the ALS factors are still fitted for items
+  without events and the similar-items / candidate indexes. Item-to-next-item transitions
+  (:mod:`recsys.cf.sequence`) can be added to the CF score with ``seq_weight``.
 - **Users are folded in** (implicit's ``recalculate_user``, the ALS least-squares solve against fixed
   item factors) from their history with recency weights ``1 + beta * exp(-rank / tau)`` (rank = how many
   distinct items the user touched since). The same path serves users unseen at training time.
@@ -38,6 +43,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from recsys.cf.history import History, profile_weights, recency_weights
+from recsys.cf.itemitem import ItemItem
 from recsys.cf.matrix import Bm25Stats, apply_confidence
 from recsys.cf.model import fold_in
 from recsys.cf.ridge import RidgeMap
@@ -61,6 +67,8 @@ __all__ = [
     "content_component",
     "hybrid_scores",
     "normalised",
+    "seq_component",
+    "with_sequence",
     "user_components",
 ]
 
@@ -86,6 +94,8 @@ class HybridParams:
     cold_pop: float = 0.0
     cold_offset: float = 0.0
     cold_scale: float = 1.0
+    seq_weight: float = 0.0
+    seq_tau: float = 1.0
 
     @property
     def warm(self) -> BlendWeights:
@@ -112,6 +122,10 @@ class HybridComponents:
         factor_map, pop_map: the content -> CF factor and content -> log popularity ridge maps fitted on
             the warm items (``None`` without content or warm items); they place items without events.
         pop_mean, pop_std: what standardised the log popularity into ``pop``.
+        item_item: the CF score's item-item component (EASE, item-kNN; ``cf.component``), or ``None``
+            when the CF score is the folded-in user vector against ``item_factors`` (ALS / BPR).
+        seq: item-to-next-item transitions (:mod:`recsys.cf.sequence`), added to the CF score with the
+            weight ``HybridParams.seq_weight``; ``None`` when ``cf.sequence`` is off.
     """
 
     item_factors: np.ndarray
@@ -124,6 +138,8 @@ class HybridComponents:
     pop_map: RidgeMap | None = None
     pop_mean: float = 0.0
     pop_std: float = 1.0
+    item_item: ItemItem | None = None
+    seq: ItemItem | None = None
 
 
 def content_component(
@@ -149,11 +165,31 @@ def content_component(
     return zscore_rows(kernel_scores(weights, mixed, gamma))
 
 
-def cf_component(comp: HybridComponents, rows: History, tau: float, beta: float, cfg: CFConfig) -> np.ndarray:
-    """Standardised CF scores ``(rows.n_users, n_items)`` of users folded in with recency weights."""
-    fold = apply_confidence(rows.matrix(recency_weights(rows, tau, beta)), cfg, comp.bm25)
-    user_vectors = fold_in(comp.item_factors, fold, cfg)
-    return zscore_rows(user_vectors @ comp.item_factors.T)
+def cf_component(comp: HybridComponents, rows: History, tau: float, beta: float, cfg: CFConfig,
+                 seq_weight: float = 0.0, seq_tau: float = 1.0) -> np.ndarray:
+    """Standardised CF scores ``(rows.n_users, n_items)`` of users folded in with recency weights (an
+    item-item component scores the recency-weighted history rows directly), plus ``seq_weight`` times the
+    standardised transition score (:func:`seq_component`), standardised again."""
+    if comp.item_item is not None:
+        cf = zscore_rows(comp.item_item.scores(rows.matrix(recency_weights(rows, tau, beta))))
+    else:
+        fold = apply_confidence(rows.matrix(recency_weights(rows, tau, beta)), cfg, comp.bm25)
+        user_vectors = fold_in(comp.item_factors, fold, cfg)
+        cf = zscore_rows(user_vectors @ comp.item_factors.T)
+    if seq_weight > 0 and comp.seq is not None:
+        cf = with_sequence(cf, seq_component(comp, rows, seq_tau), seq_weight)
+    return cf
+
+
+def seq_component(comp: HybridComponents, rows: History, tau: float) -> np.ndarray:
+    """Standardised transition scores ``(rows.n_users, n_items)``: recent items vote for their successors."""
+    assert comp.seq is not None
+    return zscore_rows(comp.seq.scores(rows.matrix(profile_weights(rows, tau))))
+
+
+def with_sequence(cf: np.ndarray, seq: np.ndarray, weight: float) -> np.ndarray:
+    """``z(cf + weight * seq)`` of two standardised ``(n_users, n_items)`` scores."""
+    return zscore_rows(cf + np.float32(weight) * seq)
 
 
 def cf_scale(rows: History, shrink: float) -> np.ndarray:
@@ -174,7 +210,7 @@ class UserComponents:
 
 def user_components(comp: HybridComponents, rows: History, params: HybridParams, cfg: CFConfig) -> UserComponents:
     """CF, warm-item content and cold-item content scores of some users, and their CF-weight scale."""
-    cf = cf_component(comp, rows, params.recency_tau, params.recency_beta, cfg)
+    cf = cf_component(comp, rows, params.recency_tau, params.recency_beta, cfg, params.seq_weight, params.seq_tau)
     if comp.content is None or not (params.warm_content or params.cold_content):
         return UserComponents(cf, None, None, cf_scale(rows, params.cf_shrink))
     warm_key = (params.profile_tau, params.profile_gamma, params.content_mix)

@@ -34,7 +34,14 @@ from recsys.cf.history import History, item_tie_rank, profile_weights, recency_w
 from recsys.cf.matrix import apply_confidence
 from recsys.cf.model import fold_in
 from recsys.cf.settings import CFConfig
-from recsys.ranking.hybrid import HybridComponents, HybridParams, hybrid_scores, normalised, user_components
+from recsys.ranking.hybrid import (
+    HybridComponents,
+    HybridParams,
+    cf_component,
+    hybrid_scores,
+    normalised,
+    user_components,
+)
 from recsys.ranking.scoring import (
     affine_stats,
     block_shares,
@@ -70,7 +77,7 @@ class FeedModelLike(Protocol):
     @property
     def n_items(self) -> int: ...
 
-    def new_item_rows(self, blocks: tuple[np.ndarray, ...] | None) -> tuple[np.ndarray, np.ndarray]:
+    def new_item_rows(self, blocks: tuple[np.ndarray, ...] | None, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(factors (n, k), pop_z (n,))`` float32 of items the model never saw, from their content blocks."""
         ...
 
@@ -168,7 +175,7 @@ class FeedRanker:
             if nb is not None and blocks is not None:
                 for b, part in zip(blocks, nb):
                     b[~known] = part
-            f, p = model.new_item_rows(nb if blocks is not None else None)
+            f, p = model.new_item_rows(nb if blocks is not None else None, len(new))
             factors[~known], pop[~known] = f, p
             log.info("feed ranker: %d items arrived after model %s (scored as cold items)", len(new), model.version)
         priority_model = tie_order(model.n_items)
@@ -177,7 +184,9 @@ class FeedRanker:
         priority[~known] = model.n_items + np.arange(int((~known).sum()))
         ranker = cls(
             model=model, ids=ids,
-            components=HybridComponents(factors, warm, pop, blocks, comp.bm25, 0.0),
+            components=HybridComponents(factors, warm, pop, blocks, comp.bm25, 0.0,
+                                        item_item=None if comp.item_item is None else comp.item_item.laid_over(src),
+                                        seq=None if comp.seq is None else comp.seq.laid_over(src)),
             priority=priority, tie_rank=item_tie_rank(np.asarray(ids, dtype=object)),
             exact_max_items=exact_max_items, n_new=len(new),
         )
@@ -245,6 +254,12 @@ class FeedRanker:
 
     # ------------------------------------------------------------------ the linear form (gamma = 0)
     @property
+    def _item_item_cf(self) -> bool:
+        """Whether the CF score uses an item-item matrix (EASE, item-kNN, or transitions with a weight)."""
+        comp = self.components
+        return comp.item_item is not None or (comp.seq is not None and self.model.params.seq_weight > 0)
+
+    @property
     def linear(self) -> bool:
         """Whether the score is linear in the item vectors: content kernels with ``gamma = 0`` (or no content).
 
@@ -254,6 +269,8 @@ class FeedRanker:
         the memory traffic (what makes large exports fast).
         """
         p = self.model.params
+        if self._item_item_cf:  # an item-item CF score (EASE, item-kNN, transitions) is not a dot product
+            return False
         return self.use_linear and (self.components.content is None or (p.profile_gamma == 0 and p.cold_profile_gamma == 0))
 
     def _space(self, key: str, mix: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -436,7 +453,10 @@ class FeedRanker:
         for u, c in enumerate(cand):
             dup[u, len(c):] = True
         cf_raw = np.einsum("uk,uck->uc", uvec, comp.item_factors[cols])
-        if self.linear:
+        if self._item_item_cf:  # the item-item score of every item is cheap: standardise exactly
+            cf_all = cf_component(comp, rows, p.recency_tau, p.recency_beta, cfg, p.seq_weight, p.seq_tau)
+            cf_z = np.take_along_axis(cf_all, cols, axis=1)
+        elif self.linear:
             _f, f_mean, f_gram = self._space("cf", None)
             cf_z = z_affine(cf_raw, *affine_stats(uvec, f_mean, f_gram))
         else:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from recsys.cf.history import History
+from recsys.cf.itemitem import ItemItem, fit_item_item
 from recsys.cf.matrix import apply_confidence, bm25_stats
 from recsys.cf.model import fit_factors
 from recsys.cf.ridge import fit_ridge
@@ -44,13 +45,23 @@ def as_blocks(content: ContentInput, n_items: int) -> tuple[np.ndarray, ...] | N
     return tuple(np.ascontiguousarray(b, dtype=np.float32) for b in blocks)
 
 
-def fit_components(history: History, content: ContentInput, cfg: CFConfig) -> HybridComponents:
-    """Fit the CF factors, the content -> factor map and the popularity prior on a training history."""
+def fit_components(history: History, content: ContentInput, cfg: CFConfig,
+                   prefit: tuple[np.ndarray, ItemItem | None] | None = None) -> HybridComponents:
+    """Fit the CF factors (and the item-item component of ``cfg.component``), the content -> factor map
+    and the popularity prior on a training history.
+
+    Args:
+        prefit: ``(item_factors, item_item)`` already fitted on this very history with ``cfg`` (tuning).
+    """
     blocks = as_blocks(content, history.n_items)
     weights = history.matrix()
     stats = bm25_stats(weights) if cfg.confidence == "bm25" else None
     t0 = time.perf_counter()
-    _, item_factors = fit_factors(apply_confidence(weights, cfg, stats), cfg)
+    if prefit is None:
+        _, item_factors = fit_factors(apply_confidence(weights, cfg, stats), cfg)
+        item_item = fit_item_item(weights, cfg)
+    else:
+        item_factors, item_item = prefit[0].copy(), prefit[1]
     fit_s = time.perf_counter() - t0
     counts = history.item_counts()
     warm = counts > 0
@@ -66,5 +77,10 @@ def fit_components(history: History, content: ContentInput, cfg: CFConfig) -> Hy
     elif (~warm).any():
         item_factors[~warm] = 0.0
     pop_z = zscore_rows(pop[None, :])[0]
+    seq = None
+    if cfg.sequence:
+        from recsys.cf.sequence import fit_transitions
+
+        seq = fit_transitions(history, cfg.seq_window, cfg.seq_decay, cfg.seq_shrink)
     return HybridComponents(item_factors, warm, pop_z, blocks, stats, fit_s, mapping, pop_map,
-                            float(pop.mean()), float(pop.std()) or 1.0)
+                            float(pop.mean()), float(pop.std()) or 1.0, item_item, seq)

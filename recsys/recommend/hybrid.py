@@ -20,6 +20,7 @@ from recsys.cf.settings import CFConfig
 from recsys.ranking.hybrid import HybridComponents, HybridParams, hybrid_scores, user_components
 from recsys.recommend.components import ContentInput, as_blocks, fit_components
 from recsys.recommend.selection import select_params
+from recsys.recommend.tuning import tune_cf
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,9 @@ class HybridRecommender:
 
     Args:
         cfg: the ``cf`` section (factorisation and the ``hybrid`` search grids).
-        params: fixed settings; ``None`` chooses them on validation splits of the training history.
+        params: fixed settings; ``None`` chooses them (and, with ``cf.tuning.enabled``, the CF component
+            and its hyperparameters: :mod:`recsys.recommend.tuning`) on validation splits of the training history.
+        budget_s: time budget of the CF tuning (``train.budget_s``).
     """
 
     cfg: CFConfig
@@ -40,6 +43,7 @@ class HybridRecommender:
     components: HybridComponents | None = None
     history: History | None = None
     selection: dict[str, Any] = field(default_factory=dict)
+    budget_s: float = 240.0
 
     def fit(self, history: History, content: ContentInput = None) -> HybridRecommender:
         """Choose settings (unless given) and fit the components on the whole training history.
@@ -50,7 +54,11 @@ class HybridRecommender:
         content = as_blocks(content, history.n_items)
         if self.params is None:
             t0 = time.perf_counter()
-            self.params, self.selection = select_params(history, content, self.cfg)
+            tuned = tune_cf(history, self.cfg, self.budget_s)  # the CF component, on validation
+            self.cfg = tuned.cfg
+            prefit = None if tuned.prefit is None else (tuned.prefit.item_factors, tuned.prefit.item_item)
+            self.params, self.selection = select_params(history, content, self.cfg, prefit=prefit)
+            self.selection["tuning"] = tuned.report
             self.selection["seconds"] = round(time.perf_counter() - t0, 2)
             log.info("hybrid settings chosen on validation: %s", asdict(self.params))
         self.components = fit_components(history, content, self.cfg)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from recsys.cf.history import History, item_tie_rank
+from recsys.cf.itemitem import ItemItem
 from recsys.cf.matrix import Bm25Stats
 from recsys.cf.ridge import RidgeMap
 from recsys.cf.settings import CFConfig
@@ -141,12 +142,13 @@ class FeedModel:
         """A :class:`HybridRecommender` holding this model's fit (for offline scoring of ``history``'s rows)."""
         return HybridRecommender(self.cfg, self.params, self.components, history)
 
-    def new_item_rows(self, blocks: tuple[np.ndarray, ...] | None) -> tuple[np.ndarray, np.ndarray]:
+    def new_item_rows(self, blocks: tuple[np.ndarray, ...] | None, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """CF factors and standardised popularity of items the model never saw, from their content blocks.
 
+        ``n``: how many items (needed when ``blocks`` is ``None``, e.g. an ids-only catalogue).
         Returns ``(factors (n, k) float32, pop_z (n,) float32)``; without content maps: zeros.
         """
-        n = 0 if blocks is None else blocks[0].shape[0]
+        n = (0 if blocks is None else blocks[0].shape[0]) if n is None else n
         k = self.components.item_factors.shape[1]
         if blocks is None or self.factor_map is None or self.pop_map is None:
             return np.zeros((n, k), np.float32), np.zeros(n, np.float32)
@@ -171,6 +173,10 @@ class FeedModel:
         for name, m in (("factor_map", self.factor_map), ("pop_map", self.pop_map)):
             if m is not None:
                 np.savez(out / f"{name}.npz", coef=m.coef, intercept=m.intercept)
+        if comp.item_item is not None:  # EASE / item-kNN: the CF score's item-item matrix
+            comp.item_item.save(out)
+        if comp.seq is not None:  # item-to-next-item transitions
+            comp.seq.save(out, "transitions")
         (out / "item_ids.json").write_text(json.dumps([str(i) for i in self.item_ids]))
         body = {
             "format": FORMAT,
@@ -185,6 +191,8 @@ class FeedModel:
             "pop_std": self.pop_std,
             "bm25_avg_len": comp.bm25.avg_len if comp.bm25 is not None else None,
             "weight_scale": self.weight_scale,
+            "item_item": None if comp.item_item is None else comp.item_item.kind,
+            "transitions": comp.seq is not None,
             **self.info,
             **(manifest or {}),
         }
@@ -208,9 +216,11 @@ class FeedModel:
             bm25 = None
             if man.get("bm25_avg_len") is not None:
                 bm25 = Bm25Stats(np.load(src / "bm25_idf.npy"), float(man["bm25_avg_len"]))
+            item_item = ItemItem.load(src, str(man["item_item"])) if man.get("item_item") else None
+            seq = ItemItem.load(src, "transitions", "transitions") if man.get("transitions") else None
             comp = HybridComponents(
                 np.load(src / "item_factors.npy"), np.load(src / "warm.npy"), np.load(src / "pop.npy"),
-                content or None, bm25, 0.0,
+                content or None, bm25, 0.0, item_item=item_item, seq=seq,
             )
             maps = {}
             for name in ("factor_map", "pop_map"):
@@ -223,7 +233,7 @@ class FeedModel:
         known = {f for f in HybridParams.__dataclass_fields__}
         params = HybridParams(**{k: v for k, v in man["params"].items() if k in known})
         skip = {"format", "kind", "version", "params", "cf", "n_items", "content_blocks", "encoders", "pop_mean",
-                "pop_std", "bm25_avg_len", "weight_scale"}
+                "pop_std", "bm25_avg_len", "weight_scale", "item_item", "transitions"}
         return cls(
             item_ids=item_ids, params=params, cfg=CFConfig.model_validate(man["cf"]), components=comp,
             factor_map=maps.get("factor_map"), pop_map=maps.get("pop_map"), pop_mean=float(man["pop_mean"]),
@@ -317,7 +327,7 @@ def fit_feed_model(engine: Any, config: Any, *, content: bool = True, params: Hy
         )
     blocks, versions = content_blocks(engine, sh.item_ids) if content else (None, {})
     t1 = time.perf_counter()
-    model = HybridRecommender(config.cf, params).fit(sh.history, blocks)
+    model = HybridRecommender(config.cf, params, budget_s=config.train.budget_s).fit(sh.history, blocks)
     t2 = time.perf_counter()
     comp = model.components
     assert comp is not None and model.params is not None
@@ -332,7 +342,7 @@ def fit_feed_model(engine: Any, config: Any, *, content: bool = True, params: Hy
         "warm_items": int(warm.sum()),
     }
     return FeedModel(
-        item_ids=sh.item_ids, params=model.params, cfg=config.cf, components=comp, factor_map=comp.factor_map,
+        item_ids=sh.item_ids, params=model.params, cfg=model.cfg, components=comp, factor_map=comp.factor_map,
         pop_map=comp.pop_map, pop_mean=comp.pop_mean, pop_std=comp.pop_std, encoders=versions, weight_scale=sh.weight_scale,
         info={"metrics": metrics, "selection": _jsonable(model.selection)},
     )

@@ -32,6 +32,8 @@ from recsys.ranking.hybrid import (
     cf_scale,
     content_component,
     hybrid_scores,
+    seq_component,
+    with_sequence,
 )
 from recsys.ranking.metrics import ndcg_at_k, rank_top_k
 from recsys.ranking.scoring import BlockSimilarity
@@ -39,7 +41,7 @@ from recsys.recommend.components import fit_components
 
 log = logging.getLogger(__name__)
 
-__all__ = ["coordinate_ascent", "select_params", "validation_ndcg"]
+__all__ = ["batched_ndcg", "coordinate_ascent", "select_params", "validation_ndcg"]
 
 
 def coordinate_ascent(
@@ -83,12 +85,17 @@ class _Evaluator:
     def __init__(self, comp: HybridComponents, split: ValidationSplit, cfg: CFConfig, tie_cold: bool) -> None:
         self.comp, self.split, self.cfg, self.tie_cold = comp, split, cfg, tie_cold
         self.rows = split.train.select(split.users)
-        self._cf: dict[tuple[float, float], np.ndarray] = {}
+        self._cf: dict[tuple[float, ...], np.ndarray] = {}
+        self._seq: dict[tuple[str, float], np.ndarray] = {}
         self._content: dict[tuple[float, float, float], np.ndarray | None] = {}
         self._scores: dict[HybridParams, float] = {}
         self._sim: BlockSimilarity | None = None
 
-    def _cf_scores(self, tau: float, beta: float) -> np.ndarray:
+    def _cf_scores(self, tau: float, beta: float, seq_weight: float = 0.0, seq_tau: float = 1.0) -> np.ndarray:
+        if seq_weight > 0 and self.comp.seq is not None:  # plain CF plus transitions: parts cached, sum not
+            if ("seq", seq_tau) not in self._seq:
+                self._seq[("seq", seq_tau)] = seq_component(self.comp, self.rows, seq_tau)
+            return with_sequence(self._cf_scores(tau, beta), self._seq[("seq", seq_tau)], seq_weight)
         key = (tau if beta else 0.0, beta)
         if key not in self._cf:
             self._cf[key] = cf_component(self.comp, self.rows, tau, beta, self.cfg)
@@ -106,7 +113,7 @@ class _Evaluator:
         if self.tie_cold:
             p = _tie_cold(p)
         if p not in self._scores:
-            cf = self._cf_scores(p.recency_tau, p.recency_beta)
+            cf = self._cf_scores(p.recency_tau, p.recency_beta, p.seq_weight, p.seq_tau)
             content = None
             if p.warm_content or p.cold_content:
                 content = self._content_scores(p.profile_tau, p.profile_gamma, p.content_mix)
@@ -120,9 +127,12 @@ class _Evaluator:
 
 
 def select_params(
-    history: History, content: tuple[np.ndarray, ...] | None, cfg: CFConfig
+    history: History, content: tuple[np.ndarray, ...] | None, cfg: CFConfig,
+    prefit: tuple[np.ndarray, Any] | None = None,
 ) -> tuple[HybridParams, dict[str, Any]]:
     """Choose :class:`HybridParams` on validation carves of ``history`` (see the module docstring).
+
+    ``prefit``: the CF fit on the temporal carve's training part, when tuning made it already.
 
     Returns:
         the settings and a report (validation NDCG of each stage, number of validation users).
@@ -134,11 +144,12 @@ def select_params(
     report: dict[str, Any] = {}
 
     temporal = temporal_holdout(history, h.validation_fraction, h.max_validation_users, cfg.seed)
-    eval_t = _Evaluator(fit_components(temporal.train, content, cfg), temporal, cfg, tie_cold=True)
+    eval_t = _Evaluator(fit_components(temporal.train, content, cfg, prefit), temporal, cfg, tie_cold=True)
     start = HybridParams(recency_tau=h.recency_tau[0], profile_tau=h.profile_tau[-1])
     space_a: dict[str, Sequence[float]] = {
         "recency_beta": h.recency_beta,
         "recency_tau": h.recency_tau,
+        **({"seq_weight": h.seq_weight, "seq_tau": h.seq_tau} if eval_t.comp.seq is not None else {}),
         "warm_pop": grid,
     }
     if has_content:
@@ -188,3 +199,21 @@ def validation_ndcg(scores: np.ndarray, split: ValidationSplit, k: int = 10) -> 
         seen = split.train.select(split.users).matrix()
         ranked = rank_top_k(scores, k, seen)
     return float(ndcg_at_k(ranked, split.targets, k).mean())
+
+
+def batched_ndcg(score: Callable[[np.ndarray], np.ndarray], split: ValidationSplit, batch: int = 1000,
+                 k: int = 10) -> float:
+    """:func:`validation_ndcg` in batches of users (bounds the ranking's float64 copies).
+
+    Args:
+        score: positions ``(b,)`` into ``split.users`` -> their scores ``(b, n_items)``.
+    """
+    n = split.users.shape[0]
+    if n == 0:
+        return 0.0
+    total = 0.0
+    for start in range(0, n, batch):
+        pos = np.arange(start, min(start + batch, n))
+        part = ValidationSplit(split.train, split.users[pos], [split.targets[i] for i in pos], split.candidates)
+        total += validation_ndcg(score(pos), part, k) * pos.shape[0]
+    return total / n
