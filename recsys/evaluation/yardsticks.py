@@ -74,7 +74,7 @@ class EASEOnValidation:
         for lam in (lam for lam in lambdas if lam not in scores):
             t0 = time.perf_counter()
             b = fit_ease(carve.train.matrix(), lam)
-            scores[lam] = batched_ndcg(lambda pos: np.asarray(val_rows[pos] @ b, dtype=np.float32), carve)
+            scores[lam] = batched_ndcg(lambda pos, b=b: np.asarray(val_rows[pos] @ b, dtype=np.float32), carve)
             del b
             log.info("EASE lambda %g: validation ndcg@10 %.4f (%.1fs)", lam, scores[lam], time.perf_counter() - t0)
         best = max(scores, key=lambda lam: scores[lam])
