@@ -262,7 +262,7 @@ def test_a_failed_chunk_stops_the_run_and_keeps_only_committed_chunks(
     load_items(engine, tmp_path)
     lines = [f"u{i % 7},A{1 + i % 3},{1700000000 + i},view," for i in range(40)]
     path = write_csv(tmp_path / "events.csv", "user,sku,when,kind,rating\n" + "\n".join(lines) + "\n")
-    real = events._insert_events
+    real = events.insert_events
     calls: list[int] = []
 
     def failing(conn: Any, rows: list[tuple[Any, ...]]) -> int:
@@ -271,12 +271,12 @@ def test_a_failed_chunk_stops_the_run_and_keeps_only_committed_chunks(
             raise RuntimeError("database went away")
         return real(conn, rows)
 
-    monkeypatch.setattr(events, "_insert_events", failing)
+    monkeypatch.setattr(events, "insert_events", failing)
     with pytest.raises(RuntimeError, match="database went away"):
         ingest_events(engine, path, EVENTS, TYPES, reject_path=tmp_path / "r.jsonl", chunk_size=8)
     assert calls == [8, 8, 8]  # nothing after the failed chunk was written
     assert count(engine, Event) == 16  # the two committed chunks, not the failed one
-    monkeypatch.setattr(events, "_insert_events", real)
+    monkeypatch.setattr(events, "insert_events", real)
     rep = ingest_events(engine, path, EVENTS, TYPES, reject_path=tmp_path / "r.jsonl", chunk_size=8)
     assert (rep.rows, rep.inserted, rep.unchanged, rep.rejected) == (40, 24, 16, 0)
     assert count(engine, Event) == 40
