@@ -63,6 +63,9 @@ class EventIn(_Strict):
     timestamp: int | str | None = Field(None, description="unix seconds or ISO 8601; default: now")
     value: float | None = None
     event_id: str | None = Field(None, max_length=255, description="idempotency key; default: derived from the event")
+    request_id: str | None = Field(None, min_length=1, max_length=64,
+                                   description="the request_id of the served list that led to this event (attribution)")
+    position: int | None = Field(None, ge=0, le=10_000, description="the item's 0-based position in that list")
 
 
 class EventsBody(_Strict):
@@ -102,6 +105,7 @@ class ScoredItem(BaseModel):
 
 
 class ItemsResponse(BaseModel):
+    request_id: str = Field(description="id of this served list; send it with events it leads to")
     items: list[ScoredItem]
     model_version: str | None = None
     index_version: str | None = None
@@ -111,6 +115,8 @@ class FeedResponse(ItemsResponse):
     user_id: str
     cold_start: bool
     next_cursor: str | None = None
+    experiment: str | None = Field(None, description="the active feed experiment that served this list")
+    variant: str | None = Field(None, description="its variant ('interleaved' for team-draft interleaving)")
 
 
 class ErrorResponse(BaseModel):

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from services.api.common import _check_k, config, parse_json, require_key, runtime
 from services.api.serialize import ranked_json
+from services.api.served import log_served
 from services.errors import ApiError, validation_errors
 from services.schemas import SearchBody
 
@@ -69,4 +70,6 @@ def search():  # type: ignore[no-untyped-def]
         text=body.text, image=image, user_id=body.user_id, k=body.k, category=f.category,
         available_only=f.available_only, price_min=f.price_min, price_max=f.price_max, text_weight=body.text_weight,
     )
-    return jsonify(ranked_json(ranked, rt.versions()))
+    versions = rt.versions()
+    request_id = log_served("search", body.user_id, [it.id for it in ranked.items], versions)
+    return jsonify({"request_id": request_id, **ranked_json(ranked, versions)})
