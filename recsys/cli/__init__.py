@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "export": "recsys.cli.export:export",
     "experiments": "recsys.cli.experiments:experiments",
     "impressions": "recsys.cli.experiments:impressions",
+    "train-reranker": "recsys.cli.experiments:train_reranker_cmd",
 }
 
 

@@ -119,3 +119,18 @@ def prune(ctx: click.Context, days: float | None) -> None:
 
     keep = days if days is not None else ctx.obj.config.impressions.retention_days
     click.echo(f"deleted {prune_impressions(_engine(ctx), keep)} lists older than {keep:g} days")
+
+
+@click.command("train-reranker")
+@click.option("--source", type=click.Choice(["auto", "impressions", "events"]), default="auto", show_default=True,
+              help="labels from logged lists with attributed clicks, or from each user's next events (auto: "
+                   "impressions when any were logged)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-activate", is_flag=True, help="register without making it the served version")
+@click.pass_context
+def train_reranker_cmd(ctx: click.Context, source: str, seed: int, no_activate: bool) -> None:
+    """Train the learned reranker (LightGBM LambdaRank over the feed's candidate features)."""
+    from recsys.recommend.reranker_training import train_reranker
+
+    rr = train_reranker(_engine(ctx), ctx.obj.config, source=source, seed=seed, activate=not no_activate)
+    click.echo(json.dumps({"version": rr.version, **rr.info}, default=str))

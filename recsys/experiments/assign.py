@@ -25,9 +25,9 @@ def assign(experiment: ExperimentConfig, user_id: str) -> VariantConfig:
     edge = 0.0
     for v in experiment.variants:
         edge += v.share / total
-        if u < edge:
+        if u < edge and v.share > 0:
             return v
-    return experiment.variants[-1]
+    return [v for v in experiment.variants if v.share > 0][-1]
 
 
 def request_rng(request_id: str) -> random.Random:

@@ -38,8 +38,9 @@ class VariantConfig(_Section):
     """Reorder the hybrid's best ``pool`` candidates with the active learned reranker (``recsys train-reranker``)."""
     diversity: float = Field(0.0, ge=0.0, le=1.0)
     """MMR trade-off of the hybrid's list (as the feed's ``diversity`` parameter)."""
-    share: float = Field(1.0, gt=0)
-    """Traffic share (A/B mode); shares are normalised over the experiment's variants."""
+    share: float = Field(1.0, ge=0)
+    """Traffic share (A/B mode); shares are normalised over the experiment's variants (0: none, e.g. to
+    serve one configuration to everybody while keeping the experiment's variant names)."""
 
 
 class ExperimentConfig(_Section):
@@ -59,6 +60,8 @@ class ExperimentConfig(_Section):
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must be unique, got {names}")
+        if not any(v.share > 0 for v in self.variants):
+            raise ValueError("at least one variant needs a share above 0")
         if self.mode == "interleave" and len(self.variants) != 2:
             raise ValueError(f"interleaving takes exactly two variants, got {len(self.variants)}")
         return self

@@ -53,24 +53,25 @@ def popular_items(rt: Any, user_id: str, k: int, *, exclude_seen: bool = True, c
 
 
 def variant_items(rt: Any, variant: VariantConfig, user_id: str, k: int, *, exclude_seen: bool = True,
-                  category: str | None = None, exclude: Sequence[str] = ()) -> list[Any]:
-    """One variant's list for the user."""
+                  category: str | None = None, exclude: Sequence[str] = (), reranker: Any = None) -> list[Any]:
+    """One variant's list for the user (``reranker``: the process's ``RerankerSlot``, for variants using it)."""
     if variant.ranker == "popularity":
         return popular_items(rt, user_id, k, exclude_seen=exclude_seen, category=category, exclude=exclude)
     if variant.reranker:
         from recsys.serving.reranking import reranked_items
 
-        return reranked_items(rt, user_id, k, exclude_seen=exclude_seen, category=category, exclude=exclude,
-                              diversity=variant.diversity)
+        return reranked_items(rt, user_id, k, slot=reranker, exclude_seen=exclude_seen, category=category,
+                              exclude=exclude, diversity=variant.diversity)
     return list(rt.recommend(user_id, k=k, exclude_seen=exclude_seen, category=category, exclude=exclude,
                              diversity=variant.diversity).items)
 
 
 def serve_experiment(rt: Any, experiment: ExperimentConfig, user_id: str, request_id: str, k: int, *,
-                     exclude_seen: bool = True, category: str | None = None, exclude: Sequence[str] = ()
-                     ) -> ServedList:
+                     exclude_seen: bool = True, category: str | None = None, exclude: Sequence[str] = (),
+                     reranker: Any = None) -> ServedList:
     """The user's list under ``experiment`` (A/B: their variant; interleaving: both, team draft)."""
-    opts: dict[str, Any] = {"exclude_seen": exclude_seen, "category": category, "exclude": exclude}
+    opts: dict[str, Any] = {"exclude_seen": exclude_seen, "category": category, "exclude": exclude,
+                            "reranker": reranker}
     cold = len(user_rows(rt, user_id)) == 0
     if experiment.mode == "ab":
         v = assign(experiment, user_id)

@@ -57,7 +57,10 @@ def install(app: Any, config: Any, engine: Any) -> None:
 
     from recsys.experiments.store import ExperimentBook
 
+    from recsys.serving.reranking import RerankerSlot
+
     app.extensions["recsys.experiments"] = ExperimentBook(engine, config.experiments)
+    app.extensions["recsys.reranker"] = RerankerSlot(engine)
     if not config.impressions.enabled:
         return
 
@@ -75,4 +78,4 @@ def experiment_feed(rt: Any, user_id: str, request_id: str, q: Any) -> Any:
     from recsys.serving.experiments import serve_experiment
 
     return serve_experiment(rt, exp, user_id, request_id, q.k, exclude_seen=q.exclude_seen, category=q.category,
-                            exclude=q.exclude)
+                            exclude=q.exclude, reranker=current_app.extensions.get("recsys.reranker"))
