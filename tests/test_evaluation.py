@@ -178,7 +178,7 @@ def test_cli_evaluate_table_json_plot(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert [d["protocol"] for d in data] == ["temporal-20", "cold-items"]
-    assert [r["model"] for r in data[0]["rows"]] == ["popularity", "ALS only", "hybrid"]
+    assert [r["model"] for r in data[0]["rows"]] == ["popularity", "ALS only", "hybrid", "hybrid + reranker"]
     assert {"ndcg@10", "recall@10", "coverage@10", "seconds"} <= set(data[0]["rows"][0])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -311,3 +311,25 @@ def test_killed_workers_lose_no_answered_impression(db_url: str, tmp_path: Path,
     assert len(answered) > 50, f"killed {killed}"
     missing = set(answered) - stored
     assert not missing, f"{len(missing)} of {len(answered)} answered lists are not in SQL\n{log.read_text()[-2000:]}"
+
+
+def test_reranker_variant_trains_serves_and_hot_reloads(served: tuple[Any, Any, Config, Any]) -> None:
+    from recsys.recommend.reranker_training import train_reranker
+    from recsys.store.artifacts import active_artifact
+
+    client, _logger, config, engine = served
+    first = train_reranker(engine, config, source="events")
+    assert first.info["source"] == "events" and first.info["queries"] > 5
+    _cli(config, "experiments", "create", "rr1", "--replace", "--variant", "name=base,ranker=hybrid,share=0",
+         "--variant", "name=rr,ranker=hybrid,reranker=true,share=1")
+    got = client.get("/v1/users/U0005/recommendations?k=5").json
+    assert got["variant"] == "rr" and len(got["items"]) == 5
+    assert all(it["reasons"] == [{"type": "reranked"}] for it in got["items"])
+    seen = {str(i) for i in client.application.extensions["recsys"].user_history("U0005").items}
+    assert not seen & {str(client.application.extensions["recsys"]._st().row[i["id"]]) for i in got["items"]}
+    slot = client.application.extensions["recsys.reranker"]
+    assert slot.get().version == first.version
+    second = train_reranker(engine, config, source="events", seed=1, version=first.version + "-b")
+    slot._checked = -1e9  # the next look at the registry is due (every 2 s in service)
+    assert slot.get().version == second.version == active_artifact(engine, "reranker").version
+    _cli(config, "experiments", "stop", "rr1")

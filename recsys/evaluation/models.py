@@ -126,9 +126,12 @@ class HybridModel:
 
 
 def default_models(cfg: CFConfig, with_content: bool) -> list[EvalModel]:
-    """The four rows of the table (content-only is left out when there is no content)."""
+    """The rows of the table (content-only is left out when there is no content), the learned reranker last."""
     models: list[EvalModel] = [Popularity(), ALSOnly(cfg)]
     if with_content:
         models.append(ContentOnly())
     models.append(HybridModel(cfg))
+    from recsys.evaluation.reranked import HybridRerankedModel
+
+    models.append(HybridRerankedModel(cfg))
     return models

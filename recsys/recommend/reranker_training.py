@@ -90,7 +90,7 @@ def split_history(h: History, share: float) -> tuple[History, list[np.ndarray]]:
             future.append(np.zeros(0, np.int64))
             continue
         m = max(1, int(round(share * n)))
-        last = a + np.argsort(h.rank[a:b], kind="stable")[-m:]
+        last = a + np.argsort(h.rank[a:b], kind="stable")[:m]  # rank 0 is the newest item
         keep[last] = False
         future.append(h.items[last].astype(np.int64))
     counts = np.array([int(keep[h.indptr[u] : h.indptr[u + 1]].sum()) for u in range(h.n_users)])
