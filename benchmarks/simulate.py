@@ -213,6 +213,37 @@ def round_two(engine: Any, config: Any, base: str, users: list[str], future: dic
     return out
 
 
+def reanalyse(args: argparse.Namespace) -> None:
+    """The statistics of an earlier run, from its lists and clicks in SQL (the report code as it is now)."""
+    from recsys.config import load_config
+    from recsys.experiments.store import find_experiment
+    from recsys.store.db import engine_from_config
+
+    old = json.loads(args.reanalyse.read_text())
+    config = load_config(args.work / "config.yaml", env={})
+    engine = engine_from_config(config)
+    _past, future = temporal_split(pd.read_csv(args.data / "events.csv"))
+    model = ClickModel(args.eta, args.p_future, args.p_other)
+    result = {**old, "reanalysed": True}
+    for name in ("ab", "il", "aa"):
+        if name not in old:
+            continue
+        exp = find_experiment(engine, (), old[name]["report"]["experiment"])
+        outs, _ = read_outcomes(engine, exp.name)
+        result[name] = {**analyse(exp, outs, args.step, args.alpha), "seconds": old[name].get("seconds")}
+        if name == "aa":
+            lists = [(o.user, o.items) for o in outs]
+            result["aa"]["offline_repeats"] = {
+                str(a): aa_repeats(lists, future, model, args.aa_repeats, a, seed=args.seed) for a in (0.01, 0.05)}
+    summary = {k: {kk: result[k][kk] for kk in ("lists", "final_p", "lists_needed", "lists_needed_estimate_power80")
+                   if kk in result[k]} for k in ("ab", "il", "aa") if k in result}
+    print(json.dumps(summary, indent=1))
+    if "aa" in result:
+        print(json.dumps(result["aa"]["offline_repeats"], indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=str))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "movielens-100k-posters")
@@ -231,10 +262,15 @@ def main() -> None:
     ap.add_argument("--r2-requests", type=int, default=800, help="feed requests per arm of round 2")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--reuse", action="store_true", help="reuse a database prepared by an earlier run in --work")
+    ap.add_argument("--reanalyse", type=Path, help="recompute the statistics of an earlier run (its --json) from "
+                                                   "the lists and clicks in --work's database; no serving")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from recsys.store.db import engine_from_config
 
+    if args.reanalyse:
+        reanalyse(args)
+        return
     t_start = time.monotonic()
     load_before = machine_note()
     config, future, cfg = prepare(args.data, args.work, reuse=args.reuse)

@@ -61,7 +61,16 @@ def test_report_statistics() -> None:
     assert hyb.ctr_ci == pytest.approx(wilson(30, 100)) and hyb.ctr_ci[0] < 0.3 < hyb.ctr_ci[1]
     lo, hi = binomtest(30, 100).proportion_ci(method="wilson")
     assert hyb.ctr_ci == pytest.approx((lo, hi))
-    assert rep.p_value == pytest.approx(two_proportion_p(30, 100, 10, 100)) and rep.p_value < 0.01
+    assert rep.p_value_lists == pytest.approx(two_proportion_p(30, 100, 10, 100)) and rep.p_value < 0.01
+    # lists without users are users of their own: Welch's t-test of 0/1 outcomes
+    from scipy.stats import ttest_ind
+
+    assert rep.p_value == pytest.approx(ttest_ind([1] * 30 + [0] * 70, [1] * 10 + [0] * 90, equal_var=False).pvalue)
+    # one user seeing the same outcome in many lists is one unit, not many
+    same = [ListOutcome(f"x{i}", v, ("i1",), (None,), ("i1",) if v == "hyb" and u < 6 or v == "pop" and u < 4 else (),
+                        (), f"{v}{u}") for v in ("hyb", "pop") for u in range(10) for i in range(20)]
+    clustered = summarise(exp, same)
+    assert clustered.p_value > 0.3 and clustered.p_value_lists < 0.01
 
     inter = _exp("interleave")
     lists = [ListOutcome(f"r{i}", INTERLEAVED, ("i1", "i2", "i3"), ("hyb", "pop", "hyb"),

@@ -8,8 +8,9 @@ variants also a two-sided two-proportion z-test of the CTRs. For interleaving: p
 credited with more clicked positions wins; the share of wins with its Wilson interval and an exact
 binomial test against one half (``scipy.stats.binomtest``); ties (no or equal clicks) are left out.
 
-Lists are the experimental unit: the intervals treat them as independent (a user who requests many
-lists makes them slightly optimistic).
+A/B p-values take users as the unit (they are what is randomised): Welch's t-test of per-user CTRs. The
+CTR intervals treat lists as independent (a user who requests many lists makes them optimistic); the
+list-level z-test is reported beside it for comparison.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, select
 
 from recsys.experiments.assign import INTERLEAVED, winner
@@ -100,7 +102,10 @@ class ExperimentReport:
     mode: str
     variants: list[VariantStats]
     p_value: float = math.nan
-    """A/B with two variants: the z-test of their CTRs."""
+    """A/B with two variants: Welch's t-test of their per-user CTRs (users are the randomised unit)."""
+    p_value_lists: float = math.nan
+    """The same comparison with lists as independent units (two-proportion z-test): anti-conservative
+    when users see several lists."""
     interleaving: InterleavingStats | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -117,14 +122,16 @@ class ListOutcome:
     teams: tuple[str | None, ...]
     clicked: tuple[str, ...]
     converted: tuple[str, ...]
+    user: str | None = None
 
 
 def read_outcomes(engine: Engine, experiment: str, conversion_types: Sequence[str] = CONVERSION_TYPES
                   ) -> tuple[list[ListOutcome], dict[str, float]]:
     """The experiment's lists with their attributed clicks and conversions, and the items' prices."""
     with engine.connect() as conn:
-        heads = conn.execute(select(Impression.request_id, Impression.variant, Impression.ts_ms)
-                             .where(Impression.experiment == experiment)).all()
+        heads = conn.execute(select(Impression.request_id, Impression.variant, Impression.ts_ms, Impression.user_id)
+                             .where(Impression.experiment == experiment)
+                             .order_by(Impression.ts_ms, Impression.request_id)).all()
         if not heads:
             return [], {}
         since = min(h.ts_ms for h in heads) // 1000 - 1
@@ -152,7 +159,7 @@ def read_outcomes(engine: Engine, experiment: str, conversion_types: Sequence[st
     for h in heads:
         rows = sorted(pos.get(h.request_id, []))
         out.append(ListOutcome(h.request_id, h.variant, tuple(r[1] for r in rows), tuple(r[2] for r in rows),
-                               tuple(clicks.get(h.request_id, ())), tuple(convs.get(h.request_id, ()))))
+                               tuple(clicks.get(h.request_id, ())), tuple(convs.get(h.request_id, ())), h.user_id))
     return out, prices
 
 
@@ -198,8 +205,29 @@ def summarise(experiment: ExperimentConfig, outcomes: Iterable[ListOutcome], pri
         inter.p_value = binomial_p(a, decided)
     elif len(names) == 2:
         s1, s2 = stats[names[0]], stats[names[1]]
-        report.p_value = two_proportion_p(s1.clicked_lists, s1.lists, s2.clicked_lists, s2.lists)
+        report.p_value_lists = two_proportion_p(s1.clicked_lists, s1.lists, s2.clicked_lists, s2.lists)
+        report.p_value = user_level_p(outcomes, names[0], names[1])
     return report
+
+
+def user_level_p(outcomes: Iterable[ListOutcome], a: str, b: str) -> float:
+    """Welch's t-test of per-user CTRs (share of each user's lists clicked) between variants ``a`` and ``b``;
+    a list without a user counts as a user of its own."""
+    from scipy.stats import ttest_ind
+
+    per: dict[str, dict[str, list[int]]] = {a: defaultdict(lambda: [0, 0]), b: defaultdict(lambda: [0, 0])}
+    for o in outcomes:
+        if o.variant in per:
+            cell = per[o.variant][o.user if o.user is not None else f"list:{o.request_id}"]
+            cell[0] += bool(o.clicked)
+            cell[1] += 1
+    xa = [c / n for c, n in per[a].values()]
+    xb = [c / n for c, n in per[b].values()]
+    if len(xa) < 2 or len(xb) < 2:
+        return math.nan
+    if np.var(xa) == 0 and np.var(xb) == 0:
+        return 1.0 if np.mean(xa) == np.mean(xb) else 0.0
+    return float(ttest_ind(xa, xb, equal_var=False).pvalue)
 
 
 def experiment_report(engine: Engine, experiment: ExperimentConfig, confidence: float = 0.95,
@@ -229,7 +257,8 @@ def format_report(report: ExperimentReport) -> str:
         lines += ["", f"interleaved lists: {it.lists}; wins {a}: {it.wins[a]}, {b}: {it.wins[b]}, ties: {it.ties}; "
                       f"share of wins of {a}: {share} {_ci(it.share_ci)}; binomial test p = {it.p_value:.3g}"]
     elif not math.isnan(report.p_value):
-        lines += ["", f"two-proportion z-test of the CTRs: p = {report.p_value:.3g}"]
+        lines += ["", f"Welch t-test of per-user CTRs: p = {report.p_value:.3g} (lists as independent units, "
+                      f"two-proportion z-test: p = {report.p_value_lists:.3g})"]
     return "\n".join(lines)
 
 

@@ -113,7 +113,7 @@ def aa_repeats(lists: Sequence[tuple[str, tuple[str, ...]]], future: dict[str, s
         for i, (user, items) in enumerate(lists):
             clicked = model.clicks(items, future.get(user, set()), rng)
             outcomes.append(ListOutcome(f"{r}-{i}", assign(exp, user).name, items, (None,) * len(items),
-                                        tuple(items[p] for p in clicked), ()))
+                                        tuple(items[p] for p in clicked), (), user))
         ps.append(p_value(exp, outcomes))
     arr = np.asarray(ps)
     return {"repeats": repeats, "alpha": alpha, "significant_share": float(np.mean(arr < alpha)),
