@@ -24,7 +24,7 @@ for p in (str(REPO), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from http_load import machine_note  # noqa: E402
+from http_load import machine_note
 
 
 def main() -> None:

@@ -42,13 +42,13 @@ for p in (str(REPO), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-import pandas as pd  # noqa: E402
-import requests  # noqa: E402
-from http_load import gunicorn_server, machine_note  # noqa: E402
+import pandas as pd
+import requests
+from http_load import gunicorn_server, machine_note
 
-from recsys.experiments.report import format_report, read_outcomes, summarise  # noqa: E402
-from recsys.experiments.settings import ExperimentConfig  # noqa: E402
-from recsys.experiments.simulation import (  # noqa: E402
+from recsys.experiments.report import format_report, read_outcomes, summarise
+from recsys.experiments.settings import ExperimentConfig
+from recsys.experiments.simulation import (
     ClickModel,
     aa_repeats,
     ab_lists_estimate,
@@ -59,7 +59,7 @@ from recsys.experiments.simulation import (  # noqa: E402
     sequential_p,
     temporal_split,
 )
-from recsys.experiments.store import save_experiment, stored_experiments  # noqa: E402
+from recsys.experiments.store import save_experiment, stored_experiments
 
 log = logging.getLogger("simulate")
 KEY = "sim-key"
@@ -71,8 +71,8 @@ def prepare(data: Path, work: Path, reuse: bool = False) -> tuple[Any, dict[str,
     ``reuse``: the database in ``work`` was prepared from the same split by an earlier run; only the split
     is recomputed."""
     from recsys.config import load_config
-    from recsys.encoders.factory import build_text_encoder
     from recsys.embed import run_embed
+    from recsys.encoders.factory import build_text_encoder
     from recsys.ingest import ingest_events, ingest_items
     from recsys.recommend.model import train_feed
     from recsys.store.db import engine_from_config, upgrade

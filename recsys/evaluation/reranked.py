@@ -19,7 +19,14 @@ from recsys.cf.history import History
 from recsys.cf.hybrid import HybridRecommender
 from recsys.cf.settings import CFConfig
 from recsys.evaluation.models import TrainData
-from recsys.ranking.learned import POOL, ItemSide, LearnedReranker, fit_lambdarank, pool_features, popular_top_of
+from recsys.ranking.learned import (
+    POOL,
+    ItemSide,
+    LearnedReranker,
+    fit_lambdarank,
+    pool_features,
+    popular_top_of,
+)
 
 
 def _ranker(rec: HybridRecommender, n_items: int) -> Any:
@@ -51,7 +58,11 @@ class HybridRerankedModel:
     _reranker: LearnedReranker | None = None
 
     def fit(self, data: TrainData) -> None:
-        from recsys.recommend.reranker_training import RankData, _rank_data, split_history
+        from recsys.recommend.reranker_training import (
+            RankData,
+            _rank_data,
+            split_history,
+        )
 
         content = data.blocks if data.blocks is not None else data.content
         full = HybridRecommender(self.cfg).fit(data.history, content)
@@ -66,7 +77,7 @@ class HybridRerankedModel:
         self._reranker = LearnedReranker(booster, "eval", info)
         self._ranker = _ranker(full, data.history.n_items)
         self._history = data.history
-        self.details = {"queries": int(len(rd.groups)), **{k: v for k, v in info.items() if v is not None}}
+        self.details = {"queries": len(rd.groups), **{k: v for k, v in info.items() if v is not None}}
 
     def score(self, users: np.ndarray) -> np.ndarray:
         """The hybrid's scores, with its pool lifted above every other item in the reranker's order."""

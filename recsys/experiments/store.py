@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -11,6 +12,8 @@ from sqlalchemy import Engine, select
 from recsys.errors import ConfigError
 from recsys.experiments.settings import ExperimentConfig
 from recsys.store.models import Experiment
+
+log = logging.getLogger(__name__)
 
 
 def stored_experiments(engine: Engine) -> list[ExperimentConfig]:
@@ -70,8 +73,8 @@ class ExperimentBook:
                 if now - self._read >= self.refresh_s:
                     try:
                         self._all = all_experiments(self.engine, self.configured)
-                    except Exception:  # noqa: BLE001 - a database hiccup keeps the last known experiments
-                        pass
+                    except Exception as exc:  # noqa: BLE001 - a database hiccup keeps the last known experiments
+                        log.warning("experiments: cannot re-read stored experiments: %s", exc)
                     self._read = now
         for e in self._all:
             if e.active and e.surface == surface:

@@ -26,9 +26,23 @@ from sqlalchemy import Engine, select
 
 from recsys.cf.history import History
 from recsys.errors import RecsysError
-from recsys.ranking.learned import FEATURES, KIND, POOL, ItemSide, LearnedReranker, fit_lambdarank, pool_features
+from recsys.ranking.learned import (
+    FEATURES,
+    KIND,
+    POOL,
+    ItemSide,
+    LearnedReranker,
+    fit_lambdarank,
+    pool_features,
+)
+from recsys.recommend.model import (
+    FeedModel,
+    StoreHistory,
+    fit_feed_model,
+    load_feed_model,
+    read_store_history,
+)
 from recsys.recommend.ranker import FeedRanker
-from recsys.recommend.model import FeedModel, StoreHistory, fit_feed_model, load_feed_model, read_store_history
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +75,7 @@ def item_side_from_store(engine: Engine, item_ids: np.ndarray, history: History)
 
     with engine.connect() as conn:
         rows = {r.external_id: r for r in conn.execute(select(Item.external_id, Item.category, Item.price, Item.created_at))}
-    now = dt.datetime.now(dt.timezone.utc).timestamp()
+    now = dt.datetime.now(dt.UTC).timestamp()
     cats = sorted({r.category for r in rows.values() if r.category is not None})
     code = {c: i for i, c in enumerate(cats)}
     n = len(item_ids)
@@ -70,7 +84,7 @@ def item_side_from_store(engine: Engine, item_ids: np.ndarray, history: History)
         r = rows.get(str(e))
         created = r.created_at if r is not None else None
         if created is not None and created.tzinfo is None:
-            created = created.replace(tzinfo=dt.timezone.utc)
+            created = created.replace(tzinfo=dt.UTC)
         age = (now - created.timestamp()) / 86400 if created is not None else 365.0
         fresh[i] = np.exp(-max(age, 0.0) / 30.0)
         if r is not None:
@@ -186,8 +200,8 @@ def train_reranker(engine: Engine, config: Any, *, source: str = "auto", seed: i
     booster, summary = fit_lambdarank(train.X, train.y, train.groups, seed=seed,
                                       valid=(valid.X, valid.y, valid.groups))
     version = version or new_version()
-    info = {"source": source, "feed_model": model.version, "queries": int(len(data.groups)),
-            "rows": int(len(data.y)), "positives": int((data.y > 0).sum()), **summary}
+    info = {"source": source, "feed_model": model.version, "queries": len(data.groups),
+            "rows": len(data.y), "positives": int((data.y > 0).sum()), **summary}
     rr = LearnedReranker(booster, version, info)
     path = rr.save(config.artifacts_path / KIND / version)
     register_artifact(engine, KIND, version, str(path), metrics=info, activate=activate)

@@ -13,10 +13,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from recsys.errors import ArtifactError
-from recsys.ranking.learned import KIND, POOL, ItemSide, LearnedReranker, pool_features, popular_top_of
+from recsys.ranking.learned import (
+    KIND,
+    POOL,
+    ItemSide,
+    LearnedReranker,
+    pool_features,
+    popular_top_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +74,9 @@ def item_side(st: Any) -> ItemSide:
 
 def reranked_items(rt: Any, user_id: str, k: int, *, slot: RerankerSlot | None, exclude_seen: bool = True,
                    category: str | None = None, exclude: Sequence[str] = (), diversity: float = 0.0) -> list[Any]:
-    """The hybrid's best ``POOL`` allowed items for the user, reordered by the active reranker."""
+    """The hybrid's best ``POOL`` allowed items for the user, reordered by the active reranker.
+
+    ``diversity`` is accepted for the variant's signature and not applied yet (the reranker's order is served)."""
     model = slot.get() if slot is not None else None
     if model is None:
         raise ArtifactError("this variant needs a learned reranker and none is active; run `recsys train-reranker`")
@@ -82,7 +89,3 @@ def reranked_items(rt: Any, user_id: str, k: int, *, slot: RerankerSlot | None, 
                             neighbours=rt._neighbours(st))
     top, scores = model.rerank(rows[0], X[0], k)
     return [rt._item(st, int(r), float(s), [{"type": "reranked"}]) for r, s in zip(top, scores)]
-
-
-def rows_to_ids(st: Any, rows: np.ndarray) -> list[str]:
-    return [st.ids[int(r)] for r in rows if r >= 0]

@@ -56,7 +56,6 @@ def install(app: Any, config: Any, engine: Any) -> None:
     from pathlib import Path
 
     from recsys.experiments.store import ExperimentBook
-
     from recsys.serving.reranking import RerankerSlot
 
     app.extensions["recsys.experiments"] = ExperimentBook(engine, config.experiments)
