@@ -27,12 +27,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recsys.cf.history import History  # noqa: E402
-from recsys.cf.hybrid import HybridComponents, HybridParams  # noqa: E402
 from recsys.cf.settings import CFConfig  # noqa: E402
 from recsys.export.job import ExportContext, ExportOptions, run_export  # noqa: E402
 from recsys.export.writers import open_sink  # noqa: E402
+from recsys.ranking.hybrid import HybridComponents, HybridParams  # noqa: E402
+from recsys.ranking.ranker import FeedRanker  # noqa: E402
 from recsys.recommend.model import FeedModel  # noqa: E402
-from recsys.recommend.ranker import FeedRanker  # noqa: E402
 
 
 def peak_rss_mb() -> float:

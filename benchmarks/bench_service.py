@@ -157,11 +157,11 @@ def prepare_synthetic(n_items: int, dim: int, data_dir: Path, *, n_users: int | 
     Returns:
         The configuration written to ``data_dir/config.yaml``.
     """
-    from recsys.cf.hybrid import HybridParams
     from recsys.encoders.factory import build_text_encoder
-    from recsys.recommend.model import fit_feed_model, save_feed_model
     from recsys.index.synthetic import clustered_vectors
     from recsys.ingest import ingest_events, ingest_items
+    from recsys.ranking.hybrid import HybridParams
+    from recsys.recommend.model import fit_feed_model, save_feed_model
 
     if n_items < 10 or dim < 2:
         raise ValueError(f"n_items must be >= 10 and dim >= 2, got {n_items}, {dim}")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from recsys.align.settings import AlignConfig
 from recsys.cf.settings import CFConfig
-from recsys.encoders.settings import EncodersConfig
+from recsys.encoders.settings import EncodersConfig, ImagesConfig
 from recsys.engines.settings import RayConfig
 from recsys.errors import ConfigError
 from recsys.experiments.settings import ExperimentConfig, ImpressionsConfig
@@ -130,8 +130,12 @@ class ServiceConfig(_Section):
     call whose answer lies within them (``k`` up to this, filters keeping enough) reads a table row instead
     of searching; the table is built with the index (batched searches on all cores)."""
     upsert_wait_s: float = Field(10.0, ge=0)
-    """``PUT /v1/items`` waits this long for the serving state to include the items (``"servable": true``);
-    a longer reload (a large catalogue) goes on in the background. Keep it below gunicorn's ``--timeout``."""
+    """``PUT /v1/items`` waits at most this long in all for the items' embedding (image downloads included)
+    and the serving state to include them (``"servable": true``); what does not finish in time goes on in
+    the background (``"servable": false``). Keep it below gunicorn's ``--timeout``."""
+    embed_threads: int = Field(4, gt=0)
+    """Background threads per serving process that embed upserted items, and as many that download their
+    images (each download under ``encoders.image.fetch_timeout_s``), so one slow image holds up no other PUT."""
     feed_exact_max_items: int = Field(100_000, gt=0)
     """Up to this many items the home feed scores every item exactly as ``recsys evaluate`` does; above it,
     a few hundred retrieved candidates are scored (standardised over a fixed item sample)."""
@@ -154,6 +158,8 @@ class Config(_Section):
     database: DatabaseConfig = DatabaseConfig()
     ingest: IngestConfig = IngestConfig()
     encoders: EncodersConfig = EncodersConfig()
+    images: ImagesConfig = ImagesConfig()
+    """Which item image paths and URLs may be read (local folders, public addresses, allowlist)."""
     align: AlignConfig = AlignConfig()
     cf: CFConfig = CFConfig()
     index: IndexConfig = IndexConfig()

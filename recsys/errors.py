@@ -39,3 +39,26 @@ class ArtifactError(RecsysError):
 
 class UnsupportedQueryError(RecsysError):
     """A well-formed query this deployment cannot answer (e.g. an image query without an alignment)."""
+
+
+class ImageAccessError(RecsysError):
+    """An image reference the access policy refuses (:mod:`recsys.encoders.access`): a path outside the
+    allowed folders, a scheme other than http(s), an address that is not public. Nothing was read.
+
+    Attributes:
+        reason: short code: ``outside_roots``, ``no_roots``, ``scheme``, ``bad_url``, ``address``, ``dns``,
+            ``redirects``.
+        source: the reference as given.
+        detail: what was wrong and what is allowed.
+    """
+
+    def __init__(self, reason: str, source: str, detail: str) -> None:
+        self.reason = reason
+        self.source = source
+        self.detail = detail
+        self.field: str | None = None
+        """Set by callers that know it, e.g. ``items[3].image`` for an API body."""
+        super().__init__(f"{source}: {detail}")
+
+    def __reduce__(self) -> tuple[type[ImageAccessError], tuple[str, str, str]]:  # picklable across workers
+        return (type(self), (self.reason, self.source, self.detail))

@@ -96,4 +96,7 @@ def create_app(config: Config, runtime: Any = None) -> Flask:
 
     for bp in (health.bp, items.bp, users.bp, search.bp, events.bp):
         app.register_blueprint(bp)
+    from services.ui import register_ui
+
+    register_ui(app)  # the web playground (/ui) and item pictures (/media)
     return app

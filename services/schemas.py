@@ -76,7 +76,9 @@ class ItemIn(_Strict):
     title: str = Field(min_length=1, max_length=2000)
     description: str = Field("", max_length=100_000)
     category: str | None = Field(None, max_length=255)
-    image: str | None = Field(None, description="image URL, or a path the service can read")
+    image: str | None = Field(None, max_length=4096, description=(
+        "an http(s) URL reaching a public address (or a host in images.allowed_hosts), or a path under "
+        "<data_dir>/images or images.roots (a relative path is taken from <data_dir>/images)"))
     price: float | None = Field(None, ge=0)
     available: bool = True
     attributes: dict[str, Any] = {}

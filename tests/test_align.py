@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from recsys.align.fusion import fuse_embeddings
+from recsys.align.metrics import chance_metrics, crossmodal_metrics
 from recsys.align.model import AlignmentModel, Head
 from recsys.align.settings import AlignConfig
 from recsys.align.train import split_train_val, train_alignment
 from recsys.errors import ArtifactError
-from recsys.evaluation.crossmodal import chance_metrics, crossmodal_metrics
 
 FAST = AlignConfig(
     dim=16, hidden_dim=32, epochs=12, batch_size=64, ensemble=1, patience=4, min_items=8, threads=1, warmup_epochs=1

@@ -7,18 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recsys.align.metrics import DIRECTIONS, chance_metrics, crossmodal_metrics, metrics_from_ranks, retrieval_ranks
 from recsys.align.settings import AlignConfig
 from recsys.errors import InputFormatError
 from recsys.evaluation.crossmodal import (
-    DIRECTIONS,
-    chance_metrics,
-    crossmodal_metrics,
     format_table,
     load_hm_items,
-    metrics_from_ranks,
     protocol_split,
     query_text,
-    retrieval_ranks,
     run_protocol,
     unaligned_rows,
     validation_split,
@@ -162,7 +158,7 @@ def test_evaluate_search_command_prints_one_table_and_the_same_figures_as_json(
 
     from click.testing import CliRunner
 
-    import recsys.align.evaluate
+    import recsys.evaluation.hm_search
     from recsys.cli import cli
 
     rng = np.random.default_rng(0)
@@ -175,7 +171,7 @@ def test_evaluate_search_command_prints_one_table_and_the_same_figures_as_json(
         seen.append(path)
         return text, image, "t@1", "i@1"
 
-    monkeypatch.setattr(recsys.align.evaluate, "hm_features", fake_features)
+    monkeypatch.setattr(recsys.evaluation.hm_search, "hm_features", fake_features)
     (tmp_path / "none.yaml").write_text("{}\n")
     env = {"RECSYS_DATA_DIR": str(tmp_path / "data"), "RECSYS_CONFIG": str(tmp_path / "none.yaml")}
     args = ["evaluate-search", "--items", str(tmp_path / "items.csv"), "--set", "epochs=2", "--set", "ensemble=1",

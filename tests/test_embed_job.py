@@ -97,7 +97,7 @@ def _write_images(folder: Path) -> dict[str, str]:
     full = (folder / "good0.jpg").read_bytes()
     (folder / "cut.jpg").write_bytes(full[: len(full) // 2])
     sources[E.TRUNCATED] = str(folder / "cut.jpg")
-    sources[E.FETCH_FAILED] = "http://127.0.0.1:9/refused.jpg"
+    sources[E.FETCH_FAILED] = "http://nonexistent.invalid/gone.jpg"  # RFC 6761: never resolves
     return sources
 
 
@@ -278,6 +278,7 @@ def test_cli_embed(db: DB, tmp_path: Path) -> None:
             "text": {"name": clip},
             "image": {"name": clip, "workers": 0, "max_pixels": MAX_PIXELS, "fetch_timeout_s": 2},
         },
+        "images": {"roots": [str(tmp_path / "img")]},  # the rows were inserted directly, not ingested
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     runner = CliRunner()

@@ -376,15 +376,21 @@ def http_server(tmp_path: Path) -> Iterator[str]:
 
 
 def test_load_image_from_url(http_server: str) -> None:
-    assert load_image(f"{http_server}/ok.jpg", max_pixels=10_000).size == (64, 48)
+    from recsys.encoders.access import ImagePolicy
+
+    policy = ImagePolicy(allowed_hosts=frozenset({"127.0.0.1"}), timeout_s=2, max_bytes=3000)  # a local test server
+    assert load_image(f"{http_server}/ok.jpg", max_pixels=10_000, policy=policy).size == (64, 48)
     for url, detail in [
         (f"{http_server}/nope.jpg", "HTTP status 404"),
-        (f"{http_server}/big.jpg", "limit of 1000"),
+        (f"{http_server}/big.jpg", "limit of 3000"),
         ("http://127.0.0.1:9/x.jpg", "ConnectionError"),
     ]:
         with pytest.raises(ImageLoadError) as info:
-            load_image(url, max_pixels=10_000, max_bytes=1000, timeout=2)
+            load_image(url, max_pixels=10_000, policy=policy)
         assert info.value.reason == E.FETCH_FAILED and detail in info.value.detail, info.value.detail
+    with pytest.raises(ImageLoadError) as info:  # without the allowlist: loopback is refused, nothing fetched
+        load_image(f"{http_server}/ok.jpg", max_pixels=10_000)
+    assert info.value.reason == E.REFUSED
 
 
 def test_efficientnet_lite_batchnorm_folding_keeps_outputs() -> None:

@@ -11,13 +11,14 @@ import pytest
 import scipy.sparse as sp
 from click.testing import CliRunner
 
+from recsys.cf.history import item_tie_rank
 from recsys.config import Config
 from recsys.errors import InputFormatError
-from recsys.evaluation.data import Events, detect_preset, item_tie_rank, load_dataset
-from recsys.evaluation.metrics import catalogue_coverage, ndcg_at_k, rank_top_k, recall_at_k
+from recsys.evaluation.data import Events, detect_preset, load_dataset
 from recsys.evaluation.models import Popularity
 from recsys.evaluation.protocols import cold_items_split, make_split, temporal_split
 from recsys.evaluation.runner import run_models
+from recsys.ranking.metrics import catalogue_coverage, ndcg_at_k, rank_top_k, recall_at_k
 
 PRESETS = Config().ingest.presets
 

@@ -61,8 +61,8 @@ def _load(shared_data: Path, folder: str, preset: str, tmp: Path, tiny: Any) -> 
 @pytest.mark.parametrize(("folder", "preset"), [("movielens-100k-posters", "movielens"), ("hm-fashion-sample", "hm")])
 def test_api_feed_equals_offline_ranking(shared_data: Path, tmp_path: Path, tiny_text: Any, folder: str,
                                          preset: str) -> None:
-    from recsys.evaluation.metrics import rank_top_k
-    from recsys.evaluation.runner import tie_order
+    from recsys.ranking.metrics import rank_top_k
+    from recsys.ranking.topk import tie_order
     from recsys.recommend.model import load_feed_model, read_store_history
     from recsys.serving import Runtime
     from services.app import create_app

@@ -8,19 +8,21 @@ import numpy as np
 import pytest
 
 from recsys.cf.history import History, filter_history, profile_weights, recency_weights
-from recsys.cf.hybrid import HybridParams, HybridRecommender, fit_components, hybrid_scores
-from recsys.cf.scoring import (
+from recsys.cf.ridge import fit_ridge
+from recsys.cf.settings import CFConfig, HybridConfig
+from recsys.cf.validation import item_holdout, temporal_holdout
+from recsys.ranking.hybrid import HybridParams, hybrid_scores
+from recsys.ranking.scoring import (
     BlendWeights,
     HistorySimilarity,
     blend,
     content_profiles,
-    fit_ridge,
     kernel_scores,
     zscore_rows,
 )
-from recsys.cf.selection import coordinate_ascent
-from recsys.cf.settings import CFConfig, HybridConfig
-from recsys.cf.validation import item_holdout, temporal_holdout
+from recsys.recommend.components import fit_components
+from recsys.recommend.hybrid import HybridRecommender
+from recsys.recommend.selection import coordinate_ascent
 
 FAST = CFConfig(
     factors=6, regularization=0.1, alpha=2.0, iterations=10,

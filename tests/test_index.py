@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from recsys.errors import ArtifactError, ConfigError
-from recsys.index.base import Retriever, top_k
+from recsys.index.base import Retriever
 from recsys.index.exact import ExactRetriever
-from recsys.index.factory import build_index, measure_recall, scann_available
-from recsys.index.manifest import MANIFEST, load_retriever, read_manifest
-from recsys.index.scann import ScannRetriever
+from recsys.index.factory import build_index, load_retriever, measure_recall, scann_available
+from recsys.index.filters import top_k
+from recsys.index.manifest import MANIFEST, read_manifest
 from recsys.index.publish import (
     CURRENT,
     IndexHandle,
@@ -27,6 +27,7 @@ from recsys.index.publish import (
     prune,
     publish,
 )
+from recsys.index.scann import ScannRetriever
 from recsys.index.settings import IndexConfig
 from recsys.index.synthetic import clustered_vectors, split_queries
 

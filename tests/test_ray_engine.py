@@ -304,3 +304,18 @@ def test_the_local_engine_never_imports_ray(db: tuple[Engine, dict[str, int]], t
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert f"{len(ids)} embedded" in out.stdout and "NO_RAY" in out.stdout
+
+
+def test_the_image_policy_reaches_the_ray_actors(ray_local: Any, db: tuple[Engine, dict[str, int]], tmp_path: Path) -> None:
+    """The access policy travels to the model actors: images outside its roots are refused there, unread."""
+    from recsys.encoders.access import ImagePolicy
+
+    engine, ids = db
+    cfg = EncodersConfig(image=ImageEncoderConfig(batch_size=2, workers=0, max_pixels=MAX_PIXELS))
+    elsewhere = tmp_path / "other-root"
+    elsewhere.mkdir()
+    report = run_embed_ray(engine, cfg, RayConfig(actors=1), text_factory=None,
+                           image_factory=functools.partial(tiny_image_encoder, batch_size=2),
+                           policy=ImagePolicy(roots=(str(elsewhere.resolve()),)))
+    assert report.space(IMAGE).embedded == 0 and {f.reason for f in report.failures} == {E.REFUSED}
+    assert len(report.failures) == N_GOOD + 2

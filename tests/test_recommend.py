@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from recsys.cf.history import History
-from recsys.cf.hybrid import HybridParams, HybridRecommender
 from recsys.cf.settings import CFConfig
-from recsys.evaluation.metrics import rank_top_k
+from recsys.ranking.hybrid import HybridParams
+from recsys.ranking.metrics import rank_top_k
+from recsys.ranking.ranker import FeedRanker, user_history
+from recsys.ranking.topk import top_k_rows
+from recsys.recommend.hybrid import HybridRecommender
 from recsys.recommend.model import FeedModel
-from recsys.recommend.ranker import FeedRanker, top_k_rows, user_history
 
 PARAMS = HybridParams(recency_tau=3.0, recency_beta=10.0, profile_tau=3.0, profile_gamma=10.0, content_mix=0.25,
                       cold_profile_gamma=0.0, warm_cf=1.0, warm_content=0.5, warm_pop=0.25, cold_cf=1.0,
@@ -30,7 +32,7 @@ def _model(n_users: int = 60, n_items: int = 300, seed: int = 0) -> tuple[FeedMo
     blocks = tuple(b / np.linalg.norm(b, axis=1, keepdims=True) for b in (text, image))
     cfg = CFConfig(factors=8, iterations=3)
     rec = HybridRecommender(cfg, PARAMS).fit(history, blocks)
-    from recsys.cf.scoring import fit_ridge
+    from recsys.cf.ridge import fit_ridge
 
     x = np.concatenate(blocks, axis=1)
     warm = rec.components.warm

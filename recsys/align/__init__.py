@@ -4,7 +4,8 @@
   frozen encoder vectors (a pure function of two arrays; torch is imported only when it runs).
 - :class:`AlignmentModel` (``model.py``): the trained heads, numpy inference, ``save`` / ``load``.
 - :func:`fuse_embeddings` (``fusion.py``): the fused item embedding used downstream.
-- ``store.py``: training pairs from SQL, artifacts and the registry; ``evaluate.py``: the H&M protocol.
+- ``store.py``: training pairs from SQL, artifacts and the registry; ``metrics.py``: cross-modal retrieval
+  metrics (R@k, MRR). The H&M protocol runs in :mod:`recsys.evaluation.hm_search`.
 """
 
 from recsys.align.fusion import fuse_embeddings

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from recsys.align.metrics import crossmodal_metrics, mean_score
 from recsys.align.model import AlignmentModel
 from recsys.align.settings import AlignConfig
-from recsys.evaluation.crossmodal import crossmodal_metrics, mean_score
 
 log = logging.getLogger(__name__)
 

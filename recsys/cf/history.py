@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["History", "filter_history", "profile_weights", "recency_weights"]
+__all__ = ["History", "filter_history", "item_tie_rank", "profile_weights", "recency_weights"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +129,18 @@ def filter_history(history: History, keep: np.ndarray) -> History:
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     rank = (np.arange(users.shape[0]) - indptr[users]).astype(np.float32)
     return History(history.n_users, history.n_items, indptr, history.items[keep], rank, history.weight[keep])
+
+
+def item_tie_rank(item_ids: np.ndarray) -> np.ndarray:
+    """Rank of every item id in tie-break order.
+
+    Ids compare as numbers when every id is a canonical integer (``"42"``, not ``"042"``), otherwise as
+    strings. Returns ``(n_items,)`` int64 with values ``0 .. n_items - 1``.
+    """
+    ids = [str(x) for x in item_ids]
+    numeric = all(s.isdigit() and str(int(s)) == s for s in ids)
+    keys: list[int] | list[str] = [int(s) for s in ids] if numeric else ids
+    order = sorted(range(len(ids)), key=keys.__getitem__)
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[np.asarray(order, dtype=np.int64)] = np.arange(len(ids), dtype=np.int64)
+    return rank

@@ -3,7 +3,7 @@
 The defaults are the recommended values. The ALS hyperparameters (factors, regularization, alpha) were
 chosen once on a validation split carved from the *training* part of MovieLens temporal-20 (each user's
 newest 20 % of training events; never the test split) and frozen here. The hybrid's settings are not
-frozen: :mod:`recsys.cf.selection` chooses them at fit time on validation splits carved from the
+frozen: :mod:`recsys.recommend.selection` chooses them at fit time on validation splits carved from the
 training events it is given, from the grids below (the same grids for every data set).
 """
 
@@ -17,7 +17,7 @@ from recsys.settings_base import Section as _Section
 
 
 class HybridConfig(_Section):
-    """How :class:`recsys.cf.hybrid.HybridRecommender` blends CF, content and popularity."""
+    """How :class:`recsys.recommend.hybrid.HybridRecommender` blends CF, content and popularity."""
 
     recency_tau: tuple[float, ...] = (3.0, 10.0)
     """Candidate time constants (in events, counted back from the user's latest) of the recency weight

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,15 +72,15 @@ def train_from_sql(engine: Engine, config: Config, version: str | None = None, a
         "events": matrix.n_events,
     }
     model.info.update({"event_types": dict(config.event_types), "last_event_ts": matrix.last_ts})
-    tmp = target.with_name(f".{version}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save(tmp, manifest={
-        "version": version,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "metrics": metrics,
-    })
-    tmp.rename(target)
+    from recsys.store.staging import staging_dir
+
+    with staging_dir(target.parent, f".{version}.tmp") as tmp:  # also removes those a killed run left
+        model.save(tmp, manifest={
+            "version": version,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "metrics": metrics,
+        })
+        tmp.rename(target)
     register_artifact(
         engine, "cf", version, str(target.resolve()),
         config={"cf": cfg.model_dump(mode="json"), "event_types": dict(config.event_types)},

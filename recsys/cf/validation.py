@@ -6,6 +6,8 @@ Two carves, mirroring the two things the hybrid must do:
   or more items) is held out; ranking is over every item the user has not kept (home feed);
 - :func:`item_holdout`: a seeded random ``fraction`` of the items that have events is held out with all
   their pairs; users who had one are validated by ranking the held-out items only (new items).
+
+The score on a split is :func:`recsys.recommend.selection.validation_ndcg`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.cf.history import History, filter_history
-from recsys.evaluation.metrics import ndcg_at_k, rank_top_k
 
-__all__ = ["ValidationSplit", "item_holdout", "temporal_holdout", "validation_ndcg"]
+__all__ = ["ValidationSplit", "item_holdout", "temporal_holdout"]
 
 
 @dataclass(frozen=True)
@@ -75,15 +76,3 @@ def item_holdout(history: History, fraction: float, max_users: int = 2000, seed:
         targets.append(np.unique(history.items[lo:hi][held[lo:hi]]))
     users, targets = _sample_users(users, targets, max_users, seed)
     return ValidationSplit(filter_history(history, ~held), users, targets, cold)
-
-
-def validation_ndcg(scores: np.ndarray, split: ValidationSplit, k: int = 10) -> float:
-    """Mean NDCG@k of ``(len(split.users), n_items)`` scores on a validation split."""
-    if split.users.shape[0] == 0:
-        return 0.0
-    if split.candidates is not None:
-        ranked = split.candidates[rank_top_k(scores[:, split.candidates], k)]
-    else:
-        seen = split.train.select(split.users).matrix()
-        ranked = rank_top_k(scores, k, seen)
-    return float(ndcg_at_k(ranked, split.targets, k).mean())

@@ -116,7 +116,7 @@ def evaluate_search(obj, items_path: str | None, split: str, overrides: tuple[st
     Rows: the unaligned encoders, and an alignment trained on the training items with the align
     settings (config `align`, --set overrides). Encoder features are cached by encoder version.
     """
-    from recsys.align.evaluate import hm_protocol
+    from recsys.evaluation.hm_search import hm_protocol
 
     config: Config = obj.config
     cfg = align_config(config, overrides)

@@ -7,6 +7,8 @@ embedded default database (a SQLite file under the data directory) unless config
 from __future__ import annotations
 
 import importlib.util
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +76,25 @@ def demo(obj, n_items: int, n_users: int, seed: int) -> None:  # type: ignore[no
         if _has(module):
             _step(title)(lambda runner=runner: runner(config, engine))
     click.echo("done.")
+    for line in playground_lines(config, getattr(obj, "_config_path", None)):
+        click.echo(line)
+
+
+def playground_lines(config: Config, config_path: str | None) -> list[str]:
+    """How to open the web playground on what the demo just built: the command and the URL."""
+    prog = sys.argv[0] if Path(sys.argv[0]).name == "recsys" else "recsys"
+    env = ["RECSYS_SERVICE_API_KEYS='[demo-key]'"]  # the click / buy buttons post events with this key
+    if config_path is None and Path(config.data_dir) != Path(".recsys"):
+        env.append(f"RECSYS_DATA_DIR={shlex.quote(str(Path(config.data_dir).resolve()))}")
+    cfg = f" --config {shlex.quote(config_path)}" if config_path else ""
+    host, port = config.service.host, config.service.port
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return [
+        "",
+        "playground: start the service with",
+        f"    {' '.join(env)} {prog}{cfg} serve",
+        f"then open http://{shown}:{port}/ui/   (type demo-key into 'API key' to post clicks and purchases)",
+    ]
 
 
 def _later_stages() -> list[tuple[str, str, Callable[[Config, object], str]]]:
@@ -89,10 +110,13 @@ def _later_stages() -> list[tuple[str, str, Callable[[Config, object], str]]]:
 
 def _embed(config: Config, engine: object) -> str:
     from recsys.embed import run_embed
+    from recsys.store.image_roots import image_policy, image_roots
     from recsys.encoders.factory import build_encoders
 
     text, image = build_encoders(config.encoders)
-    report = run_embed(engine, config.encoders, text_encoder=text, image_encoder=image)  # type: ignore[arg-type]
+    policy = image_policy(config, image_roots(config, engine))  # type: ignore[arg-type]
+    report = run_embed(engine, config.encoders, text_encoder=text, image_encoder=image,  # type: ignore[arg-type]
+                       policy=policy)
     return "; ".join(report.lines()[:4])
 
 

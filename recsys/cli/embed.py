@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from recsys.embed.report import EmbedReport
+    from recsys.encoders.access import ImagePolicy
     from recsys.encoders.settings import EncodersConfig
     from recsys.engines.settings import RayConfig
 
@@ -87,20 +88,23 @@ def embed(
     engine = engine_from_config(config)
     require_schema(engine)
     progress = not no_progress and sys.stderr.isatty()
+    from recsys.store.image_roots import image_policy, image_roots
+
+    policy = image_policy(config, image_roots(config, engine))  # folders of earlier ingests, data_dir/images, images.roots
     if engine_name == RAY:
         ray_cfg = config.ray
         if ray_address is not None:
             ray_cfg = ray_cfg.model_copy(update={"address": ray_address})
         if ray_actors is not None:
             ray_cfg = ray_cfg.model_copy(update={"actors": ray_actors})
-        report = _embed_on_ray(engine, cfg, ray_cfg, space, progress)
+        report = _embed_on_ray(engine, cfg, ray_cfg, space, progress, policy)
     else:
-        report = _embed_locally(engine, cfg, space, progress)
+        report = _embed_locally(engine, cfg, space, progress, policy)
     for line in report.lines():
         click.echo(line)
 
 
-def _embed_locally(engine: Engine, cfg: EncodersConfig, space: str, progress: bool) -> EmbedReport:
+def _embed_locally(engine: Engine, cfg: EncodersConfig, space: str, progress: bool, policy: ImagePolicy) -> EmbedReport:
     from recsys.embed import run_embed
     from recsys.encoders.factory import build_encoders, build_image_encoder, build_text_encoder
 
@@ -114,14 +118,16 @@ def _embed_locally(engine: Engine, cfg: EncodersConfig, space: str, progress: bo
         text_encoder, image_encoder = build_text_encoder(cfg.text, cfg.device), None
     else:
         text_encoder, image_encoder = None, build_image_encoder(cfg.image, cfg.device)
-    return run_embed(engine, cfg, text_encoder=text_encoder, image_encoder=image_encoder, progress=progress)
+    return run_embed(engine, cfg, text_encoder=text_encoder, image_encoder=image_encoder, progress=progress, policy=policy)
 
 
-def _embed_on_ray(engine: Engine, cfg: EncodersConfig, ray_cfg: RayConfig, space: str, progress: bool) -> EmbedReport:
+def _embed_on_ray(engine: Engine, cfg: EncodersConfig, ray_cfg: RayConfig, space: str, progress: bool,
+                  policy: ImagePolicy) -> EmbedReport:
     from recsys.embed.ray_job import image_encoder_factory, run_embed_ray, text_encoder_factory
     from recsys.engines.ray_engine import ray_session
 
     text = text_encoder_factory(cfg) if space in ("all", "text") else None
     image = image_encoder_factory(cfg) if space in ("all", "image") else None
     with ray_session(ray_cfg.address, ray_cfg.num_cpus):
-        return run_embed_ray(engine, cfg, ray_cfg, text_factory=text, image_factory=image, progress=progress)
+        return run_embed_ray(engine, cfg, ray_cfg, text_factory=text, image_factory=image, progress=progress,
+                             policy=policy)

@@ -48,6 +48,7 @@ def evaluate(  # type: ignore[no-untyped-def]
     from recsys.errors import ConfigError
     from recsys.evaluation.data import detect_preset, load_dataset
     from recsys.evaluation.models import default_models
+    from recsys.evaluation.reranked import HybridRerankedModel
     from recsys.evaluation.protocols import make_split
     from recsys.evaluation.report import format_table, reports_json, write_plot
     from recsys.evaluation.runner import run_models
@@ -75,7 +76,8 @@ def evaluate(  # type: ignore[no-untyped-def]
     reports = []
     for protocol in protocols:
         split = make_split(protocol, ds.events, ds.n_users, ds.n_items, ds.tie_rank)
-        report = run_models(default_models(config.cf, vectors is not None), split, vectors, ds.name, k, blocks)
+        report = run_models([*default_models(config.cf, vectors is not None), HybridRerankedModel(config.cf)], split, vectors,
+                            ds.name, k, blocks)
         reports.append(report)
         if not as_json:
             click.echo(format_table(report))

@@ -83,8 +83,10 @@ def items(obj, file: str, preset: str | None, fmt: str | None, rejects: str | No
     mapping = base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     engine = engine_from_config(config)
     require_schema(engine)
+    from recsys.store.image_roots import image_policy, ingest_roots
+
     report = ingest_items(engine, file, mapping, fmt=fmt, reject_path=_reject_path(config, file, "items", rejects),
-                          chunk_size=config.ingest.chunk_size)
+                          chunk_size=config.ingest.chunk_size, policy=image_policy(config, ingest_roots(config, file)))
     click.echo(report.summary())
     if report.rejected:
         sys.exit(1)

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from recsys.embed.loading import DecodedBatch, ImageSourceDataset, collate_decoded, iter_decoded
 from recsys.embed.report import EmbedReport, ImageFailure, SpaceReport
 from recsys.embed.store import IMAGE, TEXT, PendingItem, VectorRow, count_items, item_text, pending_items, write_vectors
+from recsys.encoders.access import ImagePolicy
 from recsys.encoders.base import Encoder, ImageEncoder
 from recsys.encoders.errors import ImageLoadError
 from recsys.encoders.settings import EncodersConfig
@@ -94,9 +95,10 @@ def decode_image_batch(
     max_pixels: int,
     fetch_timeout: float,
     max_download_bytes: int,
+    policy: ImagePolicy | None = None,
 ) -> DecodedBatch:
     """Decode a batch of image sources in this process (the local engine does it in worker processes)."""
-    dataset = ImageSourceDataset(list(sources), preprocess, max_pixels, fetch_timeout, max_download_bytes)
+    dataset = ImageSourceDataset(list(sources), preprocess, max_pixels, fetch_timeout, max_download_bytes, policy)
     return collate_decoded([dataset[i] for i in range(len(dataset))])
 
 
@@ -161,17 +163,19 @@ def embed_images(
     progress: bool = False,
     page_size: int = PAGE_SIZE,
     on_failure: Callable[[ImageFailure], None] | None = None,
+    policy: ImagePolicy | None = None,
 ) -> SpaceReport:
     """Decode (in ``workers`` processes), encode and store the pending items' images.
 
-    Failed images are stored as errors and passed to ``on_failure``.
+    Failed images (also those ``policy`` refuses) are stored as errors and passed to ``on_failure``.
     """
     report = _start(engine, IMAGE, encoder.version)
     t0 = time.perf_counter()
     with _progress(report.total - report.skipped, IMAGE, progress) as bar:
         for page in _pages(engine, IMAGE, encoder.version, page_size):
             dataset = ImageSourceDataset(
-                [it.image or "" for it in page], encoder.preprocess, max_pixels, fetch_timeout, max_download_bytes
+                [it.image or "" for it in page], encoder.preprocess, max_pixels, fetch_timeout, max_download_bytes,
+                policy,
             )
             for batch in iter_decoded(dataset, batch_size=batch_size, workers=workers):
                 t = time.perf_counter()
@@ -197,6 +201,7 @@ def run_embed(
     image_encoder: ImageEncoder | None,
     progress: bool = False,
     page_size: int = PAGE_SIZE,
+    policy: ImagePolicy | None = None,
 ) -> EmbedReport:
     """Embed every pending item: texts with ``text_encoder``, then images with ``image_encoder``.
 
@@ -207,6 +212,8 @@ def run_embed(
         image_encoder: ``None`` skips the image space.
         progress: show tqdm progress bars (items/s) on stderr.
         page_size: pending items read from the database at a time.
+        policy: which image paths and URLs may be read (:func:`recsys.encoders.access.image_policy`;
+            ``recsys embed`` and the service always give one). ``None``: any stored path, public URLs only.
 
     Returns:
         An :class:`EmbedReport` with counts per space, throughput and the image failures of this run.
@@ -228,6 +235,7 @@ def run_embed(
             progress=progress,
             page_size=page_size,
             on_failure=report.failures.append,
+            policy=policy,
         ))
     return drive_spaces(steps)
 

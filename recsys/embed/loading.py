@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsys.encoders.access import ImagePolicy
 from recsys.encoders.errors import ImageLoadError
 from recsys.encoders.images import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT_S, load_image
 
@@ -48,20 +49,25 @@ class DecodedBatch:
 
 @dataclass(frozen=True)
 class ImageSourceDataset:
-    """Map-style dataset over image sources (paths or URLs); item ``i`` is a :class:`Decoded`."""
+    """Map-style dataset over image sources (paths or URLs); item ``i`` is a :class:`Decoded`.
+
+    With a ``policy`` (:mod:`recsys.encoders.access`) paths must lie under its roots and its download
+    limits apply; without one any path is read and URLs must reach public addresses."""
 
     sources: Sequence[str]
     preprocess: Callable[[Any], np.ndarray]
     max_pixels: int
     timeout: float = DEFAULT_TIMEOUT_S
     max_bytes: int = DEFAULT_MAX_BYTES
+    policy: ImagePolicy | None = None
 
     def __len__(self) -> int:
         return len(self.sources)
 
     def __getitem__(self, index: int) -> Decoded:
         try:
-            image = load_image(self.sources[index], self.max_pixels, timeout=self.timeout, max_bytes=self.max_bytes)
+            image = load_image(self.sources[index], self.max_pixels, timeout=self.timeout, max_bytes=self.max_bytes,
+                               policy=self.policy)
         except ImageLoadError as exc:
             return Decoded(index, None, exc)
         return Decoded(index, self.preprocess(image), None)

@@ -36,6 +36,7 @@ from recsys.embed.job import (
 )
 from recsys.embed.report import EmbedReport, ImageFailure, SpaceReport
 from recsys.embed.store import IMAGE, TEXT, write_vectors
+from recsys.encoders.access import ImagePolicy
 from recsys.encoders.base import Encoder, ImageEncoder
 from recsys.encoders.errors import ImageLoadError
 from recsys.encoders.settings import EncodersConfig
@@ -85,7 +86,8 @@ def make_text_fn(factory: EncoderFactory) -> BatchFn:
 
 
 def make_image_fn(
-    factory: ImageEncoderFactory, max_pixels: int, fetch_timeout: float, max_download_bytes: int
+    factory: ImageEncoderFactory, max_pixels: int, fetch_timeout: float, max_download_bytes: int,
+    policy: ImagePolicy | None = None,
 ) -> BatchFn:
     """Model actor set-up for the image space: ``{"image"} -> {"vector", "ok", "reason", "detail", "encode_s"}``.
 
@@ -96,7 +98,7 @@ def make_image_fn(
     def fn(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         sources = [str(x) for x in batch["image"]]
         n = len(sources)
-        decoded = decode_image_batch(sources, encoder.preprocess, max_pixels, fetch_timeout, max_download_bytes)
+        decoded = decode_image_batch(sources, encoder.preprocess, max_pixels, fetch_timeout, max_download_bytes, policy)
         t = time.perf_counter()
         good = encode_image_batch(encoder, decoded)
         spent = time.perf_counter() - t
@@ -183,11 +185,12 @@ def embed_images_ray(
     progress: bool = False,
     page_size: int | None = None,
     on_failure: Callable[[ImageFailure], None] | None = None,
+    policy: ImagePolicy | None = None,
 ) -> SpaceReport:
     """:func:`recsys.embed.embed_images` with decoding and encoding in Ray model actors."""
     version, dim = _describe(factory, ray_cfg)
     report = _start(engine, IMAGE, version)
-    make_fn = functools.partial(make_image_fn, factory, max_pixels, fetch_timeout, max_download_bytes)
+    make_fn = functools.partial(make_image_fn, factory, max_pixels, fetch_timeout, max_download_bytes, policy)
     t0 = time.perf_counter()
     with _progress(report.total - report.skipped, IMAGE, progress) as bar:
         for page in _pages(engine, IMAGE, version, page_size or ray_cfg.page_size):
@@ -223,6 +226,7 @@ def run_embed_ray(
     image_factory: ImageEncoderFactory | None,
     progress: bool = False,
     page_size: int | None = None,
+    policy: ImagePolicy | None = None,
 ) -> EmbedReport:
     """:func:`recsys.embed.run_embed` on Ray; Ray must be initialised (see :mod:`recsys.engines.ray_engine`).
 
@@ -236,6 +240,7 @@ def run_embed_ray(
         image_factory: the same for the image encoder; ``None`` skips the image space.
         progress: show tqdm progress bars on stderr.
         page_size: pending items per Ray Data job (default ``ray_cfg.page_size``).
+        policy: which image paths and URLs may be read, as for the local engine (sent to the actors).
 
     Returns:
         An :class:`EmbedReport`, as the local engine's. Interrupting keeps the batches written so far.
@@ -256,5 +261,6 @@ def run_embed_ray(
             progress=progress,
             page_size=page_size,
             on_failure=report.failures.append,
+            policy=policy,
         ))
     return drive_spaces(steps)

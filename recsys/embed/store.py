@@ -89,6 +89,34 @@ def pending_items(
     return [PendingItem(*row) for row in conn.execute(stmt)]
 
 
+def pending_items_of(conn: Connection, space: str, encoder: str, external_ids: Sequence[str]) -> list[PendingItem]:
+    """The items among ``external_ids`` that need work in ``space`` for ``encoder``, by id (the API's
+    upserts embed exactly the items they stored, never other pending ones)."""
+    _check_space(space)
+    join_on, where = _pending_filter(space, encoder)
+    out: list[PendingItem] = []
+    ids = list(dict.fromkeys(external_ids))
+    for start in range(0, len(ids), 5000):
+        stmt = (
+            select(Item.id, Item.content_hash, Item.title, Item.description, Item.image)
+            .outerjoin(ItemEmbedding, join_on)
+            .where(where, Item.external_id.in_(ids[start : start + 5000]))
+            .order_by(Item.id)
+        )
+        out += [PendingItem(*row) for row in conn.execute(stmt)]
+    return sorted(out, key=lambda it: it.id)
+
+
+def current_hashes(conn: Connection, item_ids: Sequence[int]) -> dict[int, str]:
+    """``internal id -> content_hash`` of these items now (a vector of an older version is not written)."""
+    ids = sorted({int(i) for i in item_ids})
+    out: dict[int, str] = {}
+    for start in range(0, len(ids), 5000):
+        out.update((int(i), str(h)) for i, h in conn.execute(
+            select(Item.id, Item.content_hash).where(Item.id.in_(ids[start : start + 5000]))))
+    return out
+
+
 def write_vectors(engine: Engine, space: str, encoder: str, dim: int, rows: Sequence[VectorRow]) -> None:
     """Replace the rows of these items for (space, encoder) in one transaction (committed on return)."""
     _check_space(space)

@@ -13,7 +13,9 @@ TRUNCATED: Final = "truncated"
 TOO_LARGE: Final = "too_large"
 FETCH_FAILED: Final = "fetch_failed"
 UNREADABLE: Final = "unreadable"
-IMAGE_ERROR_REASONS: Final = frozenset({MISSING, NOT_AN_IMAGE, TRUNCATED, TOO_LARGE, FETCH_FAILED, UNREADABLE})
+REFUSED: Final = "refused"
+"""The access policy refused the reference (:mod:`recsys.encoders.access`); nothing was read."""
+IMAGE_ERROR_REASONS: Final = frozenset({MISSING, NOT_AN_IMAGE, TRUNCATED, TOO_LARGE, FETCH_FAILED, UNREADABLE, REFUSED})
 
 
 class EncoderError(RecsysError):
@@ -25,7 +27,7 @@ class ImageLoadError(RecsysError):
 
     Attributes:
         reason: one of :data:`IMAGE_ERROR_REASONS` (``missing``, ``not_an_image``, ``truncated``,
-            ``too_large``, ``fetch_failed``, ``unreadable``).
+            ``too_large``, ``fetch_failed``, ``unreadable``, ``refused``).
         source: the path or URL that was asked for.
     """
 

@@ -2,8 +2,10 @@
 
 Every way an image can be unusable becomes an :class:`~recsys.encoders.errors.ImageLoadError` with a
 short ``reason`` (missing file, not an image, truncated, larger than the pixel limit, download
-failure), so that callers such as the embedding job can record it and go on. The pixel limit is
-checked on the header, before any pixel is decoded (decompression bombs).
+failure, refused by the access policy), so that callers such as the embedding job can record it and go
+on. The pixel limit is checked on the header, before any pixel is decoded (decompression bombs). Which
+paths and URLs may be read is decided by :mod:`recsys.encoders.access`; downloads (overall deadline,
+size cap, every redirect checked) are :mod:`recsys.encoders.fetch`.
 """
 
 from __future__ import annotations
@@ -16,46 +18,23 @@ from typing import IO
 
 from PIL import Image, UnidentifiedImageError
 
+from recsys.encoders.access import ImagePolicy, is_url, resolve_local_image
 from recsys.encoders.errors import (
     FETCH_FAILED,
     MISSING,
     NOT_AN_IMAGE,
+    REFUSED,
     TOO_LARGE,
     TRUNCATED,
     UNREADABLE,
     ImageLoadError,
 )
+from recsys.errors import ImageAccessError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
-_URL_PREFIXES = ("http://", "https://")
-
-
-def is_url(source: str | Path) -> bool:
-    return isinstance(source, str) and source.lower().startswith(_URL_PREFIXES)
-
-
-def fetch_url(url: str, *, timeout: float = DEFAULT_TIMEOUT_S, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """Download ``url`` (at most ``max_bytes``) or raise ``ImageLoadError(reason="fetch_failed")``."""
-    import requests
-
-    try:
-        with requests.get(url, timeout=timeout, stream=True) as resp:
-            if resp.status_code != 200:
-                raise ImageLoadError(FETCH_FAILED, url, f"HTTP status {resp.status_code}")
-            declared = resp.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                raise ImageLoadError(FETCH_FAILED, url, f"{declared} bytes is more than the limit of {max_bytes}")
-            buf = bytearray()
-            for chunk in resp.iter_content(chunk_size=64 * 1024):
-                buf.extend(chunk)
-                if len(buf) > max_bytes:
-                    raise ImageLoadError(FETCH_FAILED, url, f"more than the limit of {max_bytes} bytes")
-            return bytes(buf)
-    except requests.RequestException as exc:
-        raise ImageLoadError(FETCH_FAILED, url, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -105,31 +84,42 @@ def load_image(
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    policy: ImagePolicy | None = None,
 ) -> Image.Image:
-    """Read one image as RGB.
+    """Read one image as RGB, under the access policy (:mod:`recsys.encoders.access`).
 
     Args:
-        source: a file path, or an ``http(s)://`` URL (downloaded with ``requests``).
+        source: a file path, or an ``http(s)://`` URL (:func:`recsys.encoders.fetch.fetch_url`).
         max_pixels: largest ``width * height`` accepted, checked on the header before decoding.
-        timeout: seconds allowed for each network operation of a download.
-        max_bytes: largest download accepted.
+        timeout: overall deadline of a download, seconds (used when ``policy`` is ``None``).
+        max_bytes: largest download accepted (used when ``policy`` is ``None``).
+        policy: what may be read. With a policy a path must lie under ``policy.roots``; without one
+            (a file the caller chose, e.g. on the command line) any path is read. URLs always go through
+            the policy's checks (without one: public addresses only, no allowlist).
 
     Raises:
         ImageLoadError: with ``reason`` ``missing`` (no such file), ``unreadable`` (a folder, no
-            permission), ``not_an_image``, ``truncated`` (or otherwise corrupt), ``too_large``, or
-            ``fetch_failed`` (URL only).
+            permission), ``not_an_image``, ``truncated`` (or otherwise corrupt), ``too_large``,
+            ``fetch_failed`` (URL only: deadline, size, status, network) or ``refused`` (by the policy;
+            nothing was read).
     """
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be > 0, got {max_pixels}")
-    if is_url(source):
-        url = str(source)
-        return decode_image(io.BytesIO(fetch_url(url, timeout=timeout, max_bytes=max_bytes)), url, max_pixels)
-    path = Path(source)
+    text = str(source)
+    try:
+        if isinstance(source, str) and is_url(source):
+            from recsys.encoders.fetch import fetch_url
+
+            pol = policy if policy is not None else ImagePolicy(timeout_s=timeout, max_bytes=max_bytes)
+            return decode_image(io.BytesIO(fetch_url(source, pol)), text, max_pixels)
+        path = resolve_local_image(source, policy.root_paths) if policy is not None else Path(source)
+    except ImageAccessError as exc:  # an unresolvable host is a failed download, the rest a refusal
+        raise ImageLoadError(FETCH_FAILED if exc.reason == "dns" else REFUSED, text, exc.detail) from None
     try:
         fp = path.open("rb")
     except FileNotFoundError as exc:
-        raise ImageLoadError(MISSING, str(source), "no such file") from exc
+        raise ImageLoadError(MISSING, text, "no such file") from exc
     except OSError as exc:
-        raise ImageLoadError(UNREADABLE, str(source), exc.strerror or str(exc)) from exc
+        raise ImageLoadError(UNREADABLE, text, exc.strerror or str(exc)) from exc
     with fp:
-        return decode_image(fp, str(source), max_pixels)
+        return decode_image(fp, text, max_pixels)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from recsys.settings_base import Section as _Section
@@ -37,9 +39,9 @@ class ImageEncoderConfig(_Section):
     channels_last: bool = True
     """Run CNNs in channels-last memory format."""
     fetch_timeout_s: float = Field(10.0, gt=0)
-    """Timeout of each network operation when an item's image is an http(s) URL."""
+    """Overall deadline of one image download (DNS, connect, headers, body, every redirect hop), seconds."""
     max_download_bytes: int = Field(20 * 1024 * 1024, gt=0)
-    """Largest image download accepted."""
+    """Largest image download accepted (checked on ``Content-Length`` and while reading)."""
 
 
 class EncodersConfig(_Section):
@@ -49,3 +51,19 @@ class EncodersConfig(_Section):
     """torch device for the encoders: ``cpu``, ``cuda``, ``cuda:1``, ``auto``."""
     threads: int = Field(0, ge=0)
     """torch intra-op threads for the embedding command; 0 keeps torch's default."""
+
+
+class ImagesConfig(_Section):
+    """Which item image references may be read (:mod:`recsys.encoders.access`)."""
+
+    roots: tuple[Path, ...] = ()
+    """Extra folders local images may be read from, besides ``<data_dir>/images`` (the API's) and each
+    ingested items file's folder (``recsys ingest items``, recorded for later reads)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Image hosts that may resolve to private or loopback addresses (a shop's private CDN): ``host``,
+    ``host:port`` or ``*.domain``. Every other URL must reach public addresses."""
+    allow_private: bool = False
+    """Allow private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) for every image host;
+    loopback, link-local (cloud metadata), multicast and reserved addresses stay refused."""
+    max_redirects: int = Field(3, ge=0, le=10)
+    """Redirect hops followed per image download; each hop is checked like the first URL."""

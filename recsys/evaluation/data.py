@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys.cf.history import item_tie_rank
 from recsys.config import Preset
 from recsys.errors import InputFormatError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalDataset", "Events", "detect_preset", "item_tie_rank", "load_dataset", "parse_times"]
+__all__ = ["EvalDataset", "Events", "detect_preset", "load_dataset", "parse_times"]
 
 
 @dataclass(frozen=True)
@@ -74,21 +75,6 @@ class EvalDataset:
     @property
     def n_users(self) -> int:
         return int(self.user_ids.shape[0])
-
-
-def item_tie_rank(item_ids: np.ndarray) -> np.ndarray:
-    """Rank of every item id in tie-break order.
-
-    Ids compare as numbers when every id is a canonical integer (``"42"``, not ``"042"``), otherwise as
-    strings. Returns ``(n_items,)`` int64 with values ``0 .. n_items - 1``.
-    """
-    ids = [str(x) for x in item_ids]
-    numeric = all(s.isdigit() and str(int(s)) == s for s in ids)
-    keys: list[int] | list[str] = [int(s) for s in ids] if numeric else ids
-    order = sorted(range(len(ids)), key=keys.__getitem__)
-    rank = np.empty(len(ids), dtype=np.int64)
-    rank[np.asarray(order, dtype=np.int64)] = np.arange(len(ids), dtype=np.int64)
-    return rank
 
 
 def parse_times(values: pd.Series) -> np.ndarray:

@@ -12,11 +12,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from recsys.cf.history import History
-from recsys.cf.hybrid import HybridRecommender
 from recsys.cf.matrix import apply_confidence, bm25_stats
 from recsys.cf.model import fit_factors
-from recsys.cf.scoring import content_profiles
 from recsys.cf.settings import CFConfig
+from recsys.ranking.scoring import content_profiles
+from recsys.recommend.hybrid import HybridRecommender
 
 __all__ = ["ALSOnly", "ContentOnly", "EvalModel", "HybridModel", "Popularity", "TrainData", "default_models"]
 
@@ -107,7 +107,7 @@ class ContentOnly:
 
 @dataclass
 class HybridModel:
-    """The project's hybrid (:class:`recsys.cf.hybrid.HybridRecommender`), settings chosen at fit time."""
+    """The project's hybrid (:class:`recsys.recommend.hybrid.HybridRecommender`), settings chosen at fit time."""
 
     cfg: CFConfig
     name: str = "hybrid"
@@ -126,12 +126,10 @@ class HybridModel:
 
 
 def default_models(cfg: CFConfig, with_content: bool) -> list[EvalModel]:
-    """The rows of the table (content-only is left out when there is no content), the learned reranker last."""
+    """The four rows of the table (content-only is left out when there is no content); ``recsys evaluate``
+    adds "hybrid + reranker" (:mod:`recsys.evaluation.reranked`) after them."""
     models: list[EvalModel] = [Popularity(), ALSOnly(cfg)]
     if with_content:
         models.append(ContentOnly())
     models.append(HybridModel(cfg))
-    from recsys.evaluation.reranked import HybridRerankedModel
-
-    models.append(HybridRerankedModel(cfg))
     return models

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from recsys.cf.history import History
-from recsys.cf.hybrid import HybridRecommender
 from recsys.cf.settings import CFConfig
 from recsys.evaluation.models import TrainData
 from recsys.ranking.learned import (
@@ -27,11 +26,12 @@ from recsys.ranking.learned import (
     pool_features,
     popular_top_of,
 )
+from recsys.recommend.hybrid import HybridRecommender
 
 
 def _ranker(rec: HybridRecommender, n_items: int) -> Any:
+    from recsys.ranking.ranker import FeedRanker
     from recsys.recommend.model import FeedModel
-    from recsys.recommend.ranker import FeedRanker
 
     comp = rec.components
     assert comp is not None and rec.params is not None

@@ -11,13 +11,14 @@ from typing import Any
 import numpy as np
 
 from recsys.cf.history import History
-from recsys.evaluation.metrics import catalogue_coverage, ndcg_at_k, rank_top_k, recall_at_k
 from recsys.evaluation.models import EvalModel, TrainData
 from recsys.evaluation.protocols import Split
+from recsys.ranking.metrics import catalogue_coverage, ndcg_at_k, rank_top_k, recall_at_k
+from recsys.ranking.topk import tie_order
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalReport", "ResultRow", "evaluate_model", "run_models", "tie_order", "train_data"]
+__all__ = ["EvalReport", "ResultRow", "evaluate_model", "run_models", "train_data"]
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,6 @@ def train_data(split: Split, content: np.ndarray | None, blocks: tuple[np.ndarra
     """The split's training events as a history (each pair once, weight 1) plus the item content."""
     history = History.from_events(split.train.user, split.train.item, split.n_users, split.n_items)
     return TrainData(history, content, blocks)
-
-
-def tie_order(n_items: int, seed: int = 0) -> np.ndarray:
-    """The evaluation's tie-break priority: a seeded random permutation of the items."""
-    return np.random.default_rng(seed).permutation(n_items)
 
 
 def evaluate_model(model: EvalModel, split: Split, data: TrainData, k: int = 10, batch: int = 1024) -> ResultRow:

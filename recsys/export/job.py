@@ -1,9 +1,9 @@
 """``recsys export``: top-k recommendations for every user, or similar items for every item, in bulk.
 
-The ranking is the service's own: the same :class:`~recsys.recommend.ranker.FeedRanker` (home feed),
+The ranking is the service's own: the same :class:`~recsys.ranking.ranker.FeedRanker` (home feed),
 the same similar-items index and the same filters and diversity step, over the state a
 :class:`~recsys.serving.Runtime` loads. Users' histories are read from the events table in one pass and
-built exactly as the service builds one user's (:func:`recsys.recommend.ranker.user_history`'s rules).
+built exactly as the service builds one user's (:func:`recsys.ranking.ranker.user_history`'s rules).
 
 The work is split into fixed chunks of ids (sorted, so the split is the same on every run); each chunk
 is ranked and written durably on its own (:mod:`recsys.export.writers`), so memory stays at one chunk's
@@ -28,8 +28,9 @@ import pyarrow as pa
 
 from recsys.cf.history import History
 from recsys.errors import ArtifactError, ConfigError
+from recsys.ranking.diversity import reshape
+from recsys.ranking.ranker import FEED_POOL, FeedRanker
 from recsys.recommend.model import type_weights
-from recsys.recommend.ranker import FEED_POOL, FeedRanker, reshape
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ active ones.
 
 What the actors hold. Each actor builds its own serving state once, in its constructor, the way the
 CLI does (``Runtime.from_config(config)`` then :meth:`ExportContext.from_runtime`): item ids, content
-vectors, the :class:`~recsys.recommend.ranker.FeedRanker` and the similar-items index. The factory it
+vectors, the :class:`~recsys.ranking.ranker.FeedRanker` and the similar-items index. The factory it
 gets is a module-level function with the configuration as a plain dict (paths made absolute), so
 nothing large is pickled, and the actor checks that its filter mask equals the driver's (same
 catalogue). It then ranks each chunk with the local engine's own functions

@@ -1,7 +1,8 @@
 """Candidate retrieval indexes: ScaNN, with an exact brute-force fallback.
 
-Modules: ``base`` (the :class:`Retriever` contract, filters, side buffer), ``exact``, ``scann``,
-``factory`` (:func:`build_index`), ``manifest`` (on-disk layout), ``publish`` (versions, atomic
+Modules: ``base`` (the :class:`Retriever` contract, side buffer), ``filters`` (allowed / excluded rows,
+top-k helpers), ``exact``, ``scann``, ``factory`` (:func:`build_index`, :func:`load_retriever`),
+``manifest`` (on-disk layout), ``publish`` (versions, atomic
 publish, :class:`IndexHandle`), ``synthetic`` (test and benchmark data). Names below are imported
 lazily so that ``import recsys.config`` does not pull numpy in.
 """
@@ -20,7 +21,7 @@ _EXPORTS = {
     "build_index": "recsys.index.factory",
     "measure_recall": "recsys.index.factory",
     "scann_available": "recsys.index.factory",
-    "load_retriever": "recsys.index.manifest",
+    "load_retriever": "recsys.index.factory",
     "read_manifest": "recsys.index.manifest",
     "publish": "recsys.index.publish",
     "activate": "recsys.index.publish",

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.index.base import NEG_INF, BaseRetriever, RowFilter, SideBuffer, as_matrix, top_k
+from recsys.index.base import BaseRetriever, SideBuffer, as_matrix
+from recsys.index.filters import NEG_INF, RowFilter, top_k
 from recsys.index.manifest import config_of, load_buffer, read_manifest, write_artifact_files, write_manifest
 from recsys.index.neighbours import load_neighbours
 from recsys.index.settings import IndexConfig

@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
-from recsys.errors import ConfigError
+from recsys.errors import ArtifactError, ConfigError
 from recsys.index.base import Retriever, as_matrix
 from recsys.index.exact import ExactRetriever
+from recsys.index.manifest import read_manifest
 from recsys.index.settings import IndexConfig
 
 log = logging.getLogger(__name__)
@@ -123,3 +125,23 @@ def measure_recall(
         hits += len(np.intersect1d(t, g[g >= 0]))
         total += len(t)
     return hits / total if total else 1.0
+
+
+def load_retriever(directory: str | Path, *, mmap: bool = True, cfg: IndexConfig | None = None) -> Retriever:
+    """Load a saved retriever of either backend (dispatch on the manifest's ``backend``).
+
+    ``cfg``: query-time settings to use instead of the manifest's config (``filter_*``,
+    ``reorder_per_result``, ``max_reorder``, ``exact_chunk_elements``, ``search_threads``,
+    ``buffer_warn``); what the index was built with (``params``) always comes from the manifest.
+
+    Raises:
+        ArtifactError: incomplete or unknown artifact; a ScaNN index when scann is not importable.
+    """
+    backend = read_manifest(directory).get("backend")
+    if backend == "exact":
+        return ExactRetriever.load(directory, mmap=mmap, cfg=cfg)
+    if backend == "scann":
+        from recsys.index.scann import ScannRetriever
+
+        return ScannRetriever.load(directory, mmap=mmap, cfg=cfg)
+    raise ArtifactError(f"{directory}: unknown index backend {backend!r}; allowed: 'exact', 'scann'")

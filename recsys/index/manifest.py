@@ -29,7 +29,7 @@ import numpy as np
 from recsys.errors import ArtifactError
 
 if TYPE_CHECKING:
-    from recsys.index.base import BaseRetriever, Retriever, SideBuffer
+    from recsys.index.base import BaseRetriever, SideBuffer
     from recsys.index.settings import IndexConfig
 
 MANIFEST = "manifest.json"
@@ -129,28 +129,6 @@ def read_manifest(directory: str | Path, expect_backend: str | None = None) -> d
     if expect_backend is not None and manifest.get("backend") != expect_backend:
         raise ArtifactError(f"{path}: backend is {manifest.get('backend')!r}, expected {expect_backend!r}")
     return manifest
-
-
-def load_retriever(directory: str | Path, *, mmap: bool = True, cfg: IndexConfig | None = None) -> Retriever:
-    """Load a saved retriever of either backend (dispatch on the manifest's ``backend``).
-
-    ``cfg``: query-time settings to use instead of the manifest's config (``filter_*``,
-    ``reorder_per_result``, ``max_reorder``, ``exact_chunk_elements``, ``search_threads``,
-    ``buffer_warn``); what the index was built with (``params``) always comes from the manifest.
-
-    Raises:
-        ArtifactError: incomplete or unknown artifact; a ScaNN index when scann is not importable.
-    """
-    backend = read_manifest(directory).get("backend")
-    if backend == "exact":
-        from recsys.index.exact import ExactRetriever
-
-        return ExactRetriever.load(directory, mmap=mmap, cfg=cfg)
-    if backend == "scann":
-        from recsys.index.scann import ScannRetriever
-
-        return ScannRetriever.load(directory, mmap=mmap, cfg=cfg)
-    raise ArtifactError(f"{directory}: unknown index backend {backend!r}; allowed: 'exact', 'scann'")
 
 
 def config_of(manifest: dict[str, Any]) -> IndexConfig:

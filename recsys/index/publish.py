@@ -6,7 +6,8 @@ Layout of an index root (e.g. ``<artifacts>/index-items``)::
     20250102T083000Z-9b0d4e/
     CURRENT                     the active version's name, one line
 
-Publishing saves into ``<version>.tmp``, fsyncs it, renames it to ``<version>`` (a complete
+Publishing saves into ``<version>.tmp`` (under the root's staging lock, after removing the temporary
+folders a killed save left behind: :func:`recsys.store.staging.staging_dir`, also used by ``recsys train``), fsyncs it, renames it to ``<version>`` (a complete
 directory appears at once), registers it in SQL when an engine is given (the registry row of
 ``kind`` becomes the active one), and finally replaces ``CURRENT`` with ``os.replace`` (atomic on
 POSIX and Windows). A build or save that fails leaves no ``<version>`` directory and ``CURRENT``
@@ -24,13 +25,14 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys.errors import ArtifactError
-from recsys.index.manifest import MANIFEST, load_retriever, read_manifest
+from recsys.index.factory import load_retriever
+from recsys.index.manifest import MANIFEST, read_manifest
+from recsys.store.staging import STAGING_LOCK, TMP_SUFFIX, remove_stale_tmp, root_lock, staging_dir
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
-TMP_SUFFIX = ".tmp"
 
 
 def new_version() -> str:
@@ -122,17 +123,14 @@ def publish(
     final = root / version
     if final.exists():
         raise ArtifactError(f"index version {version!r} already exists in {root}")
-    tmp = root / (version + TMP_SUFFIX)
-    if tmp.exists():
-        shutil.rmtree(tmp)
     retriever.info["version"] = version
     try:
-        retriever.save(tmp)
-        _fsync_tree(tmp)
-        os.rename(tmp, final)
+        with staging_dir(root, version + TMP_SUFFIX) as tmp:
+            retriever.save(tmp)
+            _fsync_tree(tmp)
+            os.rename(tmp, final)
         _fsync_dir(root)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         retriever.info.pop("version", None)
         raise
     manifest = read_manifest(final)
@@ -150,26 +148,6 @@ def publish(
         _write_current(root, version)
     log.info("published index %s in %s (%s, n=%s)", version, root, manifest["backend"], manifest["n"])
     return version
-
-
-@contextmanager
-def root_lock(root: str | Path, name: str = ".lock") -> Iterator[None]:
-    """An exclusive lock ``<root>/<name>`` (``fcntl.flock``) held by one process of this machine at a time.
-
-    :func:`publish` and :func:`activate` switch the registry row and ``CURRENT`` under ``.lock``, so that
-    concurrent publishers never leave them naming different versions; the serving processes' "find or
-    build" step takes ``.build.lock`` (a build publishes: never nest the two), so that workers starting
-    together build an index once. Not re-entrant."""
-    import fcntl
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / name, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def activate(root: str | Path, version: str, *, engine: Engine | None = None, kind: str | None = None) -> None:
@@ -227,9 +205,8 @@ def prune(root: str | Path, keep: int = 3) -> list[str]:
     doomed = versions[: max(0, len(versions) - max(keep - (active is not None), 0))]
     for v in doomed:
         shutil.rmtree(root / v, ignore_errors=True)
-    for p in root.glob("*" + TMP_SUFFIX):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
+    with root_lock(root, STAGING_LOCK):
+        remove_stale_tmp(root)
     return doomed
 
 
@@ -244,7 +221,7 @@ class IndexHandle:
     Args:
         root: the index root.
         check_interval_s: :meth:`refresh_if_changed` looks at ``CURRENT`` at most this often.
-        loader: loads a version directory (default :func:`recsys.index.manifest.load_retriever`).
+        loader: loads a version directory (default :func:`recsys.index.factory.load_retriever`).
 
     Raises:
         ArtifactError: nothing is published under ``root`` yet.

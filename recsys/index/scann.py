@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from recsys.errors import ArtifactError
-from recsys.index.base import NEG_INF, BaseRetriever, RowFilter, SideBuffer, as_matrix
+from recsys.index.base import BaseRetriever, SideBuffer, as_matrix
 from recsys.index.exact import VECTORS_FILE, search_rows
+from recsys.index.filters import NEG_INF, RowFilter
 from recsys.index.manifest import config_of, load_buffer, read_manifest, write_artifact_files, write_manifest
 from recsys.index.neighbours import load_neighbours
 from recsys.index.settings import IndexConfig

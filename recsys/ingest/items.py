@@ -3,7 +3,9 @@
 Items are matched on their external id: a new id is inserted, a row whose content changed is updated
 (and gets a new ``content_hash``, so the embedding job re-embeds it), an unchanged row is a no-op. Bad
 rows go to the reject file; a second row with an id already seen in the same file is rejected too (which
-of two differing rows is right cannot be guessed).
+of two differing rows is right cannot be guessed). An image reference the access policy refuses (a path
+outside the file's folder and ``images.roots``, a scheme other than http(s), a non-public IP literal;
+:mod:`recsys.encoders.access`) rejects its row, naming the image column and why; nothing is read.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, select, update
 
 from recsys.config import ItemMapping
+from recsys.encoders.access import ImagePolicy, check_reference, is_url
+from recsys.store.image_roots import record_root
+from recsys.errors import ImageAccessError
 from recsys.ingest.readers import BadLine, open_table
 from recsys.ingest.report import IngestReport, RejectWriter
 from recsys.ingest.values import RowError, is_missing, to_bool, to_float, to_id, to_text
@@ -26,18 +31,16 @@ from recsys.store.models import Item
 
 log = logging.getLogger(__name__)
 
-_URL_SCHEMES = ("http://", "https://", "s3://", "gs://", "file://")
-
-
-def resolve_image(value: Any, base_dir: Path) -> str | None:
-    """A URL is kept as given; a path is made absolute relative to the input file's folder."""
+def resolve_image(value: Any, base_dir: Path, policy: ImagePolicy, column: str = "image") -> str | None:
+    """An ``http(s)`` URL is kept as given; a path is resolved (relative to the input file's folder) and
+    stored absolute. Raises :class:`RowError` naming ``column`` when the policy refuses the reference."""
     text = to_text(value)
     if not text:
         return None
-    if text.lower().startswith(_URL_SCHEMES):
-        return text
-    p = Path(text)
-    return str(p if p.is_absolute() else (base_dir / p).resolve())
+    try:
+        return check_reference(text, policy, base=base_dir)
+    except ImageAccessError as exc:
+        raise RowError(column, f"image {exc.source!r} refused: {exc.detail}") from None
 
 
 def content_hash(fields: dict[str, Any]) -> str:
@@ -46,15 +49,20 @@ def content_hash(fields: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def parse_item(row: dict[str, Any], mapping: ItemMapping, base_dir: Path, extra_cols: list[str]) -> dict[str, Any]:
-    """One raw row -> the item's column values. Raises :class:`RowError`."""
+def parse_item(row: dict[str, Any], mapping: ItemMapping, base_dir: Path, extra_cols: list[str],
+               policy: ImagePolicy | None = None) -> dict[str, Any]:
+    """One raw row -> the item's column values. Raises :class:`RowError`.
+
+    ``policy``: which image references are accepted (default: paths under ``base_dir``, public URLs)."""
     ext = to_id(row.get(mapping.id), mapping.id)
     title_col = mapping.title or (mapping.text[0] if mapping.text else None)
     title = to_text(row.get(title_col)) if title_col else ""
     desc_parts = [to_text(row.get(c)) for c in mapping.text if c != title_col]
     description = "\n".join(p for p in desc_parts if p)
     category = to_text(row.get(mapping.category)) or None if mapping.category else None
-    image = resolve_image(row.get(mapping.image), base_dir) if mapping.image else None
+    if policy is None:
+        policy = ImagePolicy(roots=(str(base_dir.resolve()),))
+    image = resolve_image(row.get(mapping.image), base_dir, policy, mapping.image) if mapping.image else None
     price = to_float(row.get(mapping.price), mapping.price) if mapping.price else None
     if price is not None and price < 0:
         raise RowError(mapping.price, f"a price must be >= 0, got {price}")
@@ -95,10 +103,14 @@ def ingest_items(
     fmt: str | None = None,
     reject_path: str | Path,
     chunk_size: int = 50_000,
+    policy: ImagePolicy | None = None,
 ) -> IngestReport:
     """Upsert the items in ``path`` (CSV / JSON Lines / Parquet) by external id.
 
     Every chunk is committed on its own, so the good rows land even when others are rejected.
+    ``policy``: which image references are accepted (:func:`recsys.encoders.access.ingest_roots`; default:
+    paths under the file's folder, public URLs). The file's folder is recorded as an image root when a
+    local image from it was stored, so ``recsys embed`` and the service may read those images later.
 
     Raises:
         InputFormatError: before anything is written, for an unreadable file, a wrong format or a
@@ -110,6 +122,9 @@ def ingest_items(
     reader.require(mapped)
     extra = reader.extra_columns(mapped, mapping.attributes)
     base_dir = Path(path).resolve().parent
+    if policy is None:
+        policy = ImagePolicy(roots=(str(base_dir),))
+    local_images = False
     report = IngestReport("items", str(path), reject_path=str(reject_path))
     seen: dict[str, int] = {}
     table = Item.__table__
@@ -122,7 +137,7 @@ def ingest_items(
                     rejects.write(pos, None, row.reason, row.raw)
                     continue
                 try:
-                    values = parse_item(row, mapping, base_dir, extra)
+                    values = parse_item(row, mapping, base_dir, extra, policy)
                 except RowError as err:
                     rejects.write(pos, err.field, err.reason, row)
                     continue
@@ -132,10 +147,13 @@ def ingest_items(
                     continue
                 seen[ext] = pos
                 good[ext] = values
+                local_images = local_images or (values["image"] is not None and not is_url(values["image"]))
             if good:
                 _upsert(engine, table, good, report)
         report.rejected = rejects.count
         report.reject_reasons = dict(rejects.reasons)
+    if local_images:
+        record_root(engine, base_dir)
     if not report.rejected:
         report.reject_path = None
     report.seconds = time.perf_counter() - t0

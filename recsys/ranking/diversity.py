@@ -59,3 +59,19 @@ def cap_per_category(order: np.ndarray, categories: Sequence[str | None], cap: i
         if len(kept) >= k:
             break
     return np.asarray(kept, dtype=np.int64)
+
+
+def reshape(rows: np.ndarray, scores: np.ndarray, k: int, *, vectors: np.ndarray, categories: Sequence[str | None],
+            diversity: float = 0.0, max_per_category: int | None = None) -> np.ndarray:
+    """Positions into a ranked pool after MMR (``diversity`` > 0) and per-category caps, at most ``k``.
+
+    Args:
+        rows, scores: one user's ranked pool (catalogue rows, best first; no ``-1`` pads).
+        vectors: ``(n_items, d)`` L2-normalised item vectors (MMR's similarity).
+    """
+    pick = np.arange(len(rows))
+    if len(rows) and diversity > 0:
+        pick = np.asarray(mmr(scores.astype(np.float64), vectors[rows], len(rows), diversity), dtype=np.int64)
+    if len(rows) and max_per_category:
+        pick = pick[cap_per_category(np.arange(len(pick)), [categories[int(rows[i])] for i in pick], max_per_category, k)]
+    return pick[:k]

@@ -1,6 +1,6 @@
 """The learned reranker: LightGBM LambdaRank over the features the feed computes per candidate.
 
-The hybrid ranks a pool of candidates (:meth:`~recsys.recommend.ranker.FeedRanker.rank` with ``pool``);
+The hybrid ranks a pool of candidates (:meth:`~recsys.ranking.ranker.FeedRanker.rank` with ``pool``);
 each candidate gets the features below; the reranker orders the pool by its score. The same function
 (:func:`pool_features`) builds the features at training and at serving time.
 

@@ -1,2 +1,3 @@
-"""The served feed model (the evaluated hybrid, trained from SQL) and the ranker shared by the service,
-``recsys export`` and the offline check."""
+"""The served feed model: fitting the evaluated hybrid (``hybrid.py``; the item side in ``components.py``,
+settings chosen on validation splits in ``selection.py``), training it from SQL and saving / loading it as an
+artifact (``model.py``). It ranks through :class:`recsys.ranking.ranker.FeedRanker`."""

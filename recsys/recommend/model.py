@@ -3,7 +3,7 @@
 ``recsys train`` builds one :class:`FeedModel` from SQL: the events table becomes a
 :class:`~recsys.cf.history.History` exactly as ``recsys evaluate`` builds its training history (events
 ordered by user, time, then the item's tie rank; each (user, item) pair once), the stored text and
-image vectors become the content blocks, and :class:`~recsys.cf.hybrid.HybridRecommender` chooses its
+image vectors become the content blocks, and :class:`~recsys.recommend.hybrid.HybridRecommender` chooses its
 settings on validation splits of that history and fits. The service, ``recsys export`` and the offline
 check all score users with this one object, through the same functions as the evaluation.
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,33 +30,20 @@ from typing import Any
 
 import numpy as np
 
-from recsys.cf.history import History
-from recsys.cf.hybrid import HybridComponents, HybridParams, HybridRecommender
+from recsys.cf.history import History, item_tie_rank
 from recsys.cf.matrix import Bm25Stats
-from recsys.cf.scoring import RidgeMap
+from recsys.cf.ridge import RidgeMap
 from recsys.cf.settings import CFConfig
 from recsys.errors import ArtifactError, RecsysError
+from recsys.ranking.hybrid import HybridComponents, HybridParams
+from recsys.recommend.hybrid import HybridRecommender
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KIND", "FeedModel", "StoreHistory", "fit_feed_model", "load_feed_model", "read_store_history", "tie_priority"]
+__all__ = ["KIND", "FeedModel", "StoreHistory", "fit_feed_model", "load_feed_model", "read_store_history"]
 
 KIND = "feed"
 FORMAT = 1
-
-
-def tie_priority(n_items: int) -> np.ndarray:
-    """The tie-break priority of the catalogue rows: the evaluation's seeded permutation (lower wins)."""
-    from recsys.evaluation.runner import tie_order
-
-    return tie_order(n_items)
-
-
-def tie_rank_of(item_ids: np.ndarray) -> np.ndarray:
-    """Rank of each external id in the protocols' time-tie order (numeric ids as numbers)."""
-    from recsys.evaluation.data import item_tie_rank
-
-    return item_tie_rank(np.asarray(item_ids, dtype=object))
 
 
 @dataclass(frozen=True)
@@ -107,7 +93,7 @@ def read_store_history(engine: Any, event_types: dict[str, float]) -> StoreHisto
     remap = np.full(max(user_internal.shape[0], 1), -1, dtype=np.int64)
     remap[active] = np.arange(active.shape[0])
     user_rows = remap[user_rows_all] if user_rows_all.size else user_rows_all
-    ties = tie_rank_of(item_ext)
+    ties = item_tie_rank(np.asarray(item_ext, dtype=object))
     ts = ev.ts[keep]
     order = np.lexsort((ties[item_rows], ts, user_rows)) if item_rows.size else np.zeros(0, dtype=np.int64)
     scale = float(weight[keep].max()) if keep.any() else 1.0
@@ -376,11 +362,11 @@ def save_feed_model(engine: Any, config: Any, model: FeedModel, *, version: str 
     target = config.artifacts_path / KIND / model.version
     if target.exists():
         raise ArtifactError(f"artifact folder {target} exists already; choose another --version")
-    tmp = target.with_name(f".{model.version}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save(tmp, manifest={"created_at": dt.datetime.now(dt.timezone.utc).isoformat()})
-    tmp.rename(target)
+    from recsys.store.staging import staging_dir
+
+    with staging_dir(target.parent, f".{model.version}.tmp") as tmp:  # also removes those a killed run left
+        model.save(tmp, manifest={"created_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+        tmp.rename(target)
     register_artifact(
         engine, KIND, model.version, str(target.resolve()),
         config={"cf": config.cf.model_dump(mode="json"), "event_types": dict(config.event_types),

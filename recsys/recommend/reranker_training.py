@@ -35,6 +35,7 @@ from recsys.ranking.learned import (
     fit_lambdarank,
     pool_features,
 )
+from recsys.ranking.ranker import FeedRanker
 from recsys.recommend.model import (
     FeedModel,
     StoreHistory,
@@ -42,7 +43,6 @@ from recsys.recommend.model import (
     load_feed_model,
     read_store_history,
 )
-from recsys.recommend.ranker import FeedRanker
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,8 @@ import numpy as np
 
 from recsys.experiments.assign import INTERLEAVED, assign, request_rng, team_draft
 from recsys.experiments.settings import ExperimentConfig, VariantConfig
+from recsys.serving.feed import user_events
+from recsys.serving.state import allowed_mask, ranked_item
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class ServedList:
 
 def user_rows(rt: Any, user_id: str) -> np.ndarray:
     """Catalogue rows of the user's items (the feed's history), ``(n,)`` int64."""
-    rows, _ts, _w = rt._user_events(rt._st(), user_id)
+    rows, _ts, _w = user_events(rt.engine, rt.config, rt._st(), user_id)
     return rows
 
 
@@ -43,13 +45,13 @@ def popular_items(rt: Any, user_id: str, k: int, *, exclude_seen: bool = True, c
                   exclude: Sequence[str] = ()) -> list[Any]:
     """The ``k`` most popular allowed items (distinct users), leaving out the user's items: the control."""
     st = rt._st()
-    allowed = rt._allowed(st, category, exclude, True)
+    allowed = allowed_mask(st, category, exclude, True)
     if exclude_seen:
         seen = user_rows(rt, user_id)
         allowed[seen] = False
     scores = np.where(allowed, st.popularity_raw, -np.inf)
     top = np.argsort(-scores, kind="stable")[:k]
-    return [rt._item(st, int(r), float(scores[r]), [{"type": "popular"}]) for r in top if np.isfinite(scores[r])]
+    return [ranked_item(st, int(r), float(scores[r]), [{"type": "popular"}]) for r in top if np.isfinite(scores[r])]
 
 
 def variant_items(rt: Any, variant: VariantConfig, user_id: str, k: int, *, exclude_seen: bool = True,

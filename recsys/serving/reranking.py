@@ -22,6 +22,8 @@ from recsys.ranking.learned import (
     pool_features,
     popular_top_of,
 )
+from recsys.serving.feed import neighbours
+from recsys.serving.state import allowed_mask, ranked_item
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,8 @@ def reranked_items(rt: Any, user_id: str, k: int, *, slot: RerankerSlot | None, 
     if st.feed is None:
         raise ArtifactError("the reranker reorders the trained feed model's candidates, and none is active")
     history = rt.user_history(user_id)
-    allowed = rt._allowed(st, category, exclude, True)
+    allowed = allowed_mask(st, category, exclude, True)
     rows, X = pool_features(st.feed, history, item_side(st), max(POOL, k), allowed, exclude_seen=exclude_seen,
-                            neighbours=rt._neighbours(st))
+                            neighbours=neighbours(st))
     top, scores = model.rerank(rows[0], X[0], k)
-    return [rt._item(st, int(r), float(s), [{"type": "reranked"}]) for r, s in zip(top, scores)]
+    return [ranked_item(st, int(r), float(s), [{"type": "reranked"}]) for r, s in zip(top, scores, strict=True)]

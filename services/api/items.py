@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from recsys.errors import ImageAccessError
 from services.api.common import parse_json, parse_query, require_key, runtime
 from services.api.serialize import ranked_json
 from services.api.served import log_served
+from services.errors import ApiError
 from services.schemas import ItemIn, ItemsBody, SimilarQuery
 
 bp = Blueprint("items", __name__, url_prefix="/v1/items")
@@ -27,7 +29,10 @@ def similar(item_id: str):  # type: ignore[no-untyped-def]
 @require_key(write=True)
 def put_item(item_id: str):  # type: ignore[no-untyped-def]
     body = parse_json(ItemIn)
-    result = runtime().upsert_items([{"id": item_id, **body.model_dump()}])
+    try:
+        result = runtime().upsert_items([{"id": item_id, **body.model_dump()}])
+    except ImageAccessError as exc:
+        raise _refused(exc, "body.image") from None
     return jsonify(result)
 
 
@@ -35,5 +40,13 @@ def put_item(item_id: str):  # type: ignore[no-untyped-def]
 @require_key(write=True)
 def put_items():  # type: ignore[no-untyped-def]
     body = parse_json(ItemsBody)
-    result = runtime().upsert_items([it.model_dump() for it in body.items])
+    try:
+        result = runtime().upsert_items([it.model_dump() for it in body.items])
+    except ImageAccessError as exc:
+        raise _refused(exc, f"body.{exc.field or 'items'}") from None
     return jsonify(result)
+
+
+def _refused(exc: ImageAccessError, field: str) -> ApiError:
+    """A refused image reference: 400 naming the field, what was wrong and what is allowed."""
+    return ApiError(400, f"{field}: {exc.detail}", field, {"reason": exc.reason})

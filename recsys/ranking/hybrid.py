@@ -1,4 +1,4 @@
-"""The hybrid recommender: CF, content and popularity in one score, for warm and cold users and items.
+"""The hybrid score: CF, content and popularity in one score, for warm and cold users and items.
 
 Design (what one fitted model does):
 
@@ -11,8 +11,8 @@ Design (what one fitted model does):
 - **Content profile.** The user's items weighted by ``exp(-rank / tau_p)``; the content score of an item
   is a soft nearest-neighbour similarity to them, ``1 + log(sum_j w_j exp(gamma * (cos_j - 1))) / gamma``
   (``gamma = 0``: the cosine to the weighted mean profile; a larger ``gamma`` lets the nearest history
-  items count most; see :func:`~recsys.cf.scoring.kernel_scores`). Content may come in two blocks (text,
-  image) whose shares in the cosine are a setting too. Cold items have their own ``tau_p``, ``gamma`` and
+  items count most; see :func:`~recsys.ranking.scoring.kernel_scores`). Content may come in two blocks
+  (text, image) whose shares in the cosine are a setting too. Cold items have their own ``tau_p``, ``gamma`` and
   share. For users with few events the CF weight is scaled by ``n / (n + cf_shrink)``, so a sparse user
   leans on their content profile.
 - **Popularity.** ``log(1 + users)`` per item; for items without events, a ridge prediction from content.
@@ -20,53 +20,47 @@ Design (what one fitted model does):
   user over the catalogue and the weights scaled to sum to 1; items without events use their own
   weights (``cold_*``), times a scale, plus an offset (in units of one standard deviation).
 
-The settings (recency, profile constant and kernel, block shares, weights, shrinkage, offset) are chosen at fit time on validation
-splits carved from the training history only (:mod:`recsys.cf.validation`): a temporal hold-out of each
-user's newest items for the warm weights, then a hold-out of random items for the cold weights, then
-the temporal hold-out again for the cold offset. The search is a coordinate ascent over the grids of
-``cf.hybrid`` (:mod:`recsys.cf.selection`). The same procedure runs on every data set; only its outcome
-differs (MovieLens leans on CF, H&M on content).
+The settings (recency, profile constant and kernel, block shares, weights, shrinkage, offset) are chosen
+at fit time on validation splits carved from the training history only (:mod:`recsys.cf.validation`): a
+temporal hold-out of each user's newest items for the warm weights, then a hold-out of random items for
+the cold weights, then the temporal hold-out again for the cold offset. The search is a coordinate ascent
+over the grids of ``cf.hybrid`` (:mod:`recsys.recommend.selection`). The same procedure runs on every data
+set; only its outcome differs (MovieLens leans on CF, H&M on content).
+
+This module holds the settings (:class:`HybridParams`), the fitted item side (:class:`HybridComponents`)
+and the user side of the score; fitting lives in :mod:`recsys.recommend.hybrid`.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from recsys.cf.history import History, profile_weights, recency_weights
-from recsys.cf.matrix import Bm25Stats, apply_confidence, bm25_stats
-from recsys.cf.model import fit_factors, fold_in
-from recsys.cf.scoring import (
+from recsys.cf.matrix import Bm25Stats, apply_confidence
+from recsys.cf.model import fold_in
+from recsys.cf.ridge import RidgeMap
+from recsys.cf.settings import CFConfig
+from recsys.ranking.scoring import (
     BlendWeights,
     BlockSimilarity,
-    RidgeMap,
     blend,
     block_shares,
-    fit_ridge,
     kernel_scores,
     mix_blocks,
     zscore_rows,
 )
-from recsys.cf.settings import CFConfig
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "HybridComponents",
     "HybridParams",
-    "HybridRecommender",
     "UserComponents",
-    "as_blocks",
     "cf_component",
     "cf_scale",
     "content_component",
-    "fit_components",
     "hybrid_scores",
+    "normalised",
     "user_components",
 ]
 
@@ -130,53 +124,6 @@ class HybridComponents:
     pop_map: RidgeMap | None = None
     pop_mean: float = 0.0
     pop_std: float = 1.0
-
-
-ContentInput = np.ndarray | Sequence[np.ndarray] | None
-"""Item content as one ``(n_items, d)`` matrix or a sequence of one or two blocks (text, image)."""
-
-
-def as_blocks(content: ContentInput, n_items: int) -> tuple[np.ndarray, ...] | None:
-    """Validate content and return it as a tuple of float32 blocks.
-
-    Raises:
-        ValueError: a block with another number of rows than ``n_items``, or more than two blocks.
-    """
-    if content is None:
-        return None
-    blocks = (content,) if isinstance(content, np.ndarray) else tuple(content)
-    if not 1 <= len(blocks) <= 2:
-        raise ValueError(f"content must be one or two blocks, got {len(blocks)}")
-    for b in blocks:
-        if b.ndim != 2 or b.shape[0] != n_items:
-            raise ValueError(f"content has {b.shape[0]} rows, the history {n_items} items")
-    return tuple(np.ascontiguousarray(b, dtype=np.float32) for b in blocks)
-
-
-def fit_components(history: History, content: ContentInput, cfg: CFConfig) -> HybridComponents:
-    """Fit the CF factors, the content -> factor map and the popularity prior on a training history."""
-    blocks = as_blocks(content, history.n_items)
-    weights = history.matrix()
-    stats = bm25_stats(weights) if cfg.confidence == "bm25" else None
-    t0 = time.perf_counter()
-    _, item_factors = fit_factors(apply_confidence(weights, cfg, stats), cfg)
-    fit_s = time.perf_counter() - t0
-    counts = history.item_counts()
-    warm = counts > 0
-    pop = np.log1p(counts).astype(np.float32)
-    mapping = pop_map = None
-    if blocks is not None and warm.any():  # fitted even when every item is warm: later items need them
-        x = np.concatenate(blocks, axis=1)
-        mapping = fit_ridge(x[warm], item_factors[warm], cfg.hybrid.mapping_l2)
-        pop_map = fit_ridge(x[warm], pop[warm], cfg.hybrid.mapping_l2)
-        if (~warm).any():
-            item_factors[~warm] = mapping(x[~warm])
-            pop[~warm] = pop_map(x[~warm])[:, 0]
-    elif (~warm).any():
-        item_factors[~warm] = 0.0
-    pop_z = zscore_rows(pop[None, :])[0]
-    return HybridComponents(item_factors, warm, pop_z, blocks, stats, fit_s, mapping, pop_map,
-                            float(pop.mean()), float(pop.std()) or 1.0)
 
 
 def content_component(
@@ -254,16 +201,16 @@ def hybrid_scores(
     """
     if content is None:
         params = _without_content(params)
-    out = blend(cf, content, pop, _normalised(params.warm), cf_scale)
+    out = blend(cf, content, pop, normalised(params.warm), cf_scale)
     if (~warm).any():
         cold_c = content if cold_content is None else cold_content
-        cold = np.float32(params.cold_scale) * blend(cf, cold_c, pop, _normalised(params.cold), cf_scale)
+        cold = np.float32(params.cold_scale) * blend(cf, cold_c, pop, normalised(params.cold), cf_scale)
         cold += np.float32(params.cold_offset)
         out = np.where(warm[None, :], out, cold)
     return out
 
 
-def _normalised(w: BlendWeights) -> BlendWeights:
+def normalised(w: BlendWeights) -> BlendWeights:
     """Weights scaled to sum to 1 (when they sum to more than 0): only their ratios matter, and the
     blended score stays on the scale of one standardised component, where ``cold_offset`` is measured."""
     total = w.cf + w.content + w.pop
@@ -272,53 +219,3 @@ def _normalised(w: BlendWeights) -> BlendWeights:
 
 def _without_content(params: HybridParams) -> HybridParams:
     return replace(params, warm_content=0.0, cold_content=0.0)
-
-
-@dataclass
-class HybridRecommender:
-    """Fit on a training history (+ optional item content), then score users.
-
-    Args:
-        cfg: the ``cf`` section (factorisation and the ``hybrid`` search grids).
-        params: fixed settings; ``None`` chooses them on validation splits of the training history.
-    """
-
-    cfg: CFConfig
-    params: HybridParams | None = None
-    components: HybridComponents | None = None
-    history: History | None = None
-    selection: dict[str, Any] = field(default_factory=dict)
-
-    def fit(self, history: History, content: ContentInput = None) -> HybridRecommender:
-        """Choose settings (unless given) and fit the components on the whole training history.
-
-        Args:
-            content: one ``(n_items, d)`` matrix or one or two blocks (e.g. text, image), rows L2-normalised.
-        """
-        content = as_blocks(content, history.n_items)
-        if self.params is None:
-            from recsys.cf.selection import select_params
-
-            t0 = time.perf_counter()
-            self.params, self.selection = select_params(history, content, self.cfg)
-            self.selection["seconds"] = round(time.perf_counter() - t0, 2)
-            log.info("hybrid settings chosen on validation: %s", asdict(self.params))
-        self.components = fit_components(history, content, self.cfg)
-        self.history = history
-        return self
-
-    def _require(self) -> tuple[HybridComponents, History, HybridParams]:
-        if self.components is None or self.history is None or self.params is None:
-            raise RuntimeError("fit the HybridRecommender first")
-        return self.components, self.history, self.params
-
-    def score_history(self, rows: History) -> np.ndarray:
-        """Scores ``(rows.n_users, n_items)`` for users given by their histories (new users: fold-in)."""
-        comp, _, params = self._require()
-        u = user_components(comp, rows, params, self.cfg)
-        return hybrid_scores(u.cf, u.content, comp.pop, comp.warm, params, u.scale, u.cold_content)
-
-    def score(self, users: np.ndarray) -> np.ndarray:
-        """Scores ``(len(users), n_items)`` for rows of the training history."""
-        _, history, _ = self._require()
-        return self.score_history(history.select(np.asarray(users, dtype=np.int64)))

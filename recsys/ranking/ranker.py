@@ -1,5 +1,5 @@
-"""Rank a catalogue for users with a :class:`~recsys.recommend.model.FeedModel`: one code path for the
-service's home feed, ``recsys export`` and the offline check.
+"""Rank a catalogue for users with a fitted feed model (:class:`~recsys.recommend.model.FeedModel`): one
+code path for the service's home feed, ``recsys export`` and the offline check.
 
 :class:`FeedRanker` lays the model over the *serving* catalogue (its rows in the service's order; items
 that arrived after training get factors and popularity from the model's content maps, as cold items).
@@ -9,7 +9,7 @@ the same construction as training.
 Two regimes, chosen by catalogue size (``exact_max_items``):
 
 - **exact** (the default up to 100,000 items): every item is scored with the evaluation's own functions
-  (:func:`recsys.cf.hybrid.user_components` and :func:`~recsys.cf.hybrid.hybrid_scores`); the top ``k``
+  (:func:`recsys.ranking.hybrid.user_components` and :func:`~recsys.ranking.hybrid.hybrid_scores`); the top ``k``
   use the evaluation's tie order. The service therefore returns what ``recsys evaluate`` would rank for
   that user under the same model. When the content kernel is a plain cosine (``gamma = 0``) the same
   score is computed in its linear form (:attr:`FeedRanker.linear`: matrix products, catalogue means and
@@ -25,21 +25,31 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.cf.history import History, profile_weights, recency_weights
-from recsys.cf.hybrid import HybridComponents, hybrid_scores, user_components
+from recsys.cf.history import History, item_tie_rank, profile_weights, recency_weights
 from recsys.cf.matrix import apply_confidence
 from recsys.cf.model import fold_in
-from recsys.cf.scoring import block_shares, mix_blocks
-from recsys.recommend.model import FeedModel, tie_priority, tie_rank_of
+from recsys.cf.settings import CFConfig
+from recsys.ranking.hybrid import HybridComponents, HybridParams, hybrid_scores, normalised, user_components
+from recsys.ranking.scoring import (
+    affine_stats,
+    block_shares,
+    kernel_one_user,
+    linear_user_side,
+    mix_blocks,
+    unit_rows,
+    z_affine,
+    z_from_sample,
+)
+from recsys.ranking.topk import seen_mask, tie_order, top_k_rows, top_k_rows_2d
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FeedRanker", "Ranking", "reshape", "top_k_rows", "user_history"]
+__all__ = ["FEED_POOL", "FeedModelLike", "FeedRanker", "Neighbours", "Ranking", "user_history"]
 
 FEED_POOL = 300
 """Ranked items that diversity (MMR) and per-category caps choose from."""
@@ -48,57 +58,21 @@ Neighbours = Callable[[np.ndarray, int], np.ndarray]
 """``(catalogue rows, n) -> rows``: similar items of some items (the service's item->item index)."""
 
 
-def top_k_rows(scores: np.ndarray, k: int, priority: np.ndarray) -> np.ndarray:
-    """The ``k`` best columns of each row, best first; ties go to the lower ``priority``.
+class FeedModelLike(Protocol):
+    """What the ranker reads of a fitted model (:class:`recsys.recommend.model.FeedModel` is one)."""
 
-    The same order as :func:`recsys.evaluation.metrics.rank_top_k` (columns at ``-inf`` are allowed
-    only when a row has fewer than ``k`` others; callers drop them). ``scores``: ``(n, m)`` float32.
-    """
-    n, m = scores.shape
-    k = min(k, m)
-    if k == 0 or n == 0:
-        return np.zeros((n, k), dtype=np.int64)
-    if m >= 64 * k and m >= 4096:
-        return _top_k_by_blocks(scores, k, priority)
-    part = np.argpartition(scores, m - k, axis=1)[:, m - k :] if k < m else np.tile(np.arange(m), (n, 1))
-    part_s = np.take_along_axis(scores, part, axis=1)
-    kth = part_s.min(axis=1, keepdims=True)
-    tied = (scores >= kth).sum(axis=1) > k  # a tie at the boundary: argpartition may have split it
-    order = np.lexsort((priority[part], -part_s), axis=1)
-    out = np.take_along_axis(part, order, axis=1)
-    for r in np.flatnonzero(tied):
-        cols = np.flatnonzero(scores[r] >= kth[r])
-        out[r] = cols[np.lexsort((priority[cols], -scores[r, cols]))[:k]]
-    return out
+    item_ids: np.ndarray  # (n_items,) external ids of the model's rows
+    params: HybridParams
+    cfg: CFConfig
+    components: HybridComponents
+    version: str
 
+    @property
+    def n_items(self) -> int: ...
 
-def _top_k_by_blocks(scores: np.ndarray, k: int, priority: np.ndarray, block: int = 64) -> np.ndarray:
-    """:func:`top_k_rows` for wide rows: the ``k``-th largest of the block maxima bounds the answer from
-    below (``k`` distinct elements reach it), so only the blocks whose maximum reaches it are searched."""
-    n, m = scores.shape
-    full = m // block
-    blocks = scores[:, : full * block].reshape(n, full, block)
-    maxima = blocks.max(axis=2)
-    if m > full * block:
-        maxima = np.concatenate([maxima, scores[:, full * block :].max(axis=1, keepdims=True)], axis=1)
-    nb = maxima.shape[1]
-    bound = np.partition(maxima, nb - k, axis=1)[:, nb - k] if nb >= k else maxima.min(axis=1)
-    r_blk, b_idx = np.nonzero(maxima[:, :full] >= bound[:, None])  # the few blocks that can hold the answer
-    vals = blocks[r_blk, b_idx].ravel()
-    rows = np.repeat(r_blk, block)
-    cols = (b_idx[:, None] * block + np.arange(block)[None, :]).ravel()
-    if m > full * block:  # the short last block
-        r_t, c_t = np.nonzero(scores[:, full * block :] >= bound[:, None])
-        rows = np.concatenate([rows, r_t])
-        cols = np.concatenate([cols, c_t + full * block])
-        vals = np.concatenate([vals, scores[r_t, c_t + full * block]])
-    keep = vals >= bound[rows]
-    r, c, vals = rows[keep], cols[keep], vals[keep]
-    order = np.lexsort((priority[c], -vals, r))
-    r, c = r[order], c[order]
-    starts = np.searchsorted(r, np.arange(n))
-    take = starts[:, None] + np.arange(k)[None, :]
-    return c[np.minimum(take, len(c) - 1)]
+    def new_item_rows(self, blocks: tuple[np.ndarray, ...] | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(factors (n, k), pop_z (n,))`` float32 of items the model never saw, from their content blocks."""
+        ...
 
 
 def user_history(item_rows: Sequence[np.ndarray], ts: Sequence[np.ndarray], weights: Sequence[np.ndarray],
@@ -136,7 +110,7 @@ class Ranking:
 class FeedRanker:
     """The model laid over the serving catalogue. Build with :meth:`build`."""
 
-    model: FeedModel
+    model: FeedModelLike
     ids: tuple[str, ...]
     components: HybridComponents
     priority: np.ndarray  # (n,) tie-break priority per serving row
@@ -152,7 +126,7 @@ class FeedRanker:
     @classmethod
     def build(
         cls,
-        model: FeedModel,
+        model: FeedModelLike,
         ids: Sequence[str],
         new_item_blocks: Callable[[list[str]], tuple[np.ndarray, ...] | None] | None = None,
         *,
@@ -197,14 +171,14 @@ class FeedRanker:
             f, p = model.new_item_rows(nb if blocks is not None else None)
             factors[~known], pop[~known] = f, p
             log.info("feed ranker: %d items arrived after model %s (scored as cold items)", len(new), model.version)
-        priority_model = tie_priority(model.n_items)
+        priority_model = tie_order(model.n_items)
         priority = np.empty(n, dtype=np.int64)
         priority[known] = priority_model[src[known]]
         priority[~known] = model.n_items + np.arange(int((~known).sum()))
         ranker = cls(
             model=model, ids=ids,
             components=HybridComponents(factors, warm, pop, blocks, comp.bm25, 0.0),
-            priority=priority, tie_rank=tie_rank_of(np.asarray(ids, dtype=object)),
+            priority=priority, tie_rank=item_tie_rank(np.asarray(ids, dtype=object)),
             exact_max_items=exact_max_items, n_new=len(new),
         )
         if comp.bm25 is not None and new:
@@ -236,7 +210,7 @@ class FeedRanker:
         # ScaNN's spherical partitioning applies (a MIPS transform [f/M, sqrt(1 - |f|^2/M^2)] squeezed the
         # many small cold-item factors into one point and left the partitioner with empty leaves). The
         # candidates are rescored exactly, and the most popular items are always among them.
-        unit = _unit_rows(comp.item_factors)
+        unit = unit_rows(comp.item_factors)
         warm_rows = np.flatnonzero(comp.warm)
         pick = rng.choice(warm_rows, size=min(200, len(warm_rows)), replace=False) if len(warm_rows) else warm_rows
         queries = unit[pick] if len(pick) else None  # recall is checked on user-like queries
@@ -297,23 +271,12 @@ class FeedRanker:
             self._spaces[cache_key] = (np.ascontiguousarray(x, dtype=np.float32), x64.mean(axis=0), x64.T @ x64 / len(x64))
         return self._spaces[cache_key]
 
-    @staticmethod
-    def _affine(q: np.ndarray, mean: np.ndarray, gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Catalogue mean and deviation of ``q @ x_i`` per user from the items' mean and Gram matrix."""
-        q64 = np.asarray(q, dtype=np.float64)
-        m = q64 @ mean
-        var = np.sum((q64 @ gram) * q64, axis=1) - m * m
-        sd = np.sqrt(np.maximum(var, 0.0))
-        return m, np.where(sd > 1e-12 * np.maximum(np.abs(m), 1.0), sd, 0.0)
-
     def _linear(self, rows: History) -> tuple[np.ndarray, dict]:
-        from recsys.cf.hybrid import _normalised
-
         p, cfg, comp = self.model.params, self.model.cfg, self.components
         fold = apply_confidence(rows.matrix(recency_weights(rows, p.recency_tau, p.recency_beta)), cfg, comp.bm25)
         uvec = fold_in(comp.item_factors, fold, cfg)
         f, f_mean, f_gram = self._space("cf", None)
-        cf_m, cf_sd = self._affine(uvec, f_mean, f_gram)
+        cf_m, cf_sd = affine_stats(uvec, f_mean, f_gram)
         use_content = comp.content is not None and bool(p.warm_content or p.cold_content)
         n = rows.counts.astype(np.float32)
         scale = n / (n + p.cf_shrink) if p.cf_shrink > 0 else np.ones_like(n)
@@ -322,7 +285,7 @@ class FeedRanker:
             from dataclasses import replace as dc_replace
 
             warm_w, cold_w = dc_replace(warm_w, content=0.0), dc_replace(cold_w, content=0.0)
-        warm_w, cold_w = _normalised(warm_w), _normalised(cold_w)
+        warm_w, cold_w = normalised(warm_w), normalised(cold_w)
         inv_cf = np.where(cf_sd > 0, 1.0 / np.where(cf_sd > 0, cf_sd, 1.0), 0.0)
         sides = {}
         for name, (tau, mix) in (("warm", (p.profile_tau, p.content_mix)), ("cold", (p.cold_profile_tau, p.cold_content_mix))):
@@ -337,37 +300,20 @@ class FeedRanker:
             totals = np.asarray(w.sum(axis=1)).ravel()
             w = sp.diags(np.where(totals > 0, 1.0 / np.maximum(totals, 1e-30), 0.0).astype(np.float32)) @ w
             prof = np.asarray(w @ x, dtype=np.float32)
-            c_m, c_sd = self._affine(prof, x_mean, x_gram)
+            c_m, c_sd = affine_stats(prof, x_mean, x_gram)
             sides[name] = (x, prof, c_m, np.where(c_sd > 0, 1.0 / np.where(c_sd > 0, c_sd, 1.0), 0.0))
 
         # One matrix product: user coefficients [warm part | cold part] against item rows that hold
         # [F_i, C_i, pop_i, 1] in the warm half (warm items) or in the cold half (cold items).
         # columns in the order warm items, then cold items (``_order``): one product per half, no scatter
-        q_warm = self._user_side(warm_w, sides["warm"], uvec, scale, inv_cf, cf_m, 1.0, 0.0)
-        q_cold = self._user_side(cold_w, sides["cold"], uvec, scale, inv_cf, cf_m, p.cold_scale, p.cold_offset)
+        q_warm = linear_user_side(warm_w, sides["warm"], uvec, scale, inv_cf, cf_m, 1.0, 0.0)
+        q_cold = linear_user_side(cold_w, sides["cold"], uvec, scale, inv_cf, cf_m, p.cold_scale, p.cold_offset)
         x_warm, x_cold = self._item_side(sides["warm"] is not None, p.content_mix, p.cold_content_mix)
         s = np.empty((uvec.shape[0], len(self.ids)), dtype=np.float32)
         n_warm = x_warm.shape[0]
         np.matmul(q_warm, x_warm.T, out=s[:, :n_warm])
         np.matmul(q_cold, x_cold.T, out=s[:, n_warm:])
         return s, {"uvec": uvec, "cf": (cf_m, inv_cf), "warm": sides["warm"], "cold": sides["cold"]}
-
-    @staticmethod
-    def _user_side(weights: Any, side: Any, uvec: np.ndarray, scale: np.ndarray, inv_cf: np.ndarray,
-                   cf_m: np.ndarray, factor: float, offset: float) -> np.ndarray:
-        """``(B, k + d + 2)`` user coefficients of one half of the linear form (see :meth:`_item_side`)."""
-        a = weights.cf * scale * inv_cf
-        parts = [a[:, None] * uvec]
-        const = -a * cf_m
-        if side is not None:
-            _x, prof, c_m, inv_c = side
-            b = weights.content * inv_c if weights.content else np.zeros_like(inv_c)
-            parts.append(b[:, None] * prof)
-            const = const - b * c_m
-        n = uvec.shape[0]
-        parts.append(np.full((n, 1), weights.pop))
-        parts.append((const * factor + offset)[:, None] / max(factor, 1e-30))
-        return (np.float32(factor) * np.concatenate(parts, axis=1)).astype(np.float32)
 
     def _order(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(order, inverse, priority)``: the linear form's column order (warm items, then cold), its
@@ -448,7 +394,7 @@ class FeedRanker:
                 r_seen, c_seen = seen.nonzero()
                 s[r_seen, c_seen if order is None else inverse[c_seen]] = -np.inf
             else:
-                s = np.where(_seen_mask(seen, cols), -np.inf, s).astype(np.float32)
+                s = np.where(seen_mask(seen, cols), -np.inf, s).astype(np.float32)
         if self.exact:
             top = top_k_rows(s, want, self.priority if order is None else order_priority)
             top_s = np.take_along_axis(s, top, axis=1)
@@ -476,7 +422,7 @@ class FeedRanker:
         fold = apply_confidence(rows.matrix(recency_weights(rows, p.recency_tau, p.recency_beta)), cfg, comp.bm25)
         uvec = fold_in(comp.item_factors, fold, cfg)
         fetch = max(200, 2 * want)
-        ids, _ = self.factor_index.search(_unit_rows(uvec), fetch)  # type: ignore[attr-defined]
+        ids, _ = self.factor_index.search(unit_rows(uvec), fetch)  # type: ignore[attr-defined]
         cand: list[np.ndarray] = []
         for u in range(rows.n_users):
             parts = [ids[u][ids[u] >= 0], self.popular]
@@ -492,9 +438,9 @@ class FeedRanker:
         cf_raw = np.einsum("uk,uck->uc", uvec, comp.item_factors[cols])
         if self.linear:
             _f, f_mean, f_gram = self._space("cf", None)
-            cf_z = _z_affine(cf_raw, *self._affine(uvec, f_mean, f_gram))
+            cf_z = z_affine(cf_raw, *affine_stats(uvec, f_mean, f_gram))
         else:
-            cf_z = _z_from(cf_raw, uvec @ self._spaces["sample_factors"].T)
+            cf_z = z_from_sample(cf_raw, uvec @ self._spaces["sample_factors"].T)
         content_z = cold_z = None
         if comp.content is not None and (p.warm_content or p.cold_content):
             content_z = self._content_z(rows, cols, p.profile_tau, p.profile_gamma, p.content_mix)
@@ -522,7 +468,7 @@ class FeedRanker:
             w = sp.diags(np.where(totals > 0, 1.0 / np.maximum(totals, 1e-30), 0.0).astype(np.float32)) @ w
             prof = np.asarray(w @ x, dtype=np.float32)
             raw = np.einsum("ud,ucd->uc", prof, x[cols])
-            return _z_affine(raw, *self._affine(prof, x_mean, x_gram))
+            return z_affine(raw, *affine_stats(prof, x_mean, x_gram))
         shares = block_shares(len(comp.content), mix)
         weights = rows.matrix(profile_weights(rows, tau))
         out = np.empty(cols.shape, np.float32)
@@ -540,73 +486,6 @@ class FeedRanker:
                 sim = np.concatenate([hist @ block[cols[u]].T, hist @ self._spaces[f"sample_content_{b}"].T], axis=1)
                 sim = np.float32(share) * sim
                 sim_total = sim if sim_total is None else sim_total + sim
-            raw = _kernel(w.data, sim_total, gamma) if sim_total is not None else np.zeros((1, n_cols + len(self.sample)), np.float32)
-            out[u] = _z_from(raw[:, :n_cols], raw[:, n_cols:])[0]
+            raw = kernel_one_user(w.data, sim_total, gamma) if sim_total is not None else np.zeros((1, n_cols + len(self.sample)), np.float32)
+            out[u] = z_from_sample(raw[:, :n_cols], raw[:, n_cols:])[0]
         return out
-
-
-def _kernel(w: np.ndarray, sim: np.ndarray, gamma: float) -> np.ndarray:
-    """:func:`recsys.cf.scoring.kernel_scores` for one user whose history cosines are given."""
-    wn = (w / max(float(w.sum()), 1e-30)).astype(np.float32)
-    if gamma > 0:
-        out = wn @ np.exp(np.float32(gamma) * (sim - np.float32(1.0)))
-        return (1.0 + np.log(np.maximum(out, np.float32(1e-30))) / np.float32(gamma))[None, :].astype(np.float32)
-    return (wn @ sim)[None, :].astype(np.float32)
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), C-contiguous float32."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(np.where(norms > 0, x / np.maximum(norms, 1e-30), 0.0), dtype=np.float32)
-
-
-def _z_affine(values: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """Standardise ``values`` rows with exact catalogue means / deviations (0 where the deviation is 0)."""
-    inv = np.where(sd > 0, 1.0 / np.where(sd > 0, sd, 1.0), 0.0)
-    return ((values - mean[:, None]) * inv[:, None]).astype(np.float32)
-
-
-def _z_from(values: np.ndarray, sample: np.ndarray) -> np.ndarray:
-    """Standardise ``values`` rows with the mean / deviation of the matching ``sample`` rows."""
-    mean = sample.mean(axis=1, keepdims=True)
-    std = sample.std(axis=1, keepdims=True)
-    return ((values - mean) / np.where(std > 1e-12, std, 1.0)).astype(np.float32)
-
-
-def _seen_mask(seen: sp.csr_matrix, cols: np.ndarray) -> np.ndarray:
-    out = np.zeros(cols.shape, dtype=bool)
-    for u in range(cols.shape[0]):
-        items = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
-        if items.size:
-            out[u] = np.isin(cols[u], items)
-    return out
-
-
-def top_k_rows_2d(scores: np.ndarray, k: int, priority: np.ndarray) -> np.ndarray:
-    """:func:`top_k_rows` with a per-row priority ``(n, m)`` (candidate columns differ per user)."""
-    n, m = scores.shape
-    k = min(k, m)
-    out = np.empty((n, k), dtype=np.int64)
-    for r in range(n):
-        out[r] = np.lexsort((priority[r], -scores[r]))[:k]
-    return out
-
-
-
-def reshape(rows: np.ndarray, scores: np.ndarray, k: int, *, vectors: np.ndarray, categories: Sequence[str | None],
-            diversity: float = 0.0, max_per_category: int | None = None) -> np.ndarray:
-    """Positions into a ranked pool after MMR (``diversity`` > 0) and per-category caps, at most ``k``.
-
-    Args:
-        rows, scores: one user's ranked pool (catalogue rows, best first; no ``-1`` pads).
-        vectors: ``(n_items, d)`` L2-normalised item vectors (MMR's similarity).
-    """
-    from recsys.ranking.diversity import cap_per_category, mmr
-
-    pick = np.arange(len(rows))
-    if len(rows) and diversity > 0:
-        pick = np.asarray(mmr(scores.astype(np.float64), vectors[rows], len(rows), diversity), dtype=np.int64)
-    if len(rows) and max_per_category:
-        pick = pick[cap_per_category(np.arange(len(pick)), [categories[int(rows[i])] for i in pick], max_per_category, k)]
-    return pick[:k]

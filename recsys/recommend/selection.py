@@ -23,22 +23,23 @@ from typing import Any
 import numpy as np
 
 from recsys.cf.history import History
-from recsys.cf.hybrid import (
+from recsys.cf.settings import CFConfig
+from recsys.cf.validation import ValidationSplit, item_holdout, temporal_holdout
+from recsys.ranking.hybrid import (
     HybridComponents,
     HybridParams,
     cf_component,
     cf_scale,
     content_component,
-    fit_components,
     hybrid_scores,
 )
-from recsys.cf.scoring import BlockSimilarity
-from recsys.cf.settings import CFConfig
-from recsys.cf.validation import ValidationSplit, item_holdout, temporal_holdout, validation_ndcg
+from recsys.ranking.metrics import ndcg_at_k, rank_top_k
+from recsys.ranking.scoring import BlockSimilarity
+from recsys.recommend.components import fit_components
 
 log = logging.getLogger(__name__)
 
-__all__ = ["coordinate_ascent", "select_params"]
+__all__ = ["coordinate_ascent", "select_params", "validation_ndcg"]
 
 
 def coordinate_ascent(
@@ -175,3 +176,15 @@ def select_params(
         report["temporal_cold_offset"] = {"ndcg@10": round(score_c, 5)}
     report["params"] = asdict(params)
     return params, report
+
+
+def validation_ndcg(scores: np.ndarray, split: ValidationSplit, k: int = 10) -> float:
+    """Mean NDCG@k of ``(len(split.users), n_items)`` scores on a validation split."""
+    if split.users.shape[0] == 0:
+        return 0.0
+    if split.candidates is not None:
+        ranked = split.candidates[rank_top_k(scores[:, split.candidates], k)]
+    else:
+        seen = split.train.select(split.users).matrix()
+        ranked = rank_top_k(scores, k, seen)
+    return float(ndcg_at_k(ranked, split.targets, k).mean())

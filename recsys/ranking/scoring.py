@@ -1,9 +1,14 @@
-"""Pure building blocks of the hybrid score: normalisation, content profiles, ridge mappings, the blend."""
+"""Pure building blocks of the per-user score: standardisation, content profiles and kernels, the blend.
+
+Functions of numpy arrays and sparse matrices only; the hybrid's components (:mod:`recsys.ranking.hybrid`)
+and the feed ranker (:mod:`recsys.ranking.ranker`) are built from them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -12,13 +17,17 @@ __all__ = [
     "BlendWeights",
     "BlockSimilarity",
     "HistorySimilarity",
-    "RidgeMap",
+    "affine_stats",
     "blend",
     "block_shares",
     "content_profiles",
-    "fit_ridge",
+    "kernel_one_user",
     "kernel_scores",
+    "linear_user_side",
     "mix_blocks",
+    "unit_rows",
+    "z_affine",
+    "z_from_sample",
     "zscore_rows",
 ]
 
@@ -37,6 +46,26 @@ def zscore_rows(scores: np.ndarray) -> np.ndarray:
     mean = s.mean(axis=1, keepdims=True)
     std = s.std(axis=1, keepdims=True)
     return ((s - mean) / np.where(std > 1e-12, std, 1.0)).astype(np.float32)
+
+
+def z_affine(values: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """Standardise ``values`` rows with exact catalogue means / deviations (0 where the deviation is 0)."""
+    inv = np.where(sd > 0, 1.0 / np.where(sd > 0, sd, 1.0), 0.0)
+    return ((values - mean[:, None]) * inv[:, None]).astype(np.float32)
+
+
+def z_from_sample(values: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """Standardise ``values`` rows with the mean / deviation of the matching ``sample`` rows."""
+    mean = sample.mean(axis=1, keepdims=True)
+    std = sample.std(axis=1, keepdims=True)
+    return ((values - mean) / np.where(std > 1e-12, std, 1.0)).astype(np.float32)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), C-contiguous float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(np.where(norms > 0, x / np.maximum(norms, 1e-30), 0.0), dtype=np.float32)
 
 
 def content_profiles(weights: sp.csr_matrix, content: np.ndarray) -> np.ndarray:
@@ -163,54 +192,13 @@ def kernel_scores(
     return out
 
 
-@dataclass(frozen=True)
-class RidgeMap:
-    """A linear map ``y = x @ coef + intercept`` fitted by ridge regression.
-
-    Attributes:
-        coef: ``(d_in, d_out)`` float32.
-        intercept: ``(d_out,)`` float32.
-    """
-
-    coef: np.ndarray
-    intercept: np.ndarray
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """``(n, d_in)`` -> ``(n, d_out)`` float32."""
-        return (np.asarray(x, dtype=np.float32) @ self.coef + self.intercept).astype(np.float32)
-
-
-def fit_ridge(x: np.ndarray, y: np.ndarray, l2: float, sample_weight: np.ndarray | None = None) -> RidgeMap:
-    """Ridge regression of ``y`` on ``x`` with an unpenalised intercept.
-
-    Solved in the smaller of the primal (``d_in x d_in``) and dual (``n x n``) forms.
-
-    Args:
-        x: ``(n, d_in)``; y: ``(n, d_out)`` or ``(n,)``; l2: penalty > 0.
-        sample_weight: optional ``(n,)`` non-negative weights.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    y2 = np.asarray(y, dtype=np.float64)
-    squeeze = y2.ndim == 1
-    if squeeze:
-        y2 = y2[:, None]
-    n, d = x.shape
-    if n == 0:
-        return RidgeMap(np.zeros((d, y2.shape[1]), np.float32), np.zeros(y2.shape[1], np.float32))
-    sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    x_mean = (sw[:, None] * x).sum(0) / sw.sum()
-    y_mean = (sw[:, None] * y2).sum(0) / sw.sum()
-    xc, yc = x - x_mean, y2 - y_mean
-    root = np.sqrt(sw)[:, None]
-    xw, yw = xc * root, yc * root
-    if d <= n:
-        coef = np.linalg.solve(xw.T @ xw + l2 * np.eye(d), xw.T @ yw)
-    else:
-        coef = xw.T @ np.linalg.solve(xw @ xw.T + l2 * np.eye(n), yw)
-    intercept = y_mean - x_mean @ coef
-    if squeeze:
-        coef, intercept = coef[:, :1], intercept[:1]
-    return RidgeMap(coef.astype(np.float32), intercept.astype(np.float32))
+def kernel_one_user(w: np.ndarray, sim: np.ndarray, gamma: float) -> np.ndarray:
+    """:func:`kernel_scores` for one user whose history cosines are given."""
+    wn = (w / max(float(w.sum()), 1e-30)).astype(np.float32)
+    if gamma > 0:
+        out = wn @ np.exp(np.float32(gamma) * (sim - np.float32(1.0)))
+        return (1.0 + np.log(np.maximum(out, np.float32(1e-30))) / np.float32(gamma))[None, :].astype(np.float32)
+    return (wn @ sim)[None, :].astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -251,3 +239,30 @@ def blend(
     if pop is not None and weights.pop:
         out += np.float32(weights.pop) * pop[None, :]
     return out
+
+
+def affine_stats(q: np.ndarray, mean: np.ndarray, gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Catalogue mean and deviation of ``q @ x_i`` per user from the items' mean and Gram matrix."""
+    q64 = np.asarray(q, dtype=np.float64)
+    m = q64 @ mean
+    var = np.sum((q64 @ gram) * q64, axis=1) - m * m
+    sd = np.sqrt(np.maximum(var, 0.0))
+    return m, np.where(sd > 1e-12 * np.maximum(np.abs(m), 1.0), sd, 0.0)
+
+
+def linear_user_side(weights: Any, side: Any, uvec: np.ndarray, scale: np.ndarray, inv_cf: np.ndarray,
+                     cf_m: np.ndarray, factor: float, offset: float) -> np.ndarray:
+    """``(B, k + d + 2)`` user coefficients of one half of the feed ranker's linear form (the item rows
+    ``[F_i, C_i, pop_i, 1]`` are :meth:`recsys.ranking.ranker.FeedRanker._item_side`)."""
+    a = weights.cf * scale * inv_cf
+    parts = [a[:, None] * uvec]
+    const = -a * cf_m
+    if side is not None:
+        _x, prof, c_m, inv_c = side
+        b = weights.content * inv_c if weights.content else np.zeros_like(inv_c)
+        parts.append(b[:, None] * prof)
+        const = const - b * c_m
+    n = uvec.shape[0]
+    parts.append(np.full((n, 1), weights.pop))
+    parts.append((const * factor + offset)[:, None] / max(factor, 1e-30))
+    return (np.float32(factor) * np.concatenate(parts, axis=1)).astype(np.float32)
