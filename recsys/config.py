@@ -24,6 +24,7 @@ from recsys.cf.settings import CFConfig
 from recsys.encoders.settings import EncodersConfig, ImagesConfig
 from recsys.engines.settings import RayConfig
 from recsys.errors import ConfigError
+from recsys.experiments.settings import ExperimentConfig, ImpressionsConfig
 from recsys.index.settings import IndexConfig
 from recsys.search.settings import SearchConfig
 from recsys.settings_base import Section as _Section
@@ -198,6 +199,9 @@ class Config(_Section):
     search: SearchConfig = SearchConfig()
     ray: RayConfig = RayConfig()
     """Used by the batch commands' ``--engine ray`` only."""
+    impressions: ImpressionsConfig = ImpressionsConfig()
+    experiments: tuple[ExperimentConfig, ...] = ()
+    """Experiments defined here (``recsys experiments create`` adds more, stored in SQL)."""
 
     @property
     def database_url(self) -> str:

@@ -93,6 +93,9 @@ def create_app(config: Config, runtime: Any = None) -> Flask:
         return response
 
     register_error_handlers(app)
+    from services.api import served
+
+    served.install(app, config, getattr(runtime, "engine", None))
     from services.api import events, health, items, search, users
 
     for bp in (health.bp, items.bp, users.bp, search.bp, events.bp):

@@ -126,7 +126,9 @@ class EventIn(_Strict):
     value: float | None = None
     event_id: Id | None = Field(None, description="unique per user: a repeat of (user_id, event_id) is a duplicate; "
                                                   "default: derived from the event")
-
+    request_id: Id | None = Field(None, description="the request_id of the served list that led to this event "
+                                                    "(attribution; at most 64 characters are matched)")
+    position: int | None = Field(None, ge=0, le=10_000, description="the item's 0-based position in that list")
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -178,6 +180,7 @@ class ScoredItem(BaseModel):
 
 
 class ItemsResponse(BaseModel):
+    request_id: str = Field(description="id of this served list; send it with events it leads to")
     items: list[ScoredItem]
     model_version: str | None = None
     index_version: str | None = None
@@ -189,6 +192,8 @@ class FeedResponse(ItemsResponse):
     user_id: str
     cold_start: bool
     next_cursor: str | None = None
+    experiment: str | None = Field(None, description="the active feed experiment that served this list")
+    variant: str | None = Field(None, description="its variant ('interleaved' for team-draft interleaving)")
 
 
 class Rejected(BaseModel):

@@ -179,10 +179,11 @@ def test_cli_evaluate_table_json_plot(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert [d["protocol"] for d in data] == ["temporal-20", "cold-items"]
-    assert [r["model"] for r in data[0]["rows"]] == ["popularity", "ALS only", "hybrid", "ALS, grid best on test",
-                                                     "EASE, λ on validation"]
-    assert [r["model"] for r in data[1]["rows"]] == ["popularity", "ALS only", "hybrid"]  # no yardsticks on cold items
-    assert data[0]["rows"][3]["details"]["chosen_on"] == "test split" and len(data[0]["rows"][3]["details"]["grid"]) == 8
+    assert [r["model"] for r in data[0]["rows"]] == ["popularity", "ALS only", "hybrid", "hybrid + reranker",
+                                                     "ALS, grid best on test", "EASE, λ on validation"]
+    # no yardsticks on cold items
+    assert [r["model"] for r in data[1]["rows"]] == ["popularity", "ALS only", "hybrid", "hybrid + reranker"]
+    assert data[0]["rows"][4]["details"]["chosen_on"] == "test split" and len(data[0]["rows"][4]["details"]["grid"]) == 8
     assert "tuning" in data[0]["rows"][2]["details"]
     assert {"ndcg@10", "recall@10", "coverage@10", "seconds"} <= set(data[0]["rows"][0])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,7 +9,8 @@ from recsys.errors import DatabaseError
 from recsys.store.db import current_revision, downgrade, head_revision, make_engine, require_schema, table_names, upgrade
 from recsys.store.models import Base
 
-TABLES = ["alembic_version", "artifacts", "events", "idempotency_keys", "item_embeddings", "items", "users"]
+TABLES = ["alembic_version", "artifacts", "events", "experiments", "idempotency_keys", "impression_items", "impressions",
+          "item_embeddings", "items", "users"]
 
 
 def test_upgrade_downgrade_round_trip(db_url: str) -> None:
@@ -20,6 +21,10 @@ def test_upgrade_downgrade_round_trip(db_url: str) -> None:
     assert table_names(eng) == TABLES
     assert current_revision(eng) == head_revision()
     require_schema(eng)
+    downgrade(eng, "0003")
+    assert "impressions" not in table_names(eng) and "idempotency_keys" in table_names(eng)
+    downgrade(eng, "0002")
+    assert "idempotency_keys" not in table_names(eng) and "item_embeddings" in table_names(eng)
     downgrade(eng, "0001")
     assert "item_embeddings" not in table_names(eng)
     downgrade(eng, "base")

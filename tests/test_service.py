@@ -99,6 +99,8 @@ def service(module_db_url: str, tmp_path_factory: pytest.TempPathFactory, tiny_m
     rt.reload()
     app = create_app(config, rt)
     yield app.test_client(), rt, config
+    if "recsys.impressions" in app.extensions:
+        app.extensions["recsys.impressions"].close()
     engine.dispose()
 
 

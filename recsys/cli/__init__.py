@@ -32,6 +32,9 @@ COMMANDS: dict[str, str] = {
     "index": "recsys.cli.index:index",
     "serve": "recsys.cli.serve:serve",
     "export": "recsys.cli.export:export",
+    "experiments": "recsys.cli.experiments:experiments",
+    "impressions": "recsys.cli.experiments:impressions",
+    "train-reranker": "recsys.cli.experiments:train_reranker_cmd",
 }
 
 

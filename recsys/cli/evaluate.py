@@ -52,6 +52,7 @@ def evaluate(  # type: ignore[no-untyped-def]
     from recsys.errors import ConfigError
     from recsys.evaluation.data import detect_preset, has_content_columns, load_dataset
     from recsys.evaluation.models import default_models
+    from recsys.evaluation.reranked import HybridRerankedModel
     from recsys.evaluation.protocols import make_split
     from recsys.evaluation.report import format_table, reports_json, write_plot
     from recsys.evaluation.runner import run_models
@@ -88,7 +89,7 @@ def evaluate(  # type: ignore[no-untyped-def]
             from recsys.evaluation.yardsticks import yardstick_rows
 
             extra = lambda s, d, done: yardstick_rows(s, d, config.cf, k, done)  # noqa: E731
-        models = default_models(config.cf, vectors is not None, config.train.budget_s)
+        models = [*default_models(config.cf, vectors is not None, config.train.budget_s), HybridRerankedModel(config.cf)]
         report = run_models(models, split, vectors, ds.name, k, blocks, extra)
         reports.append(report)
         if not as_json:

@@ -132,7 +132,8 @@ class HybridModel:
 
 
 def default_models(cfg: CFConfig, with_content: bool, budget_s: float = 240.0) -> list[EvalModel]:
-    """The four rows of the table (content-only is left out when there is no content)."""
+    """The four rows of the table (content-only is left out when there is no content); ``recsys evaluate``
+    adds "hybrid + reranker" (:mod:`recsys.evaluation.reranked`) after them."""
     models: list[EvalModel] = [Popularity(), ALSOnly(cfg)]
     if with_content:
         models.append(ContentOnly())

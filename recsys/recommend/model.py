@@ -310,16 +310,18 @@ def content_blocks(engine: Any, item_ids: np.ndarray, internal_ids: np.ndarray |
     return tuple(blocks), chosen
 
 
-def fit_feed_model(engine: Any, config: Any, *, content: bool = True, params: HybridParams | None = None) -> FeedModel:
+def fit_feed_model(engine: Any, config: Any, *, content: bool = True, params: HybridParams | None = None,
+                   store_history: StoreHistory | None = None) -> FeedModel:
     """Fit the hybrid on the store (events, and stored item vectors unless ``content`` is False).
 
     ``params``: fixed settings instead of choosing them on validation splits (benchmarks, experiments).
+    ``store_history``: fit on this history instead of reading the events (the reranker's validation split).
 
     Raises:
         RecsysError: no event with a positive weight.
     """
     t0 = time.perf_counter()
-    sh = read_store_history(engine, dict(config.event_types))
+    sh = store_history if store_history is not None else read_store_history(engine, dict(config.event_types))
     if sh.n_events == 0:
         raise RecsysError(
             f"no events to train on: the events table has no event of a type in config.event_types "

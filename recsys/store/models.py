@@ -156,3 +156,45 @@ class IdempotencyRecord(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now(), index=True)
+
+
+class Impression(Base):
+    """One served list (a feed page, a similar-items widget, a search answer), logged by the service.
+
+    ``request_id`` is the id returned with the list; events posted with it are credited to the list.
+    ``user_id`` is the external user id as requested (not a foreign key: a feed may be served to a user
+    who has no events yet). ``ts_ms`` is unix milliseconds.
+    """
+
+    __tablename__ = "impressions"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    surface: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    experiment: Mapped[str | None] = mapped_column(String(64), index=True)
+    variant: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    index_version: Mapped[str | None] = mapped_column(String(128))
+    ts_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class ImpressionItem(Base):
+    """One position of a served list. ``team``: the variant credited with the item (interleaving)."""
+
+    __tablename__ = "impression_items"
+
+    request_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("impressions.request_id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(255))
+    team: Mapped[str | None] = mapped_column(String(64))
+
+
+class Experiment(Base):
+    """An experiment created with ``recsys experiments create`` (``definition``: an ``ExperimentConfig``)."""
+
+    __tablename__ = "experiments"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, server_default=func.now())

@@ -7,6 +7,7 @@ from flask import Blueprint, jsonify
 from recsys.errors import ImageAccessError
 from services.api.common import parse_json, parse_query, path_id, require_key, runtime
 from services.api.serialize import ranked_json
+from services.api.served import log_served
 from services.errors import ApiError
 from services.schemas import ItemIn, ItemsBody, SimilarQuery
 
@@ -20,7 +21,9 @@ def similar(item_id: str):  # type: ignore[no-untyped-def]
     q = parse_query(SimilarQuery)
     rt = runtime()
     ranked = rt.similar_items(item_id, k=q.k, category=q.category, exclude=q.exclude, available_only=q.available_only)
-    return jsonify(ranked_json(ranked, rt.versions()))
+    versions = rt.versions()
+    request_id = log_served("similar", None, [it.id for it in ranked.items], versions)
+    return jsonify({"request_id": request_id, **ranked_json(ranked, versions)})
 
 
 @bp.put("/<item_id>")

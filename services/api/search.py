@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from recsys.ingest.values import RowError, to_bool
 from services.api.common import _check_k, config, parse_json, require_key, runtime
 from services.api.serialize import search_json
+from services.api.served import log_served
 from services.errors import ApiError, validation_errors
 from services.schemas import SearchBody
 
@@ -76,4 +77,6 @@ def search():  # type: ignore[no-untyped-def]
         available_only=f.available_only, price_min=f.price_min, price_max=f.price_max, text_weight=body.text_weight,
         mode=body.mode, attributes=f.attributes, facets=body.facets,
     )
-    return jsonify(search_json(ranked, rt.versions()))
+    versions = rt.versions()
+    request_id = log_served("search", body.user_id, [it.id for it in ranked.items], versions)
+    return jsonify({"request_id": request_id, **search_json(ranked, versions)})

@@ -1,0 +1,67 @@
+"""Configuration sections ``impressions`` and ``experiments`` (see :mod:`recsys.config`). Pure pydantic."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from recsys.settings_base import Section as _Section
+
+SURFACES = ("feed", "similar", "search")
+"""Where a served list comes from; impressions and experiments name one of these."""
+
+
+class ImpressionsConfig(_Section):
+    enabled: bool = True
+    """Log every served list (request id, surface, user, items, positions, variant, versions, time)."""
+    queue_size: int = Field(10_000, gt=0)
+    """Lists waiting for the background writer; a list that finds the queue full is dropped and counted
+    (``recsys_impressions_dropped_total`` in ``/metrics``)."""
+    batch_size: int = Field(500, gt=0)
+    """Lists written per transaction."""
+    flush_interval_s: float = Field(1.0, gt=0)
+    """The writer commits at least this often while lists wait."""
+    spool: bool = True
+    """Also append each list to a per-process spool file (one ``write`` call) before answering, so that
+    lists of a process killed before its writer committed them are recovered into SQL by the next
+    process (the spool is truncated once everything in it is committed)."""
+    retention_days: float = Field(90.0, gt=0)
+    """``recsys impressions prune`` (and the writer, once an hour) deletes lists older than this."""
+
+
+class VariantConfig(_Section):
+    name: str = Field(min_length=1, max_length=64)
+    ranker: Literal["hybrid", "popularity"] = "hybrid"
+    """``hybrid``: the trained feed model; ``popularity``: most popular unseen items (a control)."""
+    reranker: bool = False
+    """Reorder the hybrid's best ``pool`` candidates with the active learned reranker (``recsys train-reranker``)."""
+    diversity: float = Field(0.0, ge=0.0, le=1.0)
+    """MMR trade-off of the hybrid's list (as the feed's ``diversity`` parameter)."""
+    share: float = Field(1.0, ge=0)
+    """Traffic share (A/B mode); shares are normalised over the experiment's variants (0: none, e.g. to
+    serve one configuration to everybody while keeping the experiment's variant names)."""
+
+
+class ExperimentConfig(_Section):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    surface: Literal["feed"] = "feed"
+    """Only the home feed is split for now (similar items and search log impressions without variants)."""
+    mode: Literal["ab", "interleave"] = "ab"
+    """``ab``: each user sticks to one variant (hash of user id and salt); ``interleave``: team-draft
+    interleaving of exactly two variants into every list, each item credited to the variant that placed it."""
+    salt: str = ""
+    """Empty: the experiment's name. A new salt reshuffles users between variants."""
+    variants: tuple[VariantConfig, ...] = Field(min_length=2, max_length=8)
+    active: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique, got {names}")
+        if not any(v.share > 0 for v in self.variants):
+            raise ValueError("at least one variant needs a share above 0")
+        if self.mode == "interleave" and len(self.variants) != 2:
+            raise ValueError(f"interleaving takes exactly two variants, got {len(self.variants)}")
+        return self

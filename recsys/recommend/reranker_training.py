@@ -1,0 +1,212 @@
+"""Training data and training of the learned reranker (``recsys train-reranker``).
+
+Two sources of labels, both over the hybrid's pool of ``POOL`` candidates per user
+(:func:`recsys.ranking.learned.pool_features`, the function the service uses):
+
+- **impressions** (once the service has logged lists and attributed clicks): per user, the active feed
+  model's pool over their current history; label 1 for items clicked in a logged feed list, 0 for items
+  shown in one and not clicked; items never shown are left out. Users need a positive and a negative.
+- **events alone** (a fresh install): each user's last ``val_share`` of distinct items (by time) become
+  positives; the hybrid is refitted on the rest with the active model's blend settings (so the features
+  never saw the positives) and ranks the pool; pool items the user did not touch are the negatives.
+
+Queries are split 80/20 by user for early stopping on NDCG@10; never on a test split.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, select
+
+from recsys.cf.history import History
+from recsys.errors import RecsysError
+from recsys.ranking.learned import (
+    FEATURES,
+    KIND,
+    POOL,
+    ItemSide,
+    LearnedReranker,
+    fit_lambdarank,
+    pool_features,
+)
+from recsys.ranking.ranker import FeedRanker
+from recsys.recommend.model import (
+    FeedModel,
+    StoreHistory,
+    fit_feed_model,
+    load_feed_model,
+    read_store_history,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RankData:
+    """``X`` ``(n, F)``, labels ``y`` ``(n,)``, query sizes ``groups`` ``(q,)``."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+
+    def split(self, share: float, seed: int) -> tuple[RankData, RankData]:
+        starts = np.concatenate([[0], np.cumsum(self.groups)])
+        q = len(self.groups)
+        rng = np.random.default_rng(seed)
+        held = np.zeros(q, dtype=bool)
+        held[rng.choice(q, size=max(1, int(share * q)), replace=False)] = True
+        parts = []
+        for mask in (~held, held):
+            idx = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in np.flatnonzero(mask)])
+            parts.append(RankData(self.X[idx], self.y[idx], self.groups[mask]))
+        return parts[0], parts[1]
+
+
+def item_side_from_store(engine: Engine, item_ids: np.ndarray, history: History) -> ItemSide:
+    """Per catalogue row (``item_ids`` order): freshness, price, category code, popular-top flag."""
+    from recsys.ranking.learned import popular_top_of
+    from recsys.store.models import Item
+
+    with engine.connect() as conn:
+        rows = {r.external_id: r for r in conn.execute(select(Item.external_id, Item.category, Item.price, Item.created_at))}
+    now = dt.datetime.now(dt.UTC).timestamp()
+    cats = sorted({r.category for r in rows.values() if r.category is not None})
+    code = {c: i for i, c in enumerate(cats)}
+    n = len(item_ids)
+    fresh, price, codes = np.empty(n, np.float32), np.full(n, np.nan), np.full(n, -1, np.int32)
+    for i, e in enumerate(item_ids):
+        r = rows.get(str(e))
+        created = r.created_at if r is not None else None
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=dt.UTC)
+        age = (now - created.timestamp()) / 86400 if created is not None else 365.0
+        fresh[i] = np.exp(-max(age, 0.0) / 30.0)
+        if r is not None:
+            price[i] = np.nan if r.price is None else float(r.price)
+            codes[i] = code.get(r.category, -1) if r.category is not None else -1
+    return ItemSide(fresh, price, codes, popular_top_of(np.log1p(history.item_counts())))
+
+
+def split_history(h: History, share: float) -> tuple[History, list[np.ndarray]]:
+    """Per user, the last ``share`` of items by time (at least one, users with 2+) as the future."""
+    keep = np.ones(h.items.shape[0], dtype=bool)
+    future: list[np.ndarray] = []
+    for u in range(h.n_users):
+        a, b = int(h.indptr[u]), int(h.indptr[u + 1])
+        n = b - a
+        if n < 2:
+            future.append(np.zeros(0, np.int64))
+            continue
+        m = max(1, int(round(share * n)))
+        last = a + np.argsort(h.rank[a:b], kind="stable")[:m]  # rank 0 is the newest item
+        keep[last] = False
+        future.append(h.items[last].astype(np.int64))
+    counts = np.array([int(keep[h.indptr[u] : h.indptr[u + 1]].sum()) for u in range(h.n_users)])
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(h.indptr.dtype)
+    return History(h.n_users, h.n_items, indptr, h.items[keep], h.rank[keep], h.weight[keep]), future
+
+
+def _rank_data(ranker: Any, history: History, side: ItemSide, labels: list[dict[int, float]], users: np.ndarray,
+               batch: int = 256) -> RankData:
+    """Features of each user's pool; rows with a label in ``labels[u]`` (others: dropped unless 0 is the default)."""
+    Xs, ys, groups = [], [], []
+    for start in range(0, len(users), batch):
+        sel = users[start : start + batch]
+        rows, X = pool_features(ranker, history.select(sel), side, POOL)
+        for j, u in enumerate(sel):
+            lab = labels[int(u)]
+            default = lab.get(-1)
+            y = np.array([lab.get(int(r), default if default is not None else np.nan) if r >= 0 else np.nan
+                          for r in rows[j]], dtype=np.float64)
+            ok = ~np.isnan(y)
+            if ok.sum() < 2 or y[ok].max() <= 0 or y[ok].min() > 0:
+                continue
+            Xs.append(X[j][ok])
+            ys.append(y[ok])
+            groups.append(int(ok.sum()))
+    if not groups:
+        raise RecsysError("no user has both a positive and a negative among the hybrid's candidates: nothing to learn")
+    return RankData(np.concatenate(Xs), np.concatenate(ys), np.asarray(groups))
+
+
+def data_from_events(engine: Engine, config: Any, model: FeedModel, val_share: float = 0.2) -> RankData:
+    sh = read_store_history(engine, dict(config.event_types))
+    past, future = split_history(sh.history, val_share)
+    refit = fit_feed_model(engine, config, params=model.params,
+                           store_history=StoreHistory(past, sh.user_ids, sh.item_ids, int(past.items.shape[0]), sh.weight_scale))
+    ranker = FeedRanker.build(refit, sh.item_ids)
+    labels = [{**{int(i): 1.0 for i in f}, -1: 0.0} for f in future]
+    users = np.array([u for u, f in enumerate(future) if len(f)], dtype=np.int64)
+    return _rank_data(ranker, past, item_side_from_store(engine, sh.item_ids, past), labels, users)
+
+
+def data_from_impressions(engine: Engine, config: Any, model: FeedModel) -> RankData:
+    from recsys.store.models import Event, Impression, ImpressionItem
+
+    sh = read_store_history(engine, dict(config.event_types))
+    urow = {str(u): i for i, u in enumerate(sh.user_ids)}
+    irow = {str(e): i for i, e in enumerate(sh.item_ids)}
+    shown: dict[str, set[str]] = defaultdict(set)
+    with engine.connect() as conn:
+        owner = dict(conn.execute(select(Impression.request_id, Impression.user_id).where(Impression.surface == "feed")).all())
+        for rid, item in conn.execute(select(ImpressionItem.request_id, ImpressionItem.item_id)
+                                      .join(Impression, Impression.request_id == ImpressionItem.request_id)
+                                      .where(Impression.surface == "feed")):
+            shown[owner[rid]].add(item)
+        clicked: dict[str, set[str]] = defaultdict(set)
+        from recsys.store.models import Item
+
+        for attrs, item in conn.execute(select(Event.attributes, Item.external_id)
+                                               .join(Item, Item.id == Event.item_id).where(Event.attributes.is_not(None))):
+            rid = attrs.get("request_id") if isinstance(attrs, dict) else None
+            if rid in owner:  # a click or a conversion credited to a feed list
+                clicked[owner[rid]].add(item)
+    labels: list[dict[int, float]] = [{} for _ in range(sh.history.n_users)]
+    for user, items in shown.items():
+        u = urow.get(user)
+        if u is None:
+            continue
+        for it in items:
+            if it in irow:
+                labels[u][irow[it]] = 1.0 if it in clicked.get(user, ()) else 0.0
+    users = np.array([u for u, lab in enumerate(labels) if lab and max(lab.values()) > 0], dtype=np.int64)
+    if not len(users):
+        raise RecsysError("no feed list with an attributed click in the impression log")
+    ranker = FeedRanker.build(model, sh.item_ids)
+    return _rank_data(ranker, sh.history, item_side_from_store(engine, sh.item_ids, sh.history), labels, users)
+
+
+def train_reranker(engine: Engine, config: Any, *, source: str = "auto", seed: int = 0, activate: bool = True,
+                   version: str | None = None) -> LearnedReranker:
+    """Train, save under ``<artifacts>/reranker/<version>`` and register (kind ``reranker``)."""
+    from recsys.recommend.model import new_version
+    from recsys.store.artifacts import register_artifact
+    from recsys.store.models import Impression
+
+    model = load_feed_model(engine)
+    if model is None:
+        raise RecsysError("the reranker reorders the feed model's candidates: run `recsys train` first")
+    if source == "auto":
+        with engine.connect() as conn:
+            source = "impressions" if conn.execute(select(Impression.request_id).limit(1)).first() else "events"
+    data = data_from_impressions(engine, config, model) if source == "impressions" else data_from_events(engine, config, model)
+    train, valid = data.split(0.2, seed)
+    booster, summary = fit_lambdarank(train.X, train.y, train.groups, seed=seed,
+                                      valid=(valid.X, valid.y, valid.groups))
+    version = version or new_version()
+    info = {"source": source, "feed_model": model.version, "queries": len(data.groups),
+            "rows": len(data.y), "positives": int((data.y > 0).sum()), **summary}
+    rr = LearnedReranker(booster, version, info)
+    path = rr.save(config.artifacts_path / KIND / version)
+    register_artifact(engine, KIND, version, str(path), metrics=info, activate=activate)
+    log.info("reranker %s trained from %s: %s", version, source, info)
+    return rr
+
+
+__all__ = ["FEATURES", "RankData", "data_from_events", "data_from_impressions", "split_history", "train_reranker"]

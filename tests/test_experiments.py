@@ -1,0 +1,89 @@
+"""Experiments: assignment, team-draft interleaving and the report's statistics (pure functions)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from scipy.stats import binomtest
+
+from recsys.experiments.assign import INTERLEAVED, assign, bucket, team_draft, winner
+from recsys.experiments.report import ListOutcome, summarise, two_proportion_p, wilson
+from recsys.experiments.settings import ExperimentConfig
+
+
+def _exp(mode: str = "ab", shares: tuple[float, float] = (0.5, 0.5)) -> ExperimentConfig:
+    return ExperimentConfig.model_validate({"name": "e1", "mode": mode, "variants": [
+        {"name": "hyb", "ranker": "hybrid", "share": shares[0]}, {"name": "pop", "ranker": "popularity", "share": shares[1]}]})
+
+
+def test_assignment_is_deterministic_and_follows_the_shares() -> None:
+    exp = _exp(shares=(0.3, 0.7))
+    users = [f"user-{i}" for i in range(20_000)]
+    first = [assign(exp, u).name for u in users]
+    assert first == [assign(exp, u).name for u in users]
+    assert abs(first.count("hyb") / len(users) - 0.3) < 0.015
+    # the hash is fixed (blake2b of salt and id), not Python's per-process hash(): sticky across workers/restarts
+    assert bucket("user-1", "e1") == pytest.approx(int.from_bytes(
+        __import__("hashlib").blake2b(b"e1\x1fuser-1", digest_size=8).digest(), "big") / 2**64)
+    salted = exp.model_copy(update={"salt": "other"})
+    moved = sum(a != assign(salted, u).name for a, u in zip(first, users))
+    assert moved > 5_000  # a new salt reshuffles
+
+
+def test_team_draft_interleaving() -> None:
+    a = ["a1", "a2", "a3", "x", "a4", "a5"]
+    b = ["x", "b1", "a1", "b2", "b3", "b4"]
+    for seed in range(50):
+        merged, teams = team_draft(a, b, 6, random.Random(seed))
+        assert len(merged) == len(set(merged)) == 6
+        for n in range(1, 7):  # every prefix is balanced between the teams
+            assert abs(teams[:n].count("A") - teams[:n].count("B")) <= 1 or n % 2 == 1
+        for team, ranking in (("A", a), ("B", b)):  # each team's picks keep its ranking's order
+            picks = [m for m, t in zip(merged, teams) if t == team]
+            assert picks == sorted(picks, key=ranking.index)
+    same, teams = team_draft(a, a, 4, random.Random(1))
+    assert same == a[:4] and sorted(teams) == ["A", "A", "B", "B"]
+    short, _ = team_draft(["p"], ["p"], 5, random.Random(0))
+    assert short == ["p"]
+    assert winner(["A", "B", "A"], ("A", "B")) == "A" and winner(["A", "B"], ("A", "B")) is None
+
+
+def test_report_statistics() -> None:
+    exp = _exp()
+    outcomes = ([ListOutcome(f"h{i}", "hyb", ("i1", "i2"), (None, None), ("i1",) if i < 30 else (), ("i1",) if i < 3 else ())
+                 for i in range(100)]
+                + [ListOutcome(f"p{i}", "pop", ("i1", "i2"), (None, None), ("i2",) if i < 10 else (), ()) for i in range(100)])
+    rep = summarise(exp, outcomes, {"i1": 20.0})
+    hyb, pop = rep.variants
+    assert (hyb.lists, hyb.clicked_lists, hyb.conversions, hyb.revenue) == (100, 30, 3, 60.0)
+    assert hyb.ctr == 0.3 and pop.ctr == 0.1
+    assert hyb.ctr_ci == pytest.approx(wilson(30, 100)) and hyb.ctr_ci[0] < 0.3 < hyb.ctr_ci[1]
+    lo, hi = binomtest(30, 100).proportion_ci(method="wilson")
+    assert hyb.ctr_ci == pytest.approx((lo, hi))
+    assert rep.p_value_lists == pytest.approx(two_proportion_p(30, 100, 10, 100)) and rep.p_value < 0.01
+    # lists without users are users of their own: Welch's t-test of 0/1 outcomes
+    from scipy.stats import ttest_ind
+
+    assert rep.p_value == pytest.approx(ttest_ind([1] * 30 + [0] * 70, [1] * 10 + [0] * 90, equal_var=False).pvalue)
+    # one user seeing the same outcome in many lists is one unit, not many
+    same = [ListOutcome(f"x{i}", v, ("i1",), (None,), ("i1",) if v == "hyb" and u < 6 or v == "pop" and u < 4 else (),
+                        (), f"{v}{u}") for v in ("hyb", "pop") for u in range(10) for i in range(20)]
+    clustered = summarise(exp, same)
+    assert clustered.p_value > 0.3 and clustered.p_value_lists < 0.01
+
+    inter = _exp("interleave")
+    lists = [ListOutcome(f"r{i}", INTERLEAVED, ("i1", "i2", "i3"), ("hyb", "pop", "hyb"),
+                         ("i1",) if i < 40 else ("i2",) if i < 55 else (), ()) for i in range(100)]
+    rep = summarise(inter, lists)
+    it = rep.interleaving
+    assert it is not None and it.wins == {"hyb": 40, "pop": 15} and it.ties == 45
+    assert it.p_value == pytest.approx(binomtest(40, 55, 0.5).pvalue) and it.share == pytest.approx(40 / 55)
+
+
+def test_experiment_definitions_are_checked() -> None:
+    with pytest.raises(ValueError, match="exactly two"):
+        ExperimentConfig.model_validate({"name": "x", "mode": "interleave", "variants": [
+            {"name": "a"}, {"name": "b"}, {"name": "c"}]})
+    with pytest.raises(ValueError, match="unique"):
+        ExperimentConfig.model_validate({"name": "x", "variants": [{"name": "a"}, {"name": "a"}]})

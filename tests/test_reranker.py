@@ -1,0 +1,77 @@
+"""The learned reranker: features, LambdaRank on a planted signal, artifacts, and the simulation's pieces."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.cf.history import History
+from recsys.experiments.simulation import (
+    ClickModel,
+    aa_repeats,
+    ab_lists_estimate,
+    interleaving_lists_estimate,
+    lists_needed,
+    temporal_split,
+)
+from recsys.ranking.learned import FEATURES, LearnedReranker, fit_lambdarank
+from recsys.recommend.reranker_training import split_history
+
+
+def test_lambdarank_learns_a_planted_signal_and_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    q, per = 300, 20
+    X = rng.normal(size=(q * per, len(FEATURES))).astype(np.float32)
+    y = (X[:, 4] + 0.3 * rng.normal(size=q * per) > 1.0).astype(float)  # relevance follows "popularity"
+    groups = np.full(q, per)
+    booster, info = fit_lambdarank(X[: 240 * per], y[: 240 * per], groups[:240], num_rounds=50,
+                                   valid=(X[240 * per :], y[240 * per :], groups[240:]))
+    assert info["valid_ndcg@10"] > 0.8
+    rr = LearnedReranker(booster, "v1", {"source": "test"})
+    rows = np.arange(per, dtype=np.int64)
+    rows[-1] = -1  # a padded slot is never returned
+    Xq = X[:per].copy()
+    top, _ = rr.rerank(rows, Xq, 5)
+    assert -1 not in top and len(top) == 5
+    assert Xq[top[0], 4] >= np.median(Xq[:-1, 4])
+    back = LearnedReranker.load(rr.save(tmp_path / "rr"))
+    assert np.allclose(back.score(X[:50]), rr.score(X[:50])) and back.version == "v1"
+
+
+def test_split_history_keeps_the_latest_items_out() -> None:
+    h = History.from_events(np.array([0, 0, 0, 0, 0, 1, 2, 2]), np.array([5, 3, 1, 2, 4, 0, 1, 2]), 3, 6)
+    past, future = split_history(h, 0.4)
+    assert [sorted(f.tolist()) for f in future] == [[2, 4], [], [2]]
+    assert past.counts.tolist() == [3, 1, 1]
+    assert set(past.items[past.indptr[0] : past.indptr[1]].tolist()) == {5, 3, 1}
+
+
+def test_simulation_pieces() -> None:
+    ev = pd.DataFrame({"user_id": [1] * 5 + [2] * 2 + [3], "item_id": [10, 11, 12, 13, 14, 10, 15, 10],
+                       "timestamp": [1, 2, 3, 4, 5, 1, 2, 1]})
+    past, future = temporal_split(ev)
+    assert future == {"1": {"14"}, "2": {"15"}}
+    assert len(past) == 6 and not ((past.user_id == 1) & (past.item_id == 14)).any()
+    model = ClickModel(eta=1.0, p_future=0.5, p_other=0.0)
+    rng = random.Random(0)
+    hits = [model.clicks(["a", "b"], {"a", "b"}, rng) for _ in range(4000)]
+    top = sum(0 in h for h in hits) / 4000
+    second = sum(1 in h for h in hits) / 4000
+    assert top == pytest.approx(0.5, abs=0.03) and second == pytest.approx(0.25, abs=0.03)
+    assert model.clicks(["x"], {"a"}, rng) == []
+    assert lists_needed([(10, 0.2), (20, 0.005), (30, 0.02), (40, 0.004), (50, 0.001)], 0.01) == 40
+    assert lists_needed([(10, 0.2)], 0.01) is None
+    assert ab_lists_estimate(0.3, 0.2, 0.01) > interleaving_lists_estimate(0.7, 0.3, 0.01) > 0
+
+
+def test_aa_repeats_are_rarely_significant() -> None:
+    rng = random.Random(1)
+    items = [f"i{j}" for j in range(30)]
+    lists = [(f"u{n % 200}", tuple(rng.sample(items, 10))) for n in range(600)]
+    future = {f"u{u}": set(rng.sample(items, 5)) for u in range(200)}
+    out = aa_repeats(lists, future, ClickModel(), repeats=60, alpha=0.05)
+    assert out["not_significant_share"] >= 0.85  # about 0.95 expected; 60 repeats leave room for chance
