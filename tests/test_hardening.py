@@ -350,6 +350,15 @@ def test_multipart_search_reads_available_only_as_text(service: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- 10. retries
+def test_a_white_space_search_text_is_a_400_naming_the_field(service: Any) -> None:
+    """Found by schemathesis: ``{"text": "\\f"}`` reached the encoder and answered 500."""
+    client, _, _ = service
+    for body in ({"text": "\f"}, {"text": " \t\n", "mode": "hybrid", "facets": []}, {"text": "\u00a0", "mode": "semantic"}):
+        res = client.post("/v1/search", json=body)
+        assert res.status_code == 400, (body, res.status_code, res.get_json())
+        assert res.get_json()["error"]["field"] == "body.text"
+
+
 def test_a_retried_batch_with_an_idempotency_key_is_stored_once(service: Any) -> None:
     client, rt, _ = service
     body = {"events": [{"user_id": "retry-user", "item_id": "D0006", "event_type": "view"},

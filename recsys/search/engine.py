@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from recsys.align.model import l2_normalize
-from recsys.errors import UnknownIdError
+from recsys.errors import QueryFieldError, UnknownIdError
 
 QueryEncoder = Callable[[Sequence[Any]], np.ndarray]
 """A batch of queries (texts, or RGB PIL images) → ``(n, d)`` float32 unit vectors in the catalogue's space."""
@@ -228,7 +228,7 @@ class ProductSearch:
         parts: list[tuple[float, np.ndarray]] = []
         if text is not None:
             if not text.strip():
-                raise ValueError("the text query is empty")
+                raise QueryFieldError("text", "the text query is empty (nothing but white space); give words or leave it out")
             if self.encode_text is None:
                 raise ValueError("this search has no text encoder")
             parts.append((self.text_weight, self._encode(self.encode_text, text)))
