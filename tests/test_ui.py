@@ -216,6 +216,18 @@ def test_media_serves_a_cached_thumbnail_with_cache_headers(shop: dict[str, Any]
     assert big.headers["ETag"] != res.headers["ETag"]
 
 
+def test_media_thumbnail_with_a_relative_data_dir(shop: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``make demo`` runs with ``data_dir: .recsys`` (relative): the thumbnail written there must be the one sent."""
+    from services.app import create_app
+
+    cfg: Config = shop["config"]
+    monkeypatch.chdir(cfg.data_dir.parent)
+    relative = cfg.model_copy(update={"data_dir": Path(cfg.data_dir.name)})
+    client = create_app(relative, shop["rt"]).test_client()
+    res = client.get("/media/items/D0003?size=96")
+    assert res.status_code == 200 and res.mimetype == "image/jpeg"
+
+
 @pytest.mark.parametrize("item_id", ["X-none", "X-broken", "X-escape", "X-dotdot", "X-remote"])
 def test_media_placeholder(shop: dict[str, Any], item_id: str) -> None:
     """No picture, not an image, a symlink out of the roots, a ``..`` path, a URL (never fetched): the placeholder."""

@@ -56,7 +56,8 @@ def item_image(item_id: str) -> Response:
     if source is None:
         current_app.logger.warning("media: item %r: stored image is missing or outside the image roots", item_id)
         return _placeholder()
-    thumb = thumbnail(source, size, Path(cfg.data_dir) / "cache" / "thumbs", cfg.encoders.image.max_pixels)
+    # absolute: Flask resolves a relative send_file path against the package, not the working directory
+    thumb = thumbnail(source, size, Path(cfg.data_dir).resolve() / "cache" / "thumbs", cfg.encoders.image.max_pixels)
     if thumb is None:
         return _placeholder()
     resp = send_file(thumb.path, mimetype="image/jpeg", etag=thumb.etag, conditional=True, max_age=THUMB_MAX_AGE)
