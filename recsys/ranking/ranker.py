@@ -34,14 +34,8 @@ from recsys.cf.history import History, item_tie_rank, profile_weights, recency_w
 from recsys.cf.matrix import apply_confidence
 from recsys.cf.model import fold_in
 from recsys.cf.settings import CFConfig
-from recsys.ranking.hybrid import (
-    HybridComponents,
-    HybridParams,
-    cf_component,
-    hybrid_scores,
-    normalised,
-    user_components,
-)
+from recsys.ranking.hybrid import (HybridComponents, HybridParams, cf_component, hybrid_scores, normalised,
+                                   user_components)
 from recsys.ranking.scoring import (
     affine_stats,
     block_shares,
