@@ -169,3 +169,16 @@ def test_attribute_table_keeps_low_cardinality_scalar_columns() -> None:
     assert set(t.columns) == {"category", "x"}  # "free" has 3 values > 2; "tags" holds lists
     assert t.mask({"x": ["1", "zzz"]}).tolist() == [True, False, False]
     assert t.counts("category", np.arange(3), 5) == {"a": 2, "b": 1}
+
+
+def test_building_the_lexical_index_logs_at_the_applications_level(tmp_path: Path) -> None:
+    """bm25s sets its own logger to DEBUG at import; the index puts it back under the root's level, so the
+    CLI (WARNING by default) does not print "Building index from tokens"."""
+    import logging
+
+    ix = LexicalIndex.build(["red star mug", "green star mug"])
+    ix.save(tmp_path / "lex")
+    LexicalIndex.load(tmp_path / "lex")
+    bm = logging.getLogger("bm25s")
+    assert bm.level == logging.NOTSET
+    assert not bm.isEnabledFor(logging.DEBUG) or logging.getLogger().isEnabledFor(logging.DEBUG)

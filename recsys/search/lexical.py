@@ -72,7 +72,7 @@ class LexicalIndex:
     @classmethod
     def build(cls, documents: Sequence[str], *, k1: float = 1.2, b: float = 0.75) -> LexicalIndex:
         """Index ``documents`` (row ``i`` = document ``i``)."""
-        import bm25s
+        bm25s = _bm25s()
 
         t0 = time.perf_counter()
         tokens = []
@@ -162,7 +162,7 @@ class LexicalIndex:
         Raises:
             ArtifactError: incomplete, or not a lexical index.
         """
-        import bm25s
+        bm25s = _bm25s()
 
         directory = Path(directory)
         manifest = read_manifest(directory, expect_backend=BACKEND)
@@ -178,3 +178,12 @@ class LexicalIndex:
         info = dict(manifest.get("info") or {})
         info["version"] = manifest.get("version")
         return cls(bm25, int(manifest["n_base"]), avgdl, counts, buffer, int(manifest["n"]), info)
+
+
+def _bm25s() -> Any:
+    """``bm25s``, its logger put back under the application's logging level (the package sets its own
+    logger to DEBUG at import, which printed "Building index from tokens" under any CLI verbosity)."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
