@@ -15,6 +15,11 @@ Lexical and hybrid add ``search.attribute_weight`` times the share of the query'
 item holds (``understand=False`` turns spelling and mentions off: the plain peers of the evaluation); every
 mode adds the caller's personal scores (``search.personal_weight``). A request without text (an image
 alone) is semantic.
+
+The cosine is computed for every row (one matrix-vector product) unless the search has a dense index
+(``ProductSearch.dense_index``, catalogues above ``search.exact_max_items`` in the service): then hybrid and
+semantic ranking compute it for a candidate set only (:mod:`recsys.search.candidates`), and RRF takes its dense
+list from the index; lexical scores, attribute shares, filters and facets stay ``(n,)`` arrays.
 """
 
 from __future__ import annotations
@@ -206,9 +211,11 @@ def run_search(search: ProductSearch, request: SearchRequest, cfg: SearchConfig,
             scores = scores + np.float32(cfg.attribute_weight) * share
         if personal is not None:
             scores = scores + np.float32(cfg.personal_weight) * personal.astype(np.float32)
-    matching = allowed & (lex > 0) if lex is not None else None
-    if share is not None and matching is not None:
-        matching |= allowed & (share >= 1.0)
+    matching = None  # lexical matches and items holding every mention: lexical mode's rows, facets' set
+    if lex is not None and (mode == "lexical" or request.facets):
+        matching = allowed & (lex > 0)
+        if share is not None:
+            matching |= allowed & (share >= 1.0)
     if mode == "lexical":
         allowed = matching if matching is not None else allowed
     if scores is not None:
