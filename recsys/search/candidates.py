@@ -51,7 +51,9 @@ class Parts:
     in the order of the full-array path so that equal inputs give equal float32 scores."""
 
     lexical: np.ndarray | None
-    """``(n,)`` BM25 divided by the query's best (``None``: semantic mode)."""
+    """``(n,)`` BM25 scores (``None``: semantic mode)."""
+    lexical_top: float
+    """The query's best BM25 (the lexical part is BM25 divided by it)."""
     w_lexical: float
     w_dense: float
     share: np.ndarray | None
@@ -65,7 +67,9 @@ class Parts:
         if self.lexical is None:
             s = dense.astype(np.float32)
         else:
-            s = (np.float32(self.w_lexical) * self.lexical[rows] + np.float32(self.w_dense) * dense).astype(np.float32)
+            lex = self.lexical[rows]
+            lex = lex / np.float32(self.lexical_top) if self.lexical_top > 0 else np.zeros_like(lex)
+            s = (np.float32(self.w_lexical) * lex + np.float32(self.w_dense) * dense).astype(np.float32)
         if self.share is not None:
             s = s + np.float32(self.w_share) * self.share[rows]
         if self.personal is not None:
@@ -75,10 +79,15 @@ class Parts:
     def partial(self, n: int) -> np.ndarray | None:
         """``(n,)`` float32: everything but the cosine (``None``: nothing)."""
         out = None
-        for arr, w in ((self.lexical, self.w_lexical), (self.share, self.w_share), (self.personal, self.w_personal)):
+        if self.lexical is not None and self.lexical_top > 0 and self.w_lexical > 0:
+            out = self.lexical * np.float32(self.w_lexical / self.lexical_top)
+        for arr, w in ((self.share, self.w_share), (self.personal, self.w_personal)):
             if arr is not None and w > 0:
                 term = np.float32(w) * arr.astype(np.float32, copy=False)
-                out = term if out is None else out + term
+                if out is None:
+                    out = term
+                else:
+                    out += term
         return out
 
     @property
@@ -114,6 +123,8 @@ def allowed_mean(cat: Catalogue, allowed: np.ndarray, sample: int) -> np.ndarray
     n_allowed = int(np.count_nonzero(allowed))
     if n_allowed == 0:
         return np.zeros(cat.dim)
+    if n_allowed == int(np.count_nonzero(cat.has_vector)):  # nothing left out
+        return cat.vector_sum / n_allowed
     left_out = np.flatnonzero(cat.has_vector & ~allowed)
     if len(left_out) <= min(n_allowed, sample):
         total = cat.vector_sum - cat.vectors[left_out].sum(axis=0, dtype=np.float64)

@@ -192,17 +192,19 @@ def run_search(search: ProductSearch, request: SearchRequest, cfg: SearchConfig,
         q = query_vector(search, request if parsed is None else _corrected(request, parsed))
     share = None
     if parsed is not None and parsed.mentions and cfg.attribute_weight > 0:
-        share = np.zeros(len(allowed), dtype=np.float32)
-        for m in parsed.mentions:
+        share = parsed.mentions[0].satisfied(st.attrs).astype(np.float32)
+        for m in parsed.mentions[1:]:
             share += m.satisfied(st.attrs)
-        share /= len(parsed.mentions)
+        if len(parsed.mentions) > 1:
+            share /= len(parsed.mentions)
     fusion = request.fusion or cfg.fusion
     if mode == "hybrid" and fusion not in ("linear", "rrf"):
         raise ValueError(f"fusion must be 'linear' or 'rrf', got {fusion!r}")
     depth = max(request.k, cfg.facet_depth) if request.facets else request.k
     scores = None
     if q is not None and search.dense_index is not None and not (mode == "hybrid" and fusion == "rrf"):
-        parts = Parts(normalise_lexical(lex) if mode == "hybrid" and lex is not None else None, cfg.lexical_weight,
+        lexical = lex if mode == "hybrid" else None
+        parts = Parts(lexical, float(lexical.max()) if lexical is not None and len(lexical) else 0.0, cfg.lexical_weight,
                       cfg.dense_weight, share, cfg.attribute_weight, personal, cfg.personal_weight)
         ranked, ranked_scores = linear_top(search.catalogue, search.dense_index, q, parts, allowed, depth, cfg)
     else:
