@@ -3,10 +3,12 @@
 A gunicorn worker (``-w 1``, the sync class of the production command) builds a synthetic catalogue of ``--items`` items in memory -- titles and descriptions from
 a vocabulary of colours, product types, groups, adjectives and 5,000 filler words, three attribute columns,
 prices, clustered unit vectors (:func:`recsys.index.synthetic.clustered_vectors`, ``--dim``) -- with the
-project's code (:class:`recsys.search.lexical.LexicalIndex`, :class:`recsys.search.hybrid.SearchText`), lays
+project's code (:class:`recsys.search.lexical.LexicalIndex`, :class:`recsys.search.hybrid.SearchText`, and above
+``search.exact_max_items`` the dense index the service would publish, ``build_index`` with the ``index`` config), lays
 it into a :class:`recsys.serving.Runtime` (no feed model: search without ``user_id``), times
 ``Runtime.search`` in process for each mode, and then serves the real Flask app (``services.app.create_app``).
-This process sends ``POST /v1/search`` requests one at a time and measures p50 / p99 per mode.
+This process sends ``POST /v1/search`` requests one at a time and measures p50 / p99 per mode. The server also
+measures recall@10 of the served (candidate) ranking against the exact full-array ranking on 50 queries.
 Modes are interleaved query by query, so drifts in the machine's load affect each alike.
 
 The query vector comes from a stand-in text encoder (a hash of the text -> a unit vector near one item's), the
@@ -163,9 +165,10 @@ def in_process(rt: Any, qs: list[str]) -> dict[str, dict[str, float]]:
     return {m: _pct(v) for m, v in times.items()}
 
 
-def candidate_recall(rt: Any, qs: list[str], k: int = 10) -> dict[str, float] | None:
+def candidate_recall(rt: Any, qs: list[str], k: int = 10) -> tuple[dict[str, float], dict[str, Any]] | None:
     """Mean recall@``k`` of the served (candidate) ranking against the exact full-array one, per mode that uses
-    dense scores (``None``: the catalogue is small enough to be ranked exactly anyway)."""
+    dense scores, and both rankings' time in process (``run_search`` alone: no encoder); ``None``: the catalogue
+    is small enough to be ranked exactly anyway."""
     from copy import copy
 
     from recsys.search.hybrid import SearchRequest, run_search
@@ -175,16 +178,22 @@ def candidate_recall(rt: Any, qs: list[str], k: int = 10) -> dict[str, float] | 
         return None
     exact = copy(search)
     exact.dense_index = None
-    out = {}
+    out, times = {}, {}
     for mode, fusion in (("hybrid", "linear"), ("hybrid", "rrf"), ("semantic", "linear")):
-        hits = []
+        hits, t_exact, t_fast = [], [], []
         for q in qs:
             req = SearchRequest(text=q, k=k, mode=mode, fusion=fusion)
+            t0 = time.perf_counter()
             want = run_search(exact, req, rt.config.search).rows
+            t1 = time.perf_counter()
             got = run_search(search, req, rt.config.search).rows
+            t_exact.append(t1 - t0)
+            t_fast.append(time.perf_counter() - t1)
             hits.append(len(set(got.tolist()) & set(want.tolist())) / max(len(want), 1))
-        out[mode if mode == "semantic" else f"{mode}-{fusion}"] = float(np.mean(hits))
-    return out
+        name = mode if mode == "semantic" else f"{mode}-{fusion}"
+        out[name] = float(np.mean(hits))
+        times[name] = {"exact": _pct(t_exact), "candidates": _pct(t_fast)}
+    return out, times
 
 
 def served_app() -> Any:
@@ -198,8 +207,9 @@ def served_app() -> Any:
     limit_threads(1)  # as a serving process (service.threads): one request at a time, BLAS threads only spin
     n, dim, nq = (int(os.environ[f"BENCH_SEARCH_{k}"]) for k in ("ITEMS", "DIM", "QUERIES"))
     rt, timings = build_runtime(n, dim, Path(tempfile.mkdtemp(prefix="bench-search-")))
+    recall = candidate_recall(rt, queries(min(nq, 50), seed=7))
     result = {"build": timings, "in_process": in_process(rt, queries(nq)),
-              "recall_vs_exact": candidate_recall(rt, queries(min(nq, 50), seed=7)),
+              "recall_vs_exact": recall[0] if recall else None, "exact_vs_candidates": recall[1] if recall else None,
               "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     Path(os.environ["BENCH_SEARCH_OUT"]).write_text(json.dumps(result))
     return create_app(rt.config, rt)
@@ -281,6 +291,10 @@ def table(r: dict[str, Any]) -> str:
     if r.get("recall_vs_exact"):
         lines.append("\nrecall@10 of the served (candidate) ranking vs the exact full-array ranking, 50 queries: "
                      + ", ".join(f"{m} {v:.3f}" for m, v in r["recall_vs_exact"].items()))
+    if r.get("exact_vs_candidates"):
+        lines.append("run_search alone, exact full-array path (as before) vs candidate path, p50 / p99 ms: " + "; ".join(
+            f"{m} {t['exact']['p50_ms']:.1f} / {t['exact']['p99_ms']:.1f} vs {t['candidates']['p50_ms']:.1f} / "
+            f"{t['candidates']['p99_ms']:.1f}" for m, t in r["exact_vs_candidates"].items()))
     if r.get("encoder"):
         e = r["encoder"]
         lines.append(f"\ntext encoder {e['encoder']} per query (same in every mode, not included above): "

@@ -104,7 +104,7 @@ def dense_candidates(cat: Catalogue, index: Any, query: np.ndarray, allowed: np.
     if index is None or n_allowed <= max(want, cfg.exact_allowed_below) or fetch > cfg.max_fetch:
         return _exact(cat, query, np.flatnonzero(allowed))
     ids, _ = index.search(query, min(fetch, n))
-    ids = ids[ids >= 0]
+    ids = ids[(ids >= 0) & (ids < n)]
     ids = ids[allowed[ids]][:want]
     if len(ids) < min(want, n_allowed):  # the filter kept too few of the fetched rows
         return _exact(cat, query, np.flatnonzero(allowed))

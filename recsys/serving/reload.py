@@ -77,6 +77,8 @@ def build_state(config: Config, engine: Engine, *, text_encoder: Any, image_enco
     search = build_product_search(engine, config, text_encoder=text_encoder, image_encoder=image_encoder)
     cat = search.catalogue
     search.dense_index, search_version = search_index(config, engine, cat.vectors)
+    if search.dense_index is not None:
+        _ = cat.has_vector, cat.vector_sum  # computed once now rather than by the first query
     n = len(cat)
     row = {item: i for i, item in enumerate(cat.ids)}
     with engine.connect() as conn:

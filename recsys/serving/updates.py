@@ -85,6 +85,7 @@ def extend_state(config: Config, engine: Engine, st: ServingState) -> ServingSta
     if search.dense_index is not None:  # product search's index: the same rows into its side buffer
         new_search = copy.copy(new_search) if new_search is search else new_search
         new_search.dense_index = with_rows(search.dense_index, cat.vectors, changed, n_old)
+        _ = cat.has_vector, cat.vector_sum  # computed once now rather than by the first query
     return ServingState(
         cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, pop, fresh,
         prices, row, internal_to_row, ranker, st.feed_version, st.align_version, new_search, similar, index,
