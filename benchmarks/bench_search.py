@@ -3,13 +3,15 @@
 A gunicorn worker (``-w 1``, the sync class of the production command) builds a synthetic catalogue of ``--items`` items in memory -- titles and descriptions from
 a vocabulary of colours, product types, groups, adjectives and 5,000 filler words, three attribute columns,
 prices, clustered unit vectors (:func:`recsys.index.synthetic.clustered_vectors`, ``--dim``) -- with the
-project's code (:class:`recsys.search.lexical.LexicalIndex`, :class:`recsys.search.hybrid.SearchText`), lays
+project's code (:class:`recsys.search.lexical.LexicalIndex`, :class:`recsys.search.hybrid.SearchText`, and above
+``search.exact_max_items`` the dense index the service would publish, ``build_index`` with the ``index`` config), lays
 it into a :class:`recsys.serving.Runtime` (no feed model: search without ``user_id``), times
 ``Runtime.search`` in process for each mode, and then serves the real Flask app (``services.app.create_app``).
-This process sends ``POST /v1/search`` requests one at a time and measures p50 / p99 per mode.
+This process sends ``POST /v1/search`` requests one at a time and measures p50 / p99 per mode. The server also
+measures recall@10 of the served (candidate) ranking against the exact full-array ranking on 50 queries.
 Modes are interleaved query by query, so drifts in the machine's load affect each alike.
 
-The query vector comes from a stand-in text encoder (a hash of the text -> a fixed random unit vector), the
+The query vector comes from a stand-in text encoder (a hash of the text -> a unit vector near one item's), the
 same for every mode, so the figures are retrieval and ranking; the real text encoder's time per query (the
 same in every mode) is measured separately with ``--encoder`` and printed beside them.
 
@@ -83,12 +85,16 @@ def queries(n: int, seed: int = 1) -> list[str]:
     return out
 
 
-def stand_in_encoder(dim: int) -> Any:
+def stand_in_encoder(vectors: np.ndarray, noise: float = 0.5) -> Any:
+    """A text -> a unit vector near one item's (the row and the noise drawn from a hash of the text): a query
+    lands among the items it is about, as an aligned text encoder's do, at no model cost."""
+    n, dim = vectors.shape
+
     def encode(batch: list[str]) -> np.ndarray:
         out = []
         for text in batch:
             seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-            v = np.random.default_rng(seed).normal(size=dim)
+            v = vectors[seed % n] + noise * np.random.default_rng(seed).normal(size=dim) / np.sqrt(dim)
             out.append(v / np.linalg.norm(v))
         return np.asarray(out, np.float32)
 
@@ -98,6 +104,7 @@ def stand_in_encoder(dim: int) -> Any:
 def build_runtime(n: int, dim: int, data_dir: Path) -> tuple[Any, dict[str, float]]:
     """A :class:`Runtime` serving the synthetic catalogue (state laid in directly), and build timings."""
     from recsys.config import Config
+    from recsys.index.factory import build_index
     from recsys.index.synthetic import clustered_vectors
     from recsys.search.engine import Catalogue, ProductSearch
     from recsys.search.hybrid import SearchText
@@ -118,10 +125,16 @@ def build_runtime(n: int, dim: int, data_dir: Path) -> tuple[Any, dict[str, floa
     t0 = time.perf_counter()
     ids = tuple(f"S{i:07d}" for i in range(n))
     cat = Catalogue(ids, tuple(items["titles"]), tuple(items["categories"]), np.ones(n, bool), vectors, space="synthetic")
-    search = ProductSearch(cat, stand_in_encoder(dim))
+    search = ProductSearch(cat, stand_in_encoder(vectors))
     search.text_index = SearchText.build(lexical, items["categories"], items["attributes"], items["prices"],
                                          config.search, "synthetic")
     timings["search_state_s"] = time.perf_counter() - t0
+    if n > config.search.exact_max_items:  # as the service: an ANN index over the vectors, the candidate path
+        t0 = time.perf_counter()
+        search.dense_index = build_index(vectors, config.index)
+        timings["dense_index_build_s"] = time.perf_counter() - t0
+        timings["dense_index_recall_at_10"] = search.dense_index.info.get("recall_at_k")
+        timings["dense_index_backend"] = search.dense_index.backend
     del items
     engine = make_engine(f"sqlite:///{data_dir / 'recsys.sqlite'}")
     upgrade(engine)
@@ -152,6 +165,37 @@ def in_process(rt: Any, qs: list[str]) -> dict[str, dict[str, float]]:
     return {m: _pct(v) for m, v in times.items()}
 
 
+def candidate_recall(rt: Any, qs: list[str], k: int = 10) -> tuple[dict[str, float], dict[str, Any]] | None:
+    """Mean recall@``k`` of the served (candidate) ranking against the exact full-array one, per mode that uses
+    dense scores, and both rankings' time in process (``run_search`` alone: no encoder); ``None``: the catalogue
+    is small enough to be ranked exactly anyway."""
+    from copy import copy
+
+    from recsys.search.hybrid import SearchRequest, run_search
+
+    search = rt._st().search
+    if search.dense_index is None:
+        return None
+    exact = copy(search)
+    exact.dense_index = None
+    out, times = {}, {}
+    for mode, fusion in (("hybrid", "linear"), ("hybrid", "rrf"), ("semantic", "linear")):
+        hits, t_exact, t_fast = [], [], []
+        for q in qs:
+            req = SearchRequest(text=q, k=k, mode=mode, fusion=fusion)
+            t0 = time.perf_counter()
+            want = run_search(exact, req, rt.config.search).rows
+            t1 = time.perf_counter()
+            got = run_search(search, req, rt.config.search).rows
+            t_exact.append(t1 - t0)
+            t_fast.append(time.perf_counter() - t1)
+            hits.append(len(set(got.tolist()) & set(want.tolist())) / max(len(want), 1))
+        name = mode if mode == "semantic" else f"{mode}-{fusion}"
+        out[name] = float(np.mean(hits))
+        times[name] = {"exact": _pct(t_exact), "candidates": _pct(t_fast)}
+    return out, times
+
+
 def served_app() -> Any:
     """gunicorn's app factory (``bench_search:served_app()``): build from ``$BENCH_SEARCH_ITEMS`` /
     ``_DIM`` / ``_QUERIES``, time in process, write the figures to ``$BENCH_SEARCH_OUT``, return the app."""
@@ -163,7 +207,9 @@ def served_app() -> Any:
     limit_threads(1)  # as a serving process (service.threads): one request at a time, BLAS threads only spin
     n, dim, nq = (int(os.environ[f"BENCH_SEARCH_{k}"]) for k in ("ITEMS", "DIM", "QUERIES"))
     rt, timings = build_runtime(n, dim, Path(tempfile.mkdtemp(prefix="bench-search-")))
+    recall = candidate_recall(rt, queries(min(nq, 50), seed=7))
     result = {"build": timings, "in_process": in_process(rt, queries(nq)),
+              "recall_vs_exact": recall[0] if recall else None, "exact_vs_candidates": recall[1] if recall else None,
               "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     Path(os.environ["BENCH_SEARCH_OUT"]).write_text(json.dumps(result))
     return create_app(rt.config, rt)
@@ -236,17 +282,31 @@ def table(r: dict[str, Any]) -> str:
     ip, http = r["in_process"], r["http"]
     lines = [(f"search latency, {r['items']:,} synthetic items x {r['dim']} dims ({r['machine']}; load average "
               f"{r['load_before'][0]:.1f} before, {r['load_after'][0]:.1f} after; server RSS {r['rss_mb']:.0f} MB; "
-              f"lexical index built in {r['build']['lexical_build_s']:.1f}s)"), "",
+              f"lexical index built in {r['build']['lexical_build_s']:.1f}s{_dense_note(r['build'])})"), "",
              "| mode | in process p50 / p99 | HTTP p50 / p99 | HTTP p99 / dense-only HTTP p99 |", "|---|---|---|---|"]
     for m in MODES:
         ratio = http[m]["p99_ms"] / http["semantic"]["p99_ms"]
         lines.append(f"| {m} | {ip[m]['p50_ms']:.2f} / {ip[m]['p99_ms']:.2f} ms | {http[m]['p50_ms']:.2f} / "
                      f"{http[m]['p99_ms']:.2f} ms | {ratio:.2f}x |")
+    if r.get("recall_vs_exact"):
+        lines.append("\nrecall@10 of the served (candidate) ranking vs the exact full-array ranking, 50 queries: "
+                     + ", ".join(f"{m} {v:.3f}" for m, v in r["recall_vs_exact"].items()))
+    if r.get("exact_vs_candidates"):
+        lines.append("run_search alone, exact full-array path (as before) vs candidate path, p50 / p99 ms: " + "; ".join(
+            f"{m} {t['exact']['p50_ms']:.1f} / {t['exact']['p99_ms']:.1f} vs {t['candidates']['p50_ms']:.1f} / "
+            f"{t['candidates']['p99_ms']:.1f}" for m, t in r["exact_vs_candidates"].items()))
     if r.get("encoder"):
         e = r["encoder"]
         lines.append(f"\ntext encoder {e['encoder']} per query (same in every mode, not included above): "
                      f"p50 {e['p50_ms']:.1f} ms, p99 {e['p99_ms']:.1f} ms")
     return "\n".join(lines)
+
+
+def _dense_note(b: dict[str, Any]) -> str:
+    if "dense_index_build_s" not in b:
+        return "; dense scores: exact scan (catalogue <= search.exact_max_items)"
+    return (f"; dense candidates from a {b['dense_index_backend']} index built in {b['dense_index_build_s']:.1f}s, "
+            f"recall@10 {b['dense_index_recall_at_10']}")
 
 
 if __name__ == "__main__":

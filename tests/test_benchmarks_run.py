@@ -188,6 +188,20 @@ def test_runner_reads_both_ingest_json_shapes(runner: ModuleType) -> None:
     assert old[1].value == "skipped: down"
 
 
+def test_runner_judges_hybrid_search_against_dense_only_of_the_same_run(runner: ModuleType) -> None:
+    def figures(items: int, hybrid_p99: float) -> dict[str, Any]:
+        lat = {"semantic": 10.0, "hybrid": hybrid_p99, "lexical": 5.0}
+        per_mode = {m: {"p50_ms": v / 2, "p99_ms": v, "n": 30} for m, v in lat.items()}
+        return {"items": items, "in_process": per_mode, "http": per_mode, "recall_vs_exact": {"semantic": 0.99}}
+
+    rows = {r.metric.split(" p50")[0]: r for r in runner.rows_search(figures(1_000_000, 19.0), False)}
+    assert rows["search: hybrid"].met == "yes" and "1.90x" in rows["search: hybrid"].baseline
+    assert runner.rows_search(figures(1_000_000, 21.0), False)[1].met == "**no**"  # 2.1x dense-only
+    assert runner.rows_search(figures(1_000_000, 35.0), False)[1].met == "**no**"
+    assert runner.rows_search(figures(30_000, 35.0), True)[1].met.startswith("n/a")
+    assert any("recall@10" in r.metric for r in rows.values())
+
+
 def test_runner_skips_a_missing_script(runner: ModuleType, tmp_path: Path) -> None:
     bench = runner.Bench("nothing", "bench_does_not_exist.py", (), (), runner.rows_generic("nothing"))
     out = runner.run_bench(bench, True, 60.0, tmp_path)

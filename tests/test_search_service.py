@@ -157,3 +157,58 @@ def test_evaluate_search_on_the_store_with_generated_queries(service: Any, cli_e
     assert {"colour+category", "known-item+typo", "all"} <= set(body["results"]["default"])
     again = CliRunner().invoke(cli, ["evaluate-search", "--queries", str(out)], env=cli_env)
     assert again.exit_code == 0 and "| all |" in again.output
+
+
+def test_a_large_catalogue_searches_through_the_published_search_index(service: Any) -> None:  # noqa: F811
+    """Above ``search.exact_max_items`` the service builds and publishes an ``index-search`` over the catalogue's
+    vectors and ranks dense candidates from it: the same answers as the exact scan here (the index of a tiny
+    catalogue is exact, and the candidate path's threshold check finds the rest), and an item put through the
+    API goes into the index's side buffer and is found at once."""
+    from recsys.serving import Runtime
+    from recsys.store.artifacts import active_artifact
+    from services.app import create_app
+
+    client, rt, config = service
+    rt.refresh_if_changed(every_s=0, wait=True)
+    cfg = config.model_copy(update={"search": config.search.model_copy(
+        update={"exact_max_items": 5, "dense_candidates": 3, "exact_allowed_below": 0})})
+    big = Runtime(cfg, rt.engine, text_encoder=rt._text_encoder, image_encoder=rt._image_encoder)
+    big.reload()
+    index = big._st().search.dense_index
+    assert index is not None and rt._st().search.dense_index is None
+    rec = active_artifact(rt.engine, "index-search")
+    assert rec is not None and rec.version == big.versions()["search"]
+    calls = {"n": 0}
+    original = index.search
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    index.search = counting
+    app = create_app(cfg, big)
+    big_client = app.test_client()
+    try:
+        for q in [*QUERIES, {"text": "blue mug", "mode": "semantic"}, {"text": "red star mug"},
+                  {"text": "mug", "filters": {"price_max": 20}}]:
+            want = client.post("/v1/search", json={**q, "k": 6}).json["items"]
+            got = big_client.post("/v1/search", json={**q, "k": 6}).json["items"]
+            assert [i["id"] for i in got] == [i["id"] for i in want], q
+            assert [i["score"] for i in got] == pytest.approx([i["score"] for i in want], abs=1e-5), q
+        assert calls["n"] >= 4
+        del index.search  # (a copy of the index would copy the wrapper, bound to this one)
+        r = big_client.put("/v1/items/BIG-1", json={"title": "Quasar marmot kettle", "category": "kettle"},
+                           headers={"X-API-Key": KEY})
+        assert r.status_code == 200 and r.json["servable"] is True
+        hits = big_client.post("/v1/search", json={"text": "Quasar marmot kettle", "k": 1}).json["items"]
+        assert hits[0]["id"] == "BIG-1"
+        rt.refresh_if_changed(every_s=0, wait=True)  # the exact runtime reads the new item too
+        for q in ({"text": "Quasar marmot kettle", "mode": "semantic"}, {"text": "kettle"}, {"text": "mug"}):
+            want = [i["id"] for i in client.post("/v1/search", json={**q, "k": 6}).json["items"]]
+            got = [i["id"] for i in big_client.post("/v1/search", json={**q, "k": 6}).json["items"]]
+            assert got == want, q
+            assert q["text"] == "mug" or "BIG-1" in got, q
+        assert big._st().search.dense_index.buffer_size >= 1 and big.versions()["search"] == rec.version
+    finally:
+        if "recsys.impressions" in app.extensions:
+            app.extensions["recsys.impressions"].close()

@@ -150,6 +150,16 @@ class Catalogue:
             object.__setattr__(self, "_has_vector", cached)
         return cached
 
+    @property
+    def vector_sum(self) -> np.ndarray:
+        """``(d,)`` float64 sum of every row (computed once; do not modify): the mean of the allowed rows
+        without a scan (:func:`recsys.search.candidates.allowed_mean`)."""
+        cached = self.__dict__.get("_vector_sum")
+        if cached is None:
+            cached = self.vectors.sum(axis=0, dtype=np.float64)
+            object.__setattr__(self, "_vector_sum", cached)
+        return cached
+
     def mask(self, filters: SearchFilters | None) -> np.ndarray:
         """``(n,)`` bool: the items ``filters`` allow (and that have a vector)."""
         keep = self.has_vector.copy()
@@ -211,6 +221,10 @@ class ProductSearch:
         ids, read from the database the same way (incremental updates)."""
         self.encode_text = encode_text
         self.encode_image = encode_image
+        self.dense_index: Any = None
+        """An ANN :class:`~recsys.index.base.Retriever` over ``catalogue.vectors`` (same rows): hybrid and semantic
+        search compute cosines for a candidate set only (:mod:`recsys.search.candidates`); ``None``: an exact
+        scan of every row (catalogues of at most ``search.exact_max_items``)."""
         self.text_index: Any = None
         """The items' words, attributes and prices (:class:`recsys.search.hybrid.SearchText`): lexical and
         hybrid search, attribute filters and facets; ``None``: dense search only."""

@@ -39,11 +39,19 @@ def linear_fusion(lexical: np.ndarray, dense: np.ndarray, allowed: np.ndarray, w
 def rrf_fusion(lists: list[tuple[np.ndarray, bool]], allowed: np.ndarray, k: int = 60, candidates: int = 1000) -> np.ndarray:
     """``(n,)`` float32: sum over ``lists`` (``(n,)`` scores, higher better, and whether rows scoring ``<= 0``
     are left out, as in a lexical list) of ``1 / (k + rank)`` for the best ``candidates`` allowed rows of each."""
-    out = np.zeros(len(allowed), dtype=np.float32)
-    for scores, positive_only in lists:
-        mask = allowed & (scores > 0) if positive_only else allowed
-        if not mask.any():
-            continue
-        rows, _ = top_k(scores, min(candidates, int(mask.sum())), mask)
+    return rrf_ranked([ranked_rows(scores, allowed & (scores > 0) if positive_only else allowed, candidates)
+                       for scores, positive_only in lists], len(allowed), k)
+
+
+def ranked_rows(scores: np.ndarray, mask: np.ndarray, depth: int) -> np.ndarray:
+    """The best ``depth`` rows of ``(n,)`` ``scores`` where ``mask`` holds, best first (ties by row)."""
+    count = int(np.count_nonzero(mask))
+    return top_k(scores, min(depth, count), mask)[0] if count else np.zeros(0, np.int64)
+
+
+def rrf_ranked(ranked: list[np.ndarray], n: int, k: int = 60) -> np.ndarray:
+    """``(n,)`` float32: sum over the ranked row lists (best first) of ``1 / (k + rank)``."""
+    out = np.zeros(n, dtype=np.float32)
+    for rows in ranked:
         out[rows] += 1.0 / (k + np.arange(1, len(rows) + 1, dtype=np.float32))
     return out

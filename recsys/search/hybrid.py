@@ -15,6 +15,11 @@ Lexical and hybrid add ``search.attribute_weight`` times the share of the query'
 item holds (``understand=False`` turns spelling and mentions off: the plain peers of the evaluation); every
 mode adds the caller's personal scores (``search.personal_weight``). A request without text (an image
 alone) is semantic.
+
+The cosine is computed for every row (one matrix-vector product) unless the search has a dense index
+(``ProductSearch.dense_index``, catalogues above ``search.exact_max_items`` in the service): then hybrid and
+semantic ranking compute it for a candidate set only (:mod:`recsys.search.candidates`), and RRF takes its dense
+list from the index; lexical scores, attribute shares, filters and facets stay ``(n,)`` arrays.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ import numpy as np
 
 from recsys.search.attributes import CATEGORY, AttributeTable
 from recsys.search.facets import facet_counts
+from recsys.search.candidates import Parts, linear_top, ranked_dense
 from recsys.search.fusion import (
     linear_fusion,
     normalise_dense,
     normalise_lexical,
-    rrf_fusion,
+    ranked_rows,
+    rrf_ranked,
 )
 from recsys.search.lexical import LexicalIndex
 from recsys.search.query import ParsedQuery, QueryParser
@@ -180,31 +187,51 @@ def run_search(search: ProductSearch, request: SearchRequest, cfg: SearchConfig,
         parsed = st.parser.parse(request.text) if request.understand else ParsedQuery(
             request.text, request.text, tuple(tokenize(request.text)), (), {})
     lex = st.lexical.scores(parsed.tokens) if parsed is not None and mode != "semantic" else None
-    dense = None
+    q = None
     if mode != "lexical":
-        dense_request = request if parsed is None else _corrected(request, parsed)
-        dense = search.catalogue.vectors @ query_vector(search, dense_request)
-    scores = _fuse(lex, dense, allowed, mode, request.fusion or cfg.fusion, cfg)
-    matching = allowed & (lex > 0) if lex is not None else None
+        q = query_vector(search, request if parsed is None else _corrected(request, parsed))
+    share = None
     if parsed is not None and parsed.mentions and cfg.attribute_weight > 0:
-        share = np.zeros(len(allowed), dtype=np.float32)
-        for m in parsed.mentions:
+        share = parsed.mentions[0].satisfied(st.attrs).astype(np.float32)
+        for m in parsed.mentions[1:]:
             share += m.satisfied(st.attrs)
-        share /= len(parsed.mentions)
-        scores = scores + np.float32(cfg.attribute_weight) * share
-        if matching is not None:
+        if len(parsed.mentions) > 1:
+            share /= len(parsed.mentions)
+    fusion = request.fusion or cfg.fusion
+    if mode == "hybrid" and fusion not in ("linear", "rrf"):
+        raise ValueError(f"fusion must be 'linear' or 'rrf', got {fusion!r}")
+    depth = max(request.k, cfg.facet_depth) if request.facets else request.k
+    scores = None
+    if q is not None and search.dense_index is not None and not (mode == "hybrid" and fusion == "rrf"):
+        lexical = lex if mode == "hybrid" else None
+        parts = Parts(lexical, float(lexical.max()) if lexical is not None and len(lexical) else 0.0, cfg.lexical_weight,
+                      cfg.dense_weight, share, cfg.attribute_weight, personal, cfg.personal_weight)
+        ranked, ranked_scores = linear_top(search.catalogue, search.dense_index, q, parts, allowed, depth, cfg)
+    else:
+        scores = _fuse(search, q, lex, allowed, mode, fusion, cfg)
+        if share is not None:
+            scores = scores + np.float32(cfg.attribute_weight) * share
+        if personal is not None:
+            scores = scores + np.float32(cfg.personal_weight) * personal.astype(np.float32)
+    matching = None  # lexical matches and items holding every mention: lexical mode's rows, facets' set
+    if lex is not None and (mode == "lexical" or request.facets):
+        matching = allowed & (lex > 0)
+        if share is not None:
             matching |= allowed & (share >= 1.0)
-    if personal is not None:
-        scores = scores + np.float32(cfg.personal_weight) * personal.astype(np.float32)
     if mode == "lexical":
         allowed = matching if matching is not None else allowed
-    rows, top = _top(scores, request.k, allowed)
+    if scores is not None:
+        rows, top = _top(scores, request.k, allowed)
+    else:
+        rows, top = ranked[: request.k], ranked_scores[: request.k]
     facets = {}
     if request.facets:
         if st is None:
             raise ValueError("facets need the lexical index (none is loaded)")
-        pool = np.flatnonzero(matching) if matching is not None and matching.any() else \
-            _top(scores, cfg.facet_depth, allowed)[0]
+        if matching is not None and matching.any():
+            pool = np.flatnonzero(matching)
+        else:
+            pool = _top(scores, cfg.facet_depth, allowed)[0] if scores is not None else ranked[: cfg.facet_depth]
         facets = facet_counts(request.facets, pool, st.attrs, st.prices if prices is None else prices,
                               cfg.price_buckets, cfg.facet_size)
     return SearchResult(rows, top, facets, parsed, mode)
@@ -219,17 +246,22 @@ def _corrected(request: SearchRequest, parsed: ParsedQuery) -> SearchRequest:
     return replace(request, text=parsed.corrected)
 
 
-def _fuse(lex: np.ndarray | None, dense: np.ndarray | None, allowed: np.ndarray, mode: str, fusion: str,
-          cfg: SearchConfig) -> np.ndarray:
-    if mode == "lexical" or dense is None:
+def _fuse(search: ProductSearch, q: np.ndarray | None, lex: np.ndarray | None, allowed: np.ndarray, mode: str,
+          fusion: str, cfg: SearchConfig) -> np.ndarray:
+    """``(n,)`` float32 scores of every row: the full-array path (and RRF, whose dense list alone comes from the
+    index when there is one)."""
+    if mode == "lexical" or q is None:
         return normalise_lexical(lex) if lex is not None else np.zeros(len(allowed), np.float32)
+    index = search.dense_index
     if mode == "semantic" or lex is None:
-        return normalise_dense(dense, allowed).astype(np.float32)
+        return normalise_dense(search.catalogue.vectors @ q, allowed).astype(np.float32)
     if fusion == "rrf":
-        return rrf_fusion([(lex, True), (dense, False)], allowed, cfg.rrf_k, cfg.rrf_candidates) * np.float32(cfg.rrf_k)
-    if fusion != "linear":
-        raise ValueError(f"fusion must be 'linear' or 'rrf', got {fusion!r}")
-    return linear_fusion(lex, dense, allowed, cfg.lexical_weight, cfg.dense_weight)
+        depth = cfg.rrf_candidates
+        dense = ranked_dense(search.catalogue, index, q, allowed, depth, cfg) if index is not None else \
+            ranked_rows(search.catalogue.vectors @ q, allowed, depth)
+        return rrf_ranked([ranked_rows(lex, allowed & (lex > 0), depth), dense], len(allowed), cfg.rrf_k) \
+            * np.float32(cfg.rrf_k)
+    return linear_fusion(lex, search.catalogue.vectors @ q, allowed, cfg.lexical_weight, cfg.dense_weight)
 
 
 def _top(scores: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

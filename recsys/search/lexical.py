@@ -99,8 +99,10 @@ class LexicalIndex:
     # ------------------------------------------------------------------ query
     def scores(self, tokens: Sequence[str]) -> np.ndarray:
         """``(n,)`` float32 BM25 scores of the stemmed query ``tokens`` (0 where nothing matches)."""
-        out = np.zeros(self.n, dtype=np.float32)
         known = [t for t in dict.fromkeys(tokens) if t in self._vocab]
+        if known and not self.buffer and self.n == self.n_base:  # bm25s' own fresh array (no second copy)
+            return np.asarray(self.bm25.get_scores(known), dtype=np.float32)
+        out = np.zeros(self.n, dtype=np.float32)
         if known:
             out[: self.n_base] = self.bm25.get_scores(known)
         if self.buffer:

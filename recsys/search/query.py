@@ -34,10 +34,11 @@ class Mention:
 
     def satisfied(self, attrs: AttributeTable) -> np.ndarray:
         """``(n,)`` bool: rows holding any of the options."""
-        out = np.zeros(attrs.n, dtype=bool)
+        out = None
         for column, code in self.options:
-            out |= attrs.columns[column].codes == code
-        return out
+            hit = attrs.columns[column].codes == code
+            out = hit if out is None else np.logical_or(out, hit, out=out)
+        return out if out is not None else np.zeros(attrs.n, dtype=bool)
 
 
 @dataclass(frozen=True)

@@ -44,3 +44,21 @@ class SearchConfig(_Section):
     """Values returned per facet (the most frequent)."""
     price_buckets: tuple[float, ...] = (10.0, 25.0, 50.0, 100.0, 250.0)
     """Upper bounds of the price facet's buckets (the last bucket is open-ended)."""
+
+    # --- large catalogues: dense scores over candidates (recsys.search.candidates)
+    exact_max_items: int = Field(20_000, ge=0)
+    """The service ranks catalogues of at most this many items with an exact scan of every item's cosine; larger
+    ones get an ANN index (``index-search``, published like the other indexes) and the candidate path."""
+    dense_candidates: int = Field(500, gt=0)
+    """Candidate path: the best this many allowed items of the index, and as many by the other signals."""
+    exact_allowed_below: int = Field(20_000, ge=0)
+    """Candidate path: a filter allowing at most this many items is scanned exactly (cheaper, and exact)."""
+    filter_overfetch: float = Field(1.5, ge=1)
+    """Candidate path: with a filter keeping a share ``f`` of the items, fetch ``dense_candidates / f`` x this."""
+    max_fetch: int = Field(5_000, gt=0)
+    """Candidate path: a filter that would need more rows fetched from the index scans the allowed items exactly."""
+    max_extra: int = Field(20_000, gt=0)
+    """Candidate path: rows outside both candidate lists that might still reach the top k, scored exactly (at most)."""
+    mean_sample: int = Field(100_000, gt=0)
+    """Candidate path: the allowed items' mean vector is exact when a filter leaves out (or keeps) at most this many
+    items, else estimated from a strided sample of this many."""

@@ -1,6 +1,7 @@
 """Index find-or-build and publishing for the serving state, and the similar-items vector space.
 
-An index the service needs (the similar-items index, the large-catalogue feed's index over item factors)
+An index the service needs (the similar-items index, the large-catalogue feed's index over item factors, product
+search's index over the joint-space vectors of a large catalogue)
 is loaded from the registry's active published version when it was built from the same vectors; brought
 up to date through its side buffer when few rows differ; else built, published atomically under
 ``<artifacts>/index-<name>`` and marked active (kind ``index-<name>``), so other workers and restarts load
@@ -21,7 +22,7 @@ from sqlalchemy import Engine
 
 from recsys.config import Config
 from recsys.errors import ArtifactError
-from recsys.serving.state import USER_ITEMS_INDEX
+from recsys.serving.state import SEARCH_INDEX, USER_ITEMS_INDEX
 from recsys.store.artifacts import active_artifact
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,14 @@ def user_items_index(config: Config, engine: Engine, model: Any) -> Callable[[np
     """The candidate regime's index builder over unit item factors: the published one (built when missing)."""
     return lambda f, queries: published_index(
         config, engine, USER_ITEMS_INDEX, f, f"{model.version}-{fingerprint(f)}", queries)[0]
+
+
+def search_index(config: Config, engine: Engine, vectors: np.ndarray, *, force: bool = False) -> tuple[Any, str | None]:
+    """Product search's dense index over the search catalogue's ``(n, d)`` vectors: the published one (built
+    when missing), or ``(None, None)`` when ``n <= search.exact_max_items`` (an exact scan is fast enough)."""
+    if len(vectors) <= config.search.exact_max_items:
+        return None, None
+    return published_index(config, engine, SEARCH_INDEX, vectors, fingerprint(vectors), force=force)
 
 
 def published_index(config: Config, engine: Engine, name: str, vectors: np.ndarray, fingerprint: str,

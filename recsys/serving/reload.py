@@ -16,8 +16,14 @@ from sqlalchemy import Engine, func, select
 
 from recsys.config import Config
 from recsys.search.serving import lexical_changed
-from recsys.serving.indexes import published_index, similar_fingerprint, similar_vectors, user_items_index
-from recsys.serving.state import CATALOGUE, SIMILAR_INDEX, ServingState, freshness
+from recsys.serving.indexes import (
+    published_index,
+    search_index,
+    similar_fingerprint,
+    similar_vectors,
+    user_items_index,
+)
+from recsys.serving.state import CATALOGUE, SEARCH_INDEX, SIMILAR_INDEX, ServingState, freshness
 from recsys.store.artifacts import active_artifact
 from recsys.store.models import Event, Item
 
@@ -49,6 +55,10 @@ def changes(engine: Engine, st: ServingState | None) -> set[str]:
         out.add("index")
     if lexical_changed(engine, st.search):
         out.add("index")
+    if st.versions.get("search") is not None:
+        sx = active_artifact(engine, f"index-{SEARCH_INDEX}")
+        if sx is not None and sx.version != st.versions["search"]:
+            out.add("index")
     if stamp != st.catalogue_stamp:
         out.add("catalogue")
     return out
@@ -66,6 +76,9 @@ def build_state(config: Config, engine: Engine, *, text_encoder: Any, image_enco
     read_at = dt.datetime.now(dt.UTC)
     search = build_product_search(engine, config, text_encoder=text_encoder, image_encoder=image_encoder)
     cat = search.catalogue
+    search.dense_index, search_version = search_index(config, engine, cat.vectors)
+    if search.dense_index is not None:
+        _ = cat.has_vector, cat.vector_sum  # computed once now rather than by the first query
     n = len(cat)
     row = {item: i for i, item in enumerate(cat.ids)}
     with engine.connect() as conn:
@@ -99,6 +112,7 @@ def build_state(config: Config, engine: Engine, *, text_encoder: Any, image_enco
         "align": align.version if align else None,
         "index": index_version,
         "lexical": getattr(search.text_index, "version", None),
+        "search": search_version,
     }
     return ServingState(
         cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, pop, fresh,

@@ -32,7 +32,7 @@ from recsys.search.serving import rebuild_lexical
 from recsys.serving import feed, reload, similar, updates, writes
 from recsys.serving import search as search_service
 from recsys.serving.cursor_secret import cursor_secret
-from recsys.serving.indexes import published_index, similar_fingerprint
+from recsys.serving.indexes import published_index, search_index, similar_fingerprint
 from recsys.serving.item_writes import ItemWrites, catalogue_stamper
 from recsys.serving.reload import Reloader
 from recsys.serving.results import Feed, Ranked
@@ -153,6 +153,8 @@ class Runtime:
                                      similar_fingerprint(self.config, st.similar_vectors), force=True,
                                      table=self.config.service.similar_table_k)
         rebuild_lexical(self.engine, self.config, st.search)  # the lexical index too (side buffer folded in)
+        if st.search.dense_index is not None:  # and product search's dense index
+            search_index(self.config, self.engine, st.search.catalogue.vectors, force=True)
         self.reload()
         return version
 

@@ -27,6 +27,9 @@ CATALOGUE = "catalogue"
 through the API, so that every serving process notices the change and reloads."""
 USER_ITEMS_INDEX = "user-items"
 """Name of the published index over the feed model's item factors (large catalogues' feed candidates)."""
+SEARCH_INDEX = "search"
+"""Name of the published index over the search catalogue's joint-space vectors (catalogues larger than
+``search.exact_max_items``: dense candidates of product search)."""
 
 
 @dataclass

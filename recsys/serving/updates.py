@@ -2,12 +2,13 @@
 
 The same per-item computations as a full load (:func:`recsys.serving.reload.build_state`) on the changed
 rows only: new items are appended as rows, changed ones replaced; the feed ranker is laid over the new
-ids again, and the indexes take the rows into their side buffers (copies: the old snapshot keeps serving
+ids again, and the indexes (similar items, feed candidates, product search) take the rows into their side buffers (copies: the old snapshot keeps serving
 its own). Popularity counts are refreshed by full reloads only.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import time
 from dataclasses import replace
@@ -81,6 +82,10 @@ def extend_state(config: Config, engine: Engine, st: ServingState) -> ServingSta
     similar[changed] = similar_vectors(config, cat.vectors[changed], None if factors is None else factors[changed])
     index = with_rows(st.similar_index, similar, changed, n_old)
     new_search = with_text_rows(engine, search, cat, text_rows)  # the catalogue, the lexical side buffer
+    if search.dense_index is not None:  # product search's index: the same rows into its side buffer
+        new_search = copy.copy(new_search) if new_search is search else new_search
+        new_search.dense_index = with_rows(search.dense_index, cat.vectors, changed, n_old)
+        _ = cat.has_vector, cat.vector_sum  # computed once now rather than by the first query
     return ServingState(
         cat.ids, cat.titles, cat.categories, cat.available.astype(bool), cat.vectors, factors, pop, fresh,
         prices, row, internal_to_row, ranker, st.feed_version, st.align_version, new_search, similar, index,
