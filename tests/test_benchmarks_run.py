@@ -223,3 +223,35 @@ def test_run_quick_http_baseline_writes_json(tmp_path: Path) -> None:
     assert figures["max_rps"] > 0 and figures["open"]["requests"] == int(figures["rate"] * 2)
     assert figures["closed"]["errors"] == 0 and figures["open"]["errors"] == 0
     assert {r["metric"].split(" (")[0] for r in data["rows"]} >= {"http: bare Flask JSON endpoint max req/s"}
+
+
+def test_runner_lists_bench_align_and_reads_its_rows(runner: ModuleType) -> None:
+    bench = {b.name: b for b in runner.BENCHES}["align"]
+    assert bench.script == "bench_align.py" and bench.default and (BENCH / bench.script).is_file()
+    figures = {
+        "rows": [
+            {"config": "current defaults", "items": 10_000, "cpu_s": 150.0, "cpu_s_per_10k": 150.0,
+             "cpu_s_per_epoch_per_10k": 1.5, "epochs_run": [50, 50], "val_r10": 0.9},
+            {"config": "current defaults, first 2 of 60 epochs only", "items": 100_000, "cpu_s": 60.0,
+             "cpu_s_per_10k": 6.0, "cpu_s_per_epoch_per_10k": 1.5, "epochs_run": [2, 2], "val_r10": 0.9},
+            {"config": "previous defaults (3 members, 2 threads, float32), first 1 epoch(s) only", "items": 10_000,
+             "cpu_s": 40.0, "cpu_s_per_10k": 40.0, "cpu_s_per_epoch_per_10k": 13.3, "epochs_run": [1, 1, 1],
+             "val_r10": 0.3},
+        ],
+        "hm": [{"config": "current defaults", "cpu_s_all": 190.0, "cpu_s_protocol": 120.0, "r10": 0.76, "mrr": 0.48}],
+    }
+    rows = runner.rows_align(figures, False)
+    assert [r.value for r in rows] == ["150", "6", "190", "0.760"]
+    assert "first 4 member-epochs only" in rows[1].metric and "13.3" in rows[0].baseline
+    assert [r.met for r in rows[2:]] == ["**no**", "yes"]  # 190 CPU s > 180; R@10 0.76 >= 0.75
+
+
+def test_run_bench_align_tiny(runner: ModuleType, tmp_path: Path) -> None:
+    """The script end to end through the runner at a tiny size (one epoch of 400 synthetic items)."""
+    bench = runner.Bench("align", "bench_align.py", (), ("--items", "400", "--epochs-at", "400:1", "--baseline-items", "0"),
+                         runner.rows_align)
+    out = runner.run_bench(bench, True, 300.0, tmp_path)
+    assert out.status == "ok", out.note
+    rows = runner.rows_align(out.figures, True)
+    assert len(rows) == 1 and "400 synthetic items; first 2 member-epochs only" in rows[0].metric
+    assert float(rows[0].value) > 0
