@@ -169,6 +169,35 @@ def test_a_full_queue_drops_and_counts(engine: Any, tmp_path: Path) -> None:
     assert not list((tmp_path / "spool").glob("*.spool"))  # a clean close leaves no spool
 
 
+def test_the_queue_is_bounded_in_bytes(engine: Any, tmp_path: Path) -> None:
+    """Long lists fill the queue's byte bound long before its count: the overflow is dropped and counted,
+    a short list still fits, and everything accepted is written."""
+    upgrade(engine)
+    big = imp.record_bytes(_record(0, items=500))
+    assert big > 500 * 57  # ids, their str objects and tuple slots
+    cfg = ImpressionsConfig(queue_size=10_000, queue_bytes=3 * big + 2_000, flush_interval_s=0.05, spool=False)
+    logger = ImpressionLog(engine, cfg, None, register_atexit=False)
+    gate = threading.Lock()
+    gate.acquire()
+    real = imp.write_impressions
+    imp.write_impressions = lambda e, recs: (gate.acquire(), real(e, recs), gate.release())  # type: ignore[assignment]
+    try:
+        accepted = [logger.log(_record(n, items=500)) for n in range(10)]
+        # the blocked writer holds one batch (no longer in the queue); 3 more fit in the bytes bound
+        assert 3 <= sum(accepted) < 10 and logger.stats()["dropped"] == 10 - sum(accepted)
+        assert logger.stats()["queued_bytes"] <= cfg.queue_bytes
+        assert logger.log(_record(100, items=2))  # a short list fits beside them
+    finally:
+        gate.release()
+        imp.write_impressions = real  # type: ignore[assignment]
+    assert logger.flush(10)
+    logger.close()
+    assert logger.stats()["queued_bytes"] == 0
+    assert _count(engine) == sum(accepted) + 1 and logger.stats()["dropped"] + _count(engine) == 11
+    with pytest.raises(ValueError, match="queue_bytes"):
+        ImpressionsConfig(queue_bytes=10)
+
+
 def test_a_database_outage_drops_the_batch_and_counts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(imp, "RETRIES", (0.01,))
     logger = ImpressionLog(make_engine("postgresql://nobody@127.0.0.1:1/none"),

@@ -18,6 +18,11 @@ class ImpressionsConfig(_Section):
     queue_size: int = Field(10_000, gt=0)
     """Lists waiting for the background writer; a list that finds the queue full is dropped and counted
     (``recsys_impressions_dropped_total`` in ``/metrics``)."""
+    queue_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024)
+    """Bound on the memory the waiting lists hold (their estimated Python heap size, see
+    :func:`recsys.serving.impressions.record_bytes`; at least 64 KiB): a list that does not fit is dropped and
+    counted like one that finds the queue full. With ``k`` up to 500 ids a list is about 40 KB, so the
+    count alone (``queue_size``) would let a worker hold hundreds of MB."""
     batch_size: int = Field(500, gt=0)
     """Lists written per transaction."""
     flush_interval_s: float = Field(1.0, gt=0)

@@ -47,6 +47,9 @@ class ImpressionCollector:
                           ("recovered", "lists recovered from spools of stopped processes")):
             yield CounterMetricFamily(f"recsys_impressions_{name}", doc, value=s[name])
         yield GaugeMetricFamily("recsys_impressions_queued", "lists waiting for the writer", value=s["queued"])
+        yield GaugeMetricFamily("recsys_impressions_queued_bytes",
+                                "estimated memory of the lists in the queue (bounded by impressions.queue_bytes)",
+                                value=s["queued_bytes"])
 
 
 def install(app: Any, config: Any, engine: Any) -> None:
