@@ -87,3 +87,21 @@ def test_experiment_definitions_are_checked() -> None:
             {"name": "a"}, {"name": "b"}, {"name": "c"}]})
     with pytest.raises(ValueError, match="unique"):
         ExperimentConfig.model_validate({"name": "x", "variants": [{"name": "a"}, {"name": "a"}]})
+
+
+def test_variant_settings_that_would_be_ignored_are_refused() -> None:
+    from recsys.experiments.settings import VariantConfig
+
+    assert VariantConfig(name="w", weights={"warm_pop": 0.5, "cold_cf": 2}).weights == {"warm_pop": 0.5, "cold_cf": 2}
+    with pytest.raises(ValueError, match=r"\['warm_popularity'\] are not blend weights; allowed: warm_cf"):
+        VariantConfig(name="w", weights={"warm_popularity": 0.5})
+    for bad in (-0.1, 10.5, float("nan")):
+        with pytest.raises(ValueError, match="weights.cold_pop must be in"):
+            VariantConfig(name="w", weights={"cold_pop": bad})
+    with pytest.raises(ValueError, match="cannot all be 0"):
+        VariantConfig(name="w", weights={"warm_cf": 0, "warm_content": 0, "warm_pop": 0})
+    for extra in ({"model_version": "v1"}, {"weights": {"warm_cf": 1}}, {"reranker": True}, {"diversity": 0.3}):
+        with pytest.raises(ValueError, match="ranker=popularity takes none of"):
+            VariantConfig(name="p", ranker="popularity", **extra)
+    with pytest.raises(ValueError, match="diversity is not applied to the learned reranker"):
+        VariantConfig(name="r", reranker=True, diversity=0.2)

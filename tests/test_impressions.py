@@ -148,6 +148,63 @@ def test_experiments_split_interleave_and_report(served: tuple[Any, Any, Config,
     assert plain.get("experiment") is None
 
 
+def test_variants_serve_their_model_version_and_blend_weights(served: tuple[Any, Any, Config, Any]) -> None:
+    """A variant names a registered, inactive model version: its lists come from that model and are logged
+    with its version; another overrides the blend weights; an unknown version is refused at create time."""
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+    from recsys.recommend.model import train_feed
+    from recsys.serving.variant_models import with_weights
+
+    client, logger, config, engine = served
+    rt = client.application.extensions["recsys"]
+    active = rt.versions()["model"]
+    alt = "alt-" + active
+    train_feed(engine, config, version=alt, activate=False, content=False)  # another model: CF only
+    assert rt.versions()["model"] == active
+    res = CliRunner().invoke(cli, ["--config", str(Path(config.data_dir) / "config.yaml"), "experiments", "create",
+                                   "mv0", "--variant", "name=a,model_version=nope", "--variant", "name=b"])
+    msg = res.output + str(res.exception)
+    assert res.exit_code != 0 and "variant 'a': model_version 'nope' is not a registered feed model" in msg
+    assert alt in msg  # the registered versions are listed
+    _cli(config, "experiments", "create", "mv1", "--variant", f"name=alt,model_version={alt}",
+         "--variant", "name=act", "--variant", "name=pop-blend,weight.warm_cf=0,weight.warm_content=0,"
+         "weight.warm_pop=1,weight.cold_cf=0,weight.cold_content=0,weight.cold_pop=1")
+    users = [f"U{i:04d}" for i in range(4, 40)]
+    got = {u: client.get(f"/v1/users/{u}/recommendations?k=5").json for u in users}
+    by_variant: dict[str, list[str]] = {}
+    for u, g in got.items():
+        by_variant.setdefault(g["variant"], []).append(u)
+    assert set(by_variant) == {"alt", "act", "pop-blend"}, by_variant
+    assert all(got[u]["model_version"] == alt for u in by_variant["alt"])
+    assert all(got[u]["model_version"] == active for u in (*by_variant["act"], *by_variant["pop-blend"]))
+    rankers = client.application.extensions["recsys.variant_rankers"]
+    assert rankers.loaded_versions() == [alt]
+    st = rt._st()
+    alt_ranker = rankers._model_ranker(st, alt)
+    for u in by_variant["alt"]:  # the alternative model's own feed, not the active one's
+        assert [i["id"] for i in got[u]["items"]] == [i.id for i in rt.recommend(u, k=5, ranker=alt_ranker).items]
+    pop_only = with_weights(st.feed, {"warm_cf": 0, "warm_content": 0, "cold_cf": 0, "cold_content": 0})
+    assert pop_only.model.params.warm_pop == st.feed.model.params.warm_pop  # others keep the model's values
+    differs = 0
+    for u in by_variant["pop-blend"]:
+        items = [i["id"] for i in got[u]["items"]]
+        plain = [i.id for i in rt.recommend(u, k=5).items]
+        differs += items != plain
+        warm = [r for r in (st.row[i] for i in items) if st.feed.components.warm[r]]
+        pops = st.feed.components.pop[warm]
+        assert all(a >= b - 1e-6 for a, b in zip(pops, pops[1:])), (u, pops)  # popularity order
+    assert differs > 0
+    assert logger.flush(10)
+    ids = {g["request_id"]: g["model_version"] for g in got.values()}
+    with engine.connect() as conn:
+        logged = dict(conn.execute(select(Impression.request_id, Impression.model_version)
+                                   .where(Impression.request_id.in_(list(ids)))).all())
+    assert logged == ids
+    _cli(config, "experiments", "stop", "mv1")
+
+
 def test_a_full_queue_drops_and_counts(engine: Any, tmp_path: Path) -> None:
     upgrade(engine)
     logger = ImpressionLog(engine, ImpressionsConfig(queue_size=5, flush_interval_s=0.05), tmp_path / "spool",

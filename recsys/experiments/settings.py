@@ -35,10 +35,23 @@ class ImpressionsConfig(_Section):
     """``recsys impressions prune`` (and the writer, once an hour) deletes lists older than this."""
 
 
+BLEND_WEIGHTS = ("warm_cf", "warm_content", "warm_pop", "cold_cf", "cold_content", "cold_pop")
+"""The hybrid's blend weights a variant may override (:class:`recsys.ranking.hybrid.HybridParams`; per side
+they are normalised to sum 1, so only their ratios matter)."""
+MAX_BLEND_WEIGHT = 10.0
+
+
 class VariantConfig(_Section):
     name: str = Field(min_length=1, max_length=64)
     ranker: Literal["hybrid", "popularity"] = "hybrid"
-    """``hybrid``: the trained feed model; ``popularity``: most popular unseen items (a control)."""
+    """``hybrid``: a trained feed model; ``popularity``: most popular unseen items (a control)."""
+    model_version: str | None = Field(None, min_length=1, max_length=128)
+    """A registered feed model version (``recsys train`` registers them); ``None``: the active one. Checked
+    when the experiment is created; serving processes load it beside the active model
+    (``service.experiment_models`` at most)."""
+    weights: dict[str, float] = Field(default_factory=dict)
+    """Blend weight overrides of the hybrid, by name (:data:`BLEND_WEIGHTS`), each in ``[0, 10]``; the
+    others keep the model's tuned values."""
     reranker: bool = False
     """Reorder the hybrid's best ``pool`` candidates with the active learned reranker (``recsys train-reranker``)."""
     diversity: float = Field(0.0, ge=0.0, le=1.0)
@@ -46,6 +59,29 @@ class VariantConfig(_Section):
     share: float = Field(1.0, ge=0)
     """Traffic share (A/B mode); shares are normalised over the experiment's variants (0: none, e.g. to
     serve one configuration to everybody while keeping the experiment's variant names)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> VariantConfig:
+        where = f"variant {self.name!r}"
+        unknown = sorted(set(self.weights) - set(BLEND_WEIGHTS))
+        if unknown:
+            raise ValueError(f"{where}: weights {unknown} are not blend weights; allowed: {', '.join(BLEND_WEIGHTS)}")
+        for key, value in self.weights.items():
+            if not 0.0 <= value <= MAX_BLEND_WEIGHT:  # NaN fails too
+                raise ValueError(f"{where}: weights.{key} must be in [0, {MAX_BLEND_WEIGHT:g}], got {value!r}")
+        for side in ("warm", "cold"):
+            names = [f"{side}_{c}" for c in ("cf", "content", "pop")]
+            if all(n in self.weights for n in names) and sum(self.weights[n] for n in names) <= 0:
+                raise ValueError(f"{where}: the {side} weights {names} cannot all be 0")
+        if self.ranker == "popularity":  # the control has no model: a setting of one would be silently ignored
+            used = [f for f, on in (("model_version", self.model_version is not None), ("weights", bool(self.weights)),
+                                    ("reranker", self.reranker), ("diversity", self.diversity > 0)) if on]
+            if used:
+                raise ValueError(f"{where}: ranker=popularity takes none of {used} (they configure the hybrid)")
+        if self.reranker and self.diversity > 0:
+            raise ValueError(f"{where}: diversity is not applied to the learned reranker's order; "
+                             "use reranker=true or diversity > 0, not both")
+        return self
 
 
 class ExperimentConfig(_Section):

@@ -21,7 +21,8 @@ def impression_log() -> ImpressionLog | None:
 def log_served(surface: str, user_id: str | None, item_ids: Sequence[str], versions: dict[str, str | None], *,
                experiment: str | None = None, variant: str | None = None,
                teams: Sequence[str | None] | None = None, request_id: str | None = None) -> str:
-    """The list's request id (a new one unless given), the list queued for the impression log (when enabled)."""
+    """The list's request id (a new one unless given), the list queued for the impression log (when enabled).
+    ``versions["model"]``: the model that ranked the list (an experiment variant's may not be the active one)."""
     request_id = request_id or new_request_id()
     logger = impression_log()
     if logger is not None:
@@ -60,9 +61,11 @@ def install(app: Any, config: Any, engine: Any) -> None:
 
     from recsys.experiments.store import ExperimentBook
     from recsys.serving.reranking import RerankerSlot
+    from recsys.serving.variant_models import VariantRankers
 
     app.extensions["recsys.experiments"] = ExperimentBook(engine, config.experiments)
     app.extensions["recsys.reranker"] = RerankerSlot(engine)
+    app.extensions["recsys.variant_rankers"] = VariantRankers(config, engine)
     if not config.impressions.enabled:
         return
 
@@ -80,4 +83,5 @@ def experiment_feed(rt: Any, user_id: str, request_id: str, q: Any) -> Any:
     from recsys.serving.experiments import serve_experiment
 
     return serve_experiment(rt, exp, user_id, request_id, q.k, exclude_seen=q.exclude_seen, category=q.category,
-                            exclude=q.exclude, reranker=current_app.extensions.get("recsys.reranker"))
+                            exclude=q.exclude, reranker=current_app.extensions.get("recsys.reranker"),
+                            rankers=current_app.extensions.get("recsys.variant_rankers"))
