@@ -205,6 +205,62 @@ def test_variants_serve_their_model_version_and_blend_weights(served: tuple[Any,
     _cli(config, "experiments", "stop", "mv1")
 
 
+def _cli_error(config: Config, *args: str) -> str:
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+
+    res = CliRunner().invoke(cli, ["--config", str(Path(config.data_dir) / "config.yaml"), *args])
+    assert res.exit_code != 0, res.output
+    return res.output + str(res.exception)
+
+
+def test_search_experiments_split_by_user_and_interleave(served: tuple[Any, Any, Config, Any]) -> None:
+    from recsys.experiments.assign import assign
+    from recsys.experiments.store import find_experiment
+
+    client, logger, config, engine = served
+    assert "surface 'similar' cannot be split yet" in _cli_error(
+        config, "experiments", "create", "sim1", "--surface", "similar", "--variant", "name=a", "--variant", "name=b")
+    assert "apply to surface 'feed'" in _cli_error(
+        config, "experiments", "create", "se0", "--surface", "search", "--variant", "name=a,ranker=popularity",
+        "--variant", "name=b")
+    assert "search_mode applies to surface 'search'" in _cli_error(
+        config, "experiments", "create", "fe0", "--variant", "name=a,search_mode=lexical", "--variant", "name=b")
+    _cli(config, "experiments", "create", "se1", "--surface", "search", "--variant", "name=lex,search_mode=lexical",
+         "--variant", "name=sem,search_mode=semantic")
+    exp = find_experiment(engine, config.experiments, "se1")
+    users = [f"U{i:04d}" for i in range(40, 60)]
+    got = {u: client.post("/v1/search", json={"text": "mug", "user_id": u, "k": 4}).json for u in users}
+    want = {v.name: v.search_mode for v in exp.variants}
+    assert all(g["experiment"] == "se1" and g["variant"] == assign(exp, u).name for u, g in got.items())
+    assert {g["variant"] for g in got.values()} == {"lex", "sem"}
+    assert all(g["mode"] == want[g["variant"]] for g in got.values())
+    pinned = client.post("/v1/search", json={"text": "mug", "user_id": users[0], "k": 4, "mode": "hybrid"}).json
+    anonymous = client.post("/v1/search", json={"text": "mug", "k": 4}).json
+    assert pinned.get("experiment") is None and pinned["mode"] == "hybrid" and anonymous.get("experiment") is None
+    _cli(config, "experiments", "stop", "se1")
+    _cli(config, "experiments", "create", "se2", "--surface", "search", "--mode", "interleave",
+         "--variant", "name=lex,search_mode=lexical", "--variant", "name=sem,search_mode=semantic")
+    il = client.post("/v1/search", json={"text": "mug", "k": 6}).json  # interleaving needs no user
+    assert il["experiment"] == "se2" and il["variant"] == "interleaved" and il["mode"] == "lexical+semantic"
+    lex = [i["id"] for i in client.post("/v1/search", json={"text": "mug", "k": 6, "mode": "lexical"}).json["items"]]
+    sem = [i["id"] for i in client.post("/v1/search", json={"text": "mug", "k": 6, "mode": "semantic"}).json["items"]]
+    assert logger.flush(10)
+    with engine.connect() as conn:
+        head = conn.execute(select(Impression.variant, Impression.experiment, Impression.surface)
+                            .where(Impression.request_id == il["request_id"])).one()
+        rows = conn.execute(select(ImpressionItem.item_id, ImpressionItem.team)
+                            .where(ImpressionItem.request_id == il["request_id"]).order_by(ImpressionItem.position)).all()
+        ab = dict(conn.execute(select(Impression.request_id, Impression.variant)
+                               .where(Impression.request_id.in_([g["request_id"] for g in got.values()]))).all())
+    assert tuple(head) == ("interleaved", "se2", "search")
+    assert [r.item_id for r in rows] == [i["id"] for i in il["items"]]
+    assert all(r.item_id in (lex if r.team == "lex" else sem) for r in rows) and {r.team for r in rows} <= {"lex", "sem"}
+    assert ab == {g["request_id"]: g["variant"] for g in got.values()}
+    _cli(config, "experiments", "stop", "se2")
+
+
 def test_a_full_queue_drops_and_counts(engine: Any, tmp_path: Path) -> None:
     upgrade(engine)
     logger = ImpressionLog(engine, ImpressionsConfig(queue_size=5, flush_interval_s=0.05), tmp_path / "spool",

@@ -52,6 +52,8 @@ class VariantConfig(_Section):
     weights: dict[str, float] = Field(default_factory=dict)
     """Blend weight overrides of the hybrid, by name (:data:`BLEND_WEIGHTS`), each in ``[0, 10]``; the
     others keep the model's tuned values."""
+    search_mode: Literal["hybrid", "lexical", "semantic"] | None = None
+    """Search experiments only: the retrieval mode of the variant's search answers (``None``: ``search.mode``)."""
     reranker: bool = False
     """Reorder the hybrid's best ``pool`` candidates with the active learned reranker (``recsys train-reranker``)."""
     diversity: float = Field(0.0, ge=0.0, le=1.0)
@@ -86,8 +88,10 @@ class VariantConfig(_Section):
 
 class ExperimentConfig(_Section):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    surface: Literal["feed"] = "feed"
-    """Only the home feed is split for now (similar items and search log impressions without variants)."""
+    surface: str = "feed"
+    """``feed`` (first pages of the home feed) or ``search`` (A/B by the request's ``user_id``; interleaving
+    for every request; requests that pin ``mode`` themselves are not split). ``similar`` is refused: the
+    similar-items request names no user to assign and no variant setting applies to it yet."""
     mode: Literal["ab", "interleave"] = "ab"
     """``ab``: each user sticks to one variant (hash of user id and salt); ``interleave``: team-draft
     interleaving of exactly two variants into every list, each item credited to the variant that placed it."""
@@ -105,4 +109,24 @@ class ExperimentConfig(_Section):
             raise ValueError("at least one variant needs a share above 0")
         if self.mode == "interleave" and len(self.variants) != 2:
             raise ValueError(f"interleaving takes exactly two variants, got {len(self.variants)}")
+        self._check_surface()
         return self
+
+    def _check_surface(self) -> None:
+        """Refuse a setting the surface's serving would ignore (never serve a variant other than it says)."""
+        if self.surface == "similar":
+            raise ValueError("surface 'similar' cannot be split yet: the similar-items request names no user to "
+                             "assign and no variant setting applies to it; supported surfaces: feed, search")
+        if self.surface not in ("feed", "search"):
+            raise ValueError(f"surface must be one of ['feed', 'search'], got {self.surface!r}")
+        for v in self.variants:
+            if self.surface == "feed" and v.search_mode is not None:
+                raise ValueError(f"variant {v.name!r}: search_mode applies to surface 'search', not 'feed'")
+            if self.surface == "search":
+                feed_only = [f for f, on in (("ranker=popularity", v.ranker == "popularity"),
+                                             ("model_version", v.model_version is not None),
+                                             ("weights", bool(v.weights)), ("reranker", v.reranker),
+                                             ("diversity", v.diversity > 0)) if on]
+                if feed_only:
+                    raise ValueError(f"variant {v.name!r}: {feed_only} apply to surface 'feed'; a search variant "
+                                     "sets search_mode (hybrid, lexical or semantic)")

@@ -7,14 +7,15 @@ experiment gives each user one variant for good (:func:`recsys.experiments.assig
 interleaving experiment merges both variants' lists into every answer (team draft, the coin seeded by
 the request id) and credits each position to the variant that placed it.
 
-Experiments apply to a feed's first page (no ``cursor``); later pages are the plain feed, and experiment
-answers carry no ``next_cursor``.
+Feed experiments apply to a feed's first page (no ``cursor``); later pages are the plain feed, and
+experiment answers carry no ``next_cursor``. Search experiments (:func:`serve_search_experiment`) vary the
+retrieval mode; A/B needs the request's ``user_id``, interleaving merges both modes' answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -104,3 +105,29 @@ def serve_experiment(rt: Any, experiment: ExperimentConfig, user_id: str, reques
     versions = list(dict.fromkeys(v for v in (ver_a, ver_b) if v is not None))
     return ServedList([by_id[i] for i in merged], cold, experiment.name, INTERLEAVED, teams,
                       model_version="+".join(versions) or None)
+
+
+def serve_search_experiment(rt: Any, experiment: ExperimentConfig, user_id: str | None, request_id: str,
+                            query: dict[str, Any]) -> tuple[Any, ServedList]:
+    """A search answer under ``experiment`` (surface ``search``): the user's variant's mode (A/B; needs a
+    ``user_id``), or both variants' answers interleaved (team draft). ``query``: ``Runtime.search``'s
+    keywords but ``mode``. Returns the answer (facets and the understood query of the first variant's
+    answer, the merged items) and what to log."""
+    if experiment.mode == "ab":
+        if user_id is None:
+            raise ValueError("an A/B search experiment assigns by user_id")
+        v = assign(experiment, user_id)
+        found = rt.search(user_id=user_id, mode=v.search_mode, **query)
+        return found, ServedList(list(found.items), False, experiment.name, v.name,
+                                 model_version=rt.versions().get("model"))
+    va, vb = experiment.variants
+    fa = rt.search(user_id=user_id, mode=va.search_mode, **query)
+    fb = rt.search(user_id=user_id, mode=vb.search_mode, **query)
+    by_id = {it.id: it for it in (*fb.items, *fa.items)}
+    merged, teams = team_draft([i.id for i in fa.items], [i.id for i in fb.items], query["k"],
+                               request_rng(request_id), teams=(va.name, vb.name))
+    items = [by_id[i] for i in merged]
+    modes = list(dict.fromkeys((fa.mode, fb.mode)))
+    answer = replace(fa, items=items, mode="+".join(modes), degraded=fa.degraded or fb.degraded)
+    return answer, ServedList(items, False, experiment.name, INTERLEAVED, teams,
+                              model_version=rt.versions().get("model"))

@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from recsys.serving.impressions import ImpressionLog, ImpressionRecord, new_request_id
 
-__all__ = ["experiment_feed", "install", "log_served", "new_request_id"]
+__all__ = ["experiment_feed", "experiment_search", "install", "log_served", "new_request_id"]
 
 
 def impression_log() -> ImpressionLog | None:
@@ -85,3 +85,16 @@ def experiment_feed(rt: Any, user_id: str, request_id: str, q: Any) -> Any:
     return serve_experiment(rt, exp, user_id, request_id, q.k, exclude_seen=q.exclude_seen, category=q.category,
                             exclude=q.exclude, reranker=current_app.extensions.get("recsys.reranker"),
                             rankers=current_app.extensions.get("recsys.variant_rankers"))
+
+
+def experiment_search(rt: Any, user_id: str | None, request_id: str, pinned_mode: str | None,
+                      query: dict[str, Any]) -> Any:
+    """``(answer, served)`` under the active search experiment, or ``None`` when none applies: no experiment,
+    a request that pins its ``mode`` (the client chose), or an anonymous request to an A/B experiment."""
+    book = current_app.extensions.get("recsys.experiments")
+    exp = book.active("search") if book is not None and pinned_mode is None else None
+    if exp is None or (exp.mode == "ab" and user_id is None):
+        return None
+    from recsys.serving.experiments import serve_search_experiment
+
+    return serve_search_experiment(rt, exp, user_id, request_id, query)
