@@ -1,8 +1,9 @@
-"""Experiments: assignment, team-draft interleaving and the report's statistics (pure functions)."""
+"""Experiments: assignment, team-draft interleaving, the report's statistics, the settings' checks."""
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from scipy.stats import binomtest
@@ -105,3 +106,16 @@ def test_variant_settings_that_would_be_ignored_are_refused() -> None:
             VariantConfig(name="p", ranker="popularity", **extra)
     with pytest.raises(ValueError, match="diversity is not applied to the learned reranker"):
         VariantConfig(name="r", reranker=True, diversity=0.2)
+
+
+def test_configured_experiment_with_an_unknown_model_version_stops_the_start(engine: Any) -> None:
+    from recsys.errors import ConfigError
+    from recsys.store.db import upgrade
+    from services.api.served import check_configured_models
+
+    upgrade(engine)
+    exp = ExperimentConfig.model_validate({"name": "cfg", "variants": [{"name": "a", "model_version": "v-missing"},
+                                                                        {"name": "b"}]})
+    with pytest.raises(ConfigError, match="variant 'a': model_version 'v-missing' is not a registered feed model"):
+        check_configured_models(engine, [exp])
+    check_configured_models(engine, [_exp()])  # no model_version: nothing to check

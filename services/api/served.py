@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -12,6 +13,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from recsys.serving.impressions import ImpressionLog, ImpressionRecord, new_request_id
 
 __all__ = ["experiment_feed", "experiment_search", "install", "log_served", "new_request_id"]
+
+log = logging.getLogger(__name__)
 
 
 def impression_log() -> ImpressionLog | None:
@@ -63,6 +66,7 @@ def install(app: Any, config: Any, engine: Any) -> None:
     from recsys.serving.reranking import RerankerSlot
     from recsys.serving.variant_models import VariantRankers
 
+    check_configured_models(engine, config.experiments)
     app.extensions["recsys.experiments"] = ExperimentBook(engine, config.experiments)
     app.extensions["recsys.reranker"] = RerankerSlot(engine)
     app.extensions["recsys.variant_rankers"] = VariantRankers(config, engine)
@@ -72,6 +76,20 @@ def install(app: Any, config: Any, engine: Any) -> None:
     logger = ImpressionLog(engine, config.impressions, Path(config.data_dir) / "impressions-spool")
     app.extensions["recsys.impressions"] = logger
     app.extensions["recsys.metrics"].registry.register(ImpressionCollector(logger))
+
+
+def check_configured_models(engine: Any, experiments: Any) -> None:
+    """The config's experiments name registered feed model versions (a ``ConfigError`` stops the start, as
+    ``recsys experiments create`` refuses them); an unreachable database only defers the check to serving."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from recsys.experiments.store import check_model_versions
+
+    for exp in experiments:
+        try:
+            check_model_versions(engine, exp)
+        except SQLAlchemyError as exc:
+            log.warning("experiments: cannot check the model versions of %s now: %s", exp.name, exc)
 
 
 def experiment_feed(rt: Any, user_id: str, request_id: str, q: Any) -> Any:
