@@ -74,7 +74,8 @@ def written_lists(config: Config) -> int:
 
 
 def measure(config: Config, users: list[str], *, rounds: int, rate: float, duration_s: float, connections: int,
-            log_dir: Path, loop: str = "open", concurrency: int = 1) -> dict[str, Any]:
+            log_dir: Path, loop: str = "open", concurrency: int = 1,
+            gunicorn_args: tuple[str, ...] = SERVICE_GUNICORN_ARGS) -> dict[str, Any]:
     """Alternating rounds against the two services (see the module docstring)."""
     paths = [ENDPOINTS["recommendations"].format(id=u) for u in users]
 
@@ -89,7 +90,8 @@ def measure(config: Config, users: list[str], *, rounds: int, rate: float, durat
     before = written_lists(config)
     with ExitStack() as stack:
         servers = {s: stack.enter_context(gunicorn_server("services.wsgi:app", log_path=log_dir / f"gunicorn-{s}.log",
-                                                          cwd=REPO, env=_env(config, s == "on"), ready_path="/readyz"))
+                                                          cwd=REPO, env=_env(config, s == "on"), ready_path="/readyz",
+                                                          gunicorn_args=gunicorn_args, start_timeout_s=900.0))
                    for s in SIDES}
         for server in servers.values():  # warm-up: every worker answers feeds before the clock runs
             load(server, min(duration_s, 3.0))
@@ -133,13 +135,18 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16, help="open loop: connection threads")
     ap.add_argument("--loop", choices=["open", "closed"], default="open")
     ap.add_argument("--concurrency", type=int, default=1, help="closed loop: concurrent connections")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 100 items, tiny encoders, 4 rounds of 2 s")
+    ap.add_argument("--workers", type=int, default=None,
+                    help=f"gunicorn workers per service (default: the production {' '.join(SERVICE_GUNICORN_ARGS)}; "
+                         "--quick: 1)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 100 items, tiny encoders, 4 rounds of 2 s, 1 worker")
     ap.add_argument("--json", type=Path, default=None, metavar="PATH")
     args = ap.parse_args()
     exit_on_sigterm()
     if args.quick:
         args.items, args.users, args.encoders = 100, 60, "tiny"
         args.rounds, args.duration, args.rate = min(args.rounds, 4), min(args.duration, 2.0), min(args.rate, 50.0)
+        args.workers = args.workers or 1
+    gunicorn_args = ("-w", str(args.workers)) if args.workers else SERVICE_GUNICORN_ARGS
     with tempfile.TemporaryDirectory(prefix="bench_impressions_http_") as tmp:
         data_dir = (args.data_dir or Path(tmp) / "data").resolve()
         if args.data_dir and (data_dir / "config.yaml").is_file():
@@ -152,12 +159,13 @@ def main() -> None:
         _items, users = sample_ids(config)
         note_before = machine_note()
         got = measure(config, users, rounds=args.rounds, rate=args.rate, duration_s=args.duration,
-                      connections=args.connections, log_dir=Path(tmp), loop=args.loop, concurrency=args.concurrency)
+                      connections=args.connections, log_dir=Path(tmp), loop=args.loop, concurrency=args.concurrency,
+                      gunicorn_args=gunicorn_args)
     s = summarise(got["runs"])
     how = (f"at {args.rate:g} req/s (open loop)" if args.loop == "open"
            else f"closed loop, {args.concurrency} connection(s)")
     print(f"\n### Feed latency over HTTP, impression logging off vs on ({counts['items']:,} items, "
-          f"{counts['users']:,} users; gunicorn {' '.join(SERVICE_GUNICORN_ARGS)}; {args.rounds} alternating rounds "
+          f"{counts['users']:,} users; gunicorn {' '.join(gunicorn_args)}; {args.rounds} alternating rounds "
           f"of {args.duration:g} s {how} per side)\n")
     print("| metric | logging off | logging on | ratio | target | met? |")
     print("|---|---|---|---|---|---|")
