@@ -136,6 +136,10 @@ class ServiceConfig(_Section):
     """Bytes of similar-items answers kept per serving process (LRU bounded by the estimated size of keys
     and answers; 0 = no cache). Item pages ask the same questions over and over; the cache is dropped
     whenever the model, index or catalogue changes. Distinct questions cannot grow a worker beyond it."""
+    experiment_models: int = Field(2, ge=0, le=8)
+    """Feed model versions other than the active one that a serving process keeps loaded for experiment
+    variants that name one (``model_version``); least recently used first out. A variant whose version does
+    not fit is loaded again when next asked for (slow, never wrong)."""
     similar_table_k: int = Field(50, ge=0)
     """Neighbours precomputed per item with the similar-items index and saved beside it (0 = none). A widget
     call whose answer lies within them (``k`` up to this, filters keeping enough) reads a table row instead

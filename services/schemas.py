@@ -109,7 +109,9 @@ class SearchResponse(BaseModel):
     items: list[ScoredItem]
     model_version: str | None = None
     index_version: str | None = None
-    mode: str
+    mode: str = Field(description="the retrieval mode; an interleaved search experiment's answer names both, 'a+b'")
+    experiment: str | None = Field(None, description="the active search experiment that served this answer")
+    variant: str | None = Field(None, description="its variant ('interleaved' for team-draft interleaving)")
     facets: dict[str, dict[str, int]] = {}
     corrected: str | None = Field(None, description="the query after spelling correction, when a word was corrected")
     understood: list[Understood] = Field([], description="attribute values recognised in the query (boosted)")

@@ -1,8 +1,9 @@
-"""Experiments: assignment, team-draft interleaving and the report's statistics (pure functions)."""
+"""Experiments: assignment, team-draft interleaving, the report's statistics, the settings' checks."""
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from scipy.stats import binomtest
@@ -87,3 +88,34 @@ def test_experiment_definitions_are_checked() -> None:
             {"name": "a"}, {"name": "b"}, {"name": "c"}]})
     with pytest.raises(ValueError, match="unique"):
         ExperimentConfig.model_validate({"name": "x", "variants": [{"name": "a"}, {"name": "a"}]})
+
+
+def test_variant_settings_that_would_be_ignored_are_refused() -> None:
+    from recsys.experiments.settings import VariantConfig
+
+    assert VariantConfig(name="w", weights={"warm_pop": 0.5, "cold_cf": 2}).weights == {"warm_pop": 0.5, "cold_cf": 2}
+    with pytest.raises(ValueError, match=r"\['warm_popularity'\] are not blend weights; allowed: warm_cf"):
+        VariantConfig(name="w", weights={"warm_popularity": 0.5})
+    for bad in (-0.1, 10.5, float("nan")):
+        with pytest.raises(ValueError, match="weights.cold_pop must be in"):
+            VariantConfig(name="w", weights={"cold_pop": bad})
+    with pytest.raises(ValueError, match="cannot all be 0"):
+        VariantConfig(name="w", weights={"warm_cf": 0, "warm_content": 0, "warm_pop": 0})
+    for extra in ({"model_version": "v1"}, {"weights": {"warm_cf": 1}}, {"reranker": True}, {"diversity": 0.3}):
+        with pytest.raises(ValueError, match="ranker=popularity takes none of"):
+            VariantConfig(name="p", ranker="popularity", **extra)
+    with pytest.raises(ValueError, match="diversity is not applied to the learned reranker"):
+        VariantConfig(name="r", reranker=True, diversity=0.2)
+
+
+def test_configured_experiment_with_an_unknown_model_version_stops_the_start(engine: Any) -> None:
+    from recsys.errors import ConfigError
+    from recsys.store.db import upgrade
+    from services.api.served import check_configured_models
+
+    upgrade(engine)
+    exp = ExperimentConfig.model_validate({"name": "cfg", "variants": [{"name": "a", "model_version": "v-missing"},
+                                                                        {"name": "b"}]})
+    with pytest.raises(ConfigError, match="variant 'a': model_version 'v-missing' is not a registered feed model"):
+        check_configured_models(engine, [exp])
+    check_configured_models(engine, [_exp()])  # no model_version: nothing to check

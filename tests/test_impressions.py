@@ -148,6 +148,119 @@ def test_experiments_split_interleave_and_report(served: tuple[Any, Any, Config,
     assert plain.get("experiment") is None
 
 
+def test_variants_serve_their_model_version_and_blend_weights(served: tuple[Any, Any, Config, Any]) -> None:
+    """A variant names a registered, inactive model version: its lists come from that model and are logged
+    with its version; another overrides the blend weights; an unknown version is refused at create time."""
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+    from recsys.recommend.model import train_feed
+    from recsys.serving.variant_models import with_weights
+
+    client, logger, config, engine = served
+    rt = client.application.extensions["recsys"]
+    active = rt.versions()["model"]
+    alt = "alt-" + active
+    train_feed(engine, config, version=alt, activate=False, content=False)  # another model: CF only
+    assert rt.versions()["model"] == active
+    res = CliRunner().invoke(cli, ["--config", str(Path(config.data_dir) / "config.yaml"), "experiments", "create",
+                                   "mv0", "--variant", "name=a,model_version=nope", "--variant", "name=b"])
+    msg = res.output + str(res.exception)
+    assert res.exit_code != 0 and "variant 'a': model_version 'nope' is not a registered feed model" in msg
+    assert alt in msg  # the registered versions are listed
+    _cli(config, "experiments", "create", "mv1", "--variant", f"name=alt,model_version={alt}",
+         "--variant", "name=act", "--variant", "name=pop-blend,weight.warm_cf=0,weight.warm_content=0,"
+         "weight.warm_pop=1,weight.cold_cf=0,weight.cold_content=0,weight.cold_pop=1")
+    users = [f"U{i:04d}" for i in range(4, 40)]
+    got = {u: client.get(f"/v1/users/{u}/recommendations?k=5").json for u in users}
+    by_variant: dict[str, list[str]] = {}
+    for u, g in got.items():
+        by_variant.setdefault(g["variant"], []).append(u)
+    assert set(by_variant) == {"alt", "act", "pop-blend"}, by_variant
+    assert all(got[u]["model_version"] == alt for u in by_variant["alt"])
+    assert all(got[u]["model_version"] == active for u in (*by_variant["act"], *by_variant["pop-blend"]))
+    rankers = client.application.extensions["recsys.variant_rankers"]
+    assert rankers.loaded_versions() == [alt]
+    st = rt._st()
+    alt_ranker = rankers._model_ranker(st, alt)
+    for u in by_variant["alt"]:  # the alternative model's own feed, not the active one's
+        assert [i["id"] for i in got[u]["items"]] == [i.id for i in rt.recommend(u, k=5, ranker=alt_ranker).items]
+    pop_only = with_weights(st.feed, {"warm_cf": 0, "warm_content": 0, "cold_cf": 0, "cold_content": 0})
+    assert pop_only.model.params.warm_pop == st.feed.model.params.warm_pop  # others keep the model's values
+    differs = 0
+    for u in by_variant["pop-blend"]:
+        items = [i["id"] for i in got[u]["items"]]
+        plain = [i.id for i in rt.recommend(u, k=5).items]
+        differs += items != plain
+        warm = [r for r in (st.row[i] for i in items) if st.feed.components.warm[r]]
+        pops = st.feed.components.pop[warm]
+        assert all(a >= b - 1e-6 for a, b in zip(pops, pops[1:])), (u, pops)  # popularity order
+    assert differs > 0
+    assert logger.flush(10)
+    ids = {g["request_id"]: g["model_version"] for g in got.values()}
+    with engine.connect() as conn:
+        logged = dict(conn.execute(select(Impression.request_id, Impression.model_version)
+                                   .where(Impression.request_id.in_(list(ids)))).all())
+    assert logged == ids
+    _cli(config, "experiments", "stop", "mv1")
+
+
+def _cli_error(config: Config, *args: str) -> str:
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+
+    res = CliRunner().invoke(cli, ["--config", str(Path(config.data_dir) / "config.yaml"), *args])
+    assert res.exit_code != 0, res.output
+    return res.output + str(res.exception)
+
+
+def test_search_experiments_split_by_user_and_interleave(served: tuple[Any, Any, Config, Any]) -> None:
+    from recsys.experiments.assign import assign
+    from recsys.experiments.store import find_experiment
+
+    client, logger, config, engine = served
+    assert "surface 'similar' cannot be split yet" in _cli_error(
+        config, "experiments", "create", "sim1", "--surface", "similar", "--variant", "name=a", "--variant", "name=b")
+    assert "apply to surface 'feed'" in _cli_error(
+        config, "experiments", "create", "se0", "--surface", "search", "--variant", "name=a,ranker=popularity",
+        "--variant", "name=b")
+    assert "search_mode applies to surface 'search'" in _cli_error(
+        config, "experiments", "create", "fe0", "--variant", "name=a,search_mode=lexical", "--variant", "name=b")
+    _cli(config, "experiments", "create", "se1", "--surface", "search", "--variant", "name=lex,search_mode=lexical",
+         "--variant", "name=sem,search_mode=semantic")
+    exp = find_experiment(engine, config.experiments, "se1")
+    users = [f"U{i:04d}" for i in range(40, 60)]
+    got = {u: client.post("/v1/search", json={"text": "mug", "user_id": u, "k": 4}).json for u in users}
+    want = {v.name: v.search_mode for v in exp.variants}
+    assert all(g["experiment"] == "se1" and g["variant"] == assign(exp, u).name for u, g in got.items())
+    assert {g["variant"] for g in got.values()} == {"lex", "sem"}
+    assert all(g["mode"] == want[g["variant"]] for g in got.values())
+    pinned = client.post("/v1/search", json={"text": "mug", "user_id": users[0], "k": 4, "mode": "hybrid"}).json
+    anonymous = client.post("/v1/search", json={"text": "mug", "k": 4}).json
+    assert pinned.get("experiment") is None and pinned["mode"] == "hybrid" and anonymous.get("experiment") is None
+    _cli(config, "experiments", "stop", "se1")
+    _cli(config, "experiments", "create", "se2", "--surface", "search", "--mode", "interleave",
+         "--variant", "name=lex,search_mode=lexical", "--variant", "name=sem,search_mode=semantic")
+    il = client.post("/v1/search", json={"text": "mug", "k": 6}).json  # interleaving needs no user
+    assert il["experiment"] == "se2" and il["variant"] == "interleaved" and il["mode"] == "lexical+semantic"
+    lex = [i["id"] for i in client.post("/v1/search", json={"text": "mug", "k": 6, "mode": "lexical"}).json["items"]]
+    sem = [i["id"] for i in client.post("/v1/search", json={"text": "mug", "k": 6, "mode": "semantic"}).json["items"]]
+    assert logger.flush(10)
+    with engine.connect() as conn:
+        head = conn.execute(select(Impression.variant, Impression.experiment, Impression.surface)
+                            .where(Impression.request_id == il["request_id"])).one()
+        rows = conn.execute(select(ImpressionItem.item_id, ImpressionItem.team)
+                            .where(ImpressionItem.request_id == il["request_id"]).order_by(ImpressionItem.position)).all()
+        ab = dict(conn.execute(select(Impression.request_id, Impression.variant)
+                               .where(Impression.request_id.in_([g["request_id"] for g in got.values()]))).all())
+    assert tuple(head) == ("interleaved", "se2", "search")
+    assert [r.item_id for r in rows] == [i["id"] for i in il["items"]]
+    assert all(r.item_id in (lex if r.team == "lex" else sem) for r in rows) and {r.team for r in rows} <= {"lex", "sem"}
+    assert ab == {g["request_id"]: g["variant"] for g in got.values()}
+    _cli(config, "experiments", "stop", "se2")
+
+
 def test_a_full_queue_drops_and_counts(engine: Any, tmp_path: Path) -> None:
     upgrade(engine)
     logger = ImpressionLog(engine, ImpressionsConfig(queue_size=5, flush_interval_s=0.05), tmp_path / "spool",
@@ -167,6 +280,35 @@ def test_a_full_queue_drops_and_counts(engine: Any, tmp_path: Path) -> None:
     logger.close()
     assert _count(engine) == sum(accepted) and logger.stats()["dropped"] + _count(engine) == 20
     assert not list((tmp_path / "spool").glob("*.spool"))  # a clean close leaves no spool
+
+
+def test_the_queue_is_bounded_in_bytes(engine: Any, tmp_path: Path) -> None:
+    """Long lists fill the queue's byte bound long before its count: the overflow is dropped and counted,
+    a short list still fits, and everything accepted is written."""
+    upgrade(engine)
+    big = imp.record_bytes(_record(0, items=500))
+    assert big > 500 * 57  # ids, their str objects and tuple slots
+    cfg = ImpressionsConfig(queue_size=10_000, queue_bytes=3 * big + 2_000, flush_interval_s=0.05, spool=False)
+    logger = ImpressionLog(engine, cfg, None, register_atexit=False)
+    gate = threading.Lock()
+    gate.acquire()
+    real = imp.write_impressions
+    imp.write_impressions = lambda e, recs: (gate.acquire(), real(e, recs), gate.release())  # type: ignore[assignment]
+    try:
+        accepted = [logger.log(_record(n, items=500)) for n in range(10)]
+        # the blocked writer holds one batch (no longer in the queue); 3 more fit in the bytes bound
+        assert 3 <= sum(accepted) < 10 and logger.stats()["dropped"] == 10 - sum(accepted)
+        assert logger.stats()["queued_bytes"] <= cfg.queue_bytes
+        assert logger.log(_record(100, items=2))  # a short list fits beside them
+    finally:
+        gate.release()
+        imp.write_impressions = real  # type: ignore[assignment]
+    assert logger.flush(10)
+    logger.close()
+    assert logger.stats()["queued_bytes"] == 0
+    assert _count(engine) == sum(accepted) + 1 and logger.stats()["dropped"] + _count(engine) == 11
+    with pytest.raises(ValueError, match="queue_bytes"):
+        ImpressionsConfig(queue_bytes=10)
 
 
 def test_a_database_outage_drops_the_batch_and_counts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -66,7 +66,8 @@ class Page(HTMLParser):
 
 
 PAGES = ["/ui/search", "/ui/search?q=red+star+mug", "/ui/items/D0002", f"/ui/items/{HOSTILE_ID}", "/ui/users",
-         "/ui/users/U0001", "/ui/users/U0001/feed", "/ui/users/U0001/history", "/ui/users/nobody-yet", "/ui/overview"]
+         "/ui/users/U0001", "/ui/users/U0001/feed", "/ui/users/U0001/history", "/ui/users/nobody-yet", "/ui/overview",
+         "/ui/experiments"]
 
 
 @pytest.mark.parametrize("url", PAGES)
@@ -197,6 +198,62 @@ def test_overview_counts_failures_versions_and_plot(shop: dict[str, Any]) -> Non
     plot = client.get("/ui/evaluation.png")
     assert plot.status_code == 200 and plot.mimetype == "image/png"
     (folder / "temporal.png").unlink()
+
+
+def test_experiment_report_page(shop: dict[str, Any]) -> None:
+    """The page shows what ``recsys experiments report`` computes: per variant lists, clicks, CTR with its
+    interval, and interleaving wins with the binomial p."""
+    from recsys.experiments.report import experiment_report
+    from recsys.experiments.settings import ExperimentConfig
+    from recsys.experiments.store import find_experiment, save_experiment
+    from services.ui import experiments as pages
+
+    client, config, engine = shop["client"], shop["config"], shop["engine"]
+    app = client.application
+    app.extensions["recsys.experiments"].refresh_s = 0.0
+    exps = {"ui-ab": "ab", "ui-il": "interleave"}
+    for name, mode in exps.items():
+        exp = ExperimentConfig.model_validate({"name": name, "mode": mode, "variants": [
+            {"name": "hyb"}, {"name": "pop", "ranker": "popularity"}]})
+        save_experiment(engine, exp, config.experiments)
+        events = []
+        for u in range(1, 21):
+            got = client.get(f"/v1/users/U{u:04d}/recommendations?k=4").json
+            assert got["experiment"] == name
+            if u % 3:  # 14 of the 20 users click the first item
+                events.append({"user_id": f"U{u:04d}", "item_id": got["items"][0]["id"], "event_type": "click",
+                               "request_id": got["request_id"], "position": 0})
+        assert client.post("/v1/events", json={"events": events}, headers={"X-API-Key": KEY}).status_code == 200
+        save_experiment(engine, exp.model_copy(update={"active": False}), config.experiments, replace=True)
+    assert app.extensions["recsys.impressions"].flush(10)
+    app.extensions.pop("recsys.ui.aggregates", None)
+    listing = client.get("/ui/experiments").get_data(as_text=True)
+    assert 'href="/ui/experiments/ui-ab"' in listing and 'href="/ui/experiments/ui-il"' in listing
+    for name in exps:
+        res = client.get(f"/ui/experiments/{name}")
+        assert res.status_code == 200 and "unsafe" not in res.headers["Content-Security-Policy"]
+        html = res.get_data(as_text=True)
+        assert Page(html).inline == []
+        rep = experiment_report(engine, find_experiment(engine, config.experiments, name))
+        if name == "ui-ab":
+            assert sum(s.lists for s in rep.variants) == 20 and sum(s.clicks for s in rep.variants) == 14
+        for s in rep.variants:
+            row = re.search(rf'<tr data-variant="{s.name}">(.*?)</tr>', html, re.S)
+            assert row is not None, html
+            cells = re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row.group(1), re.S)
+            assert cells[:6] == [s.name, str(s.lists), str(s.clicks), str(s.clicked_lists), pages.number(s.ctr),
+                                 pages.interval(s.ctr_ci)]
+        if name == "ui-il":
+            il = rep.interleaving
+            assert il is not None and il.lists == 20
+            assert f'<td class="p">{pages.number(il.p_value)}</td>' in html
+            assert f"<td>{pages.interval(il.share_ci)}</td>" in html
+        else:
+            assert f"p = {pages.number(rep.p_value)}" in html
+        plot = client.get(f"/ui/experiments/{name}/report.png")
+        assert plot.status_code == 200 and plot.mimetype == "image/png" and plot.data[:4] == b"\x89PNG"
+    missing = client.get("/ui/experiments/%3Cscript%3Ex")
+    assert missing.status_code == 404 and b"<script>x" not in missing.data and b"unknown experiment" in missing.data
 
 
 # ------------------------------------------------------------------------------------------------ media

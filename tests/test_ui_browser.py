@@ -40,10 +40,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     engine = make_engine(config.database_url)
     rt = Runtime(config, engine)
     rt.reload()
-    srv = make_server("127.0.0.1", 0, create_app(config, rt), threaded=True)
+    app = create_app(config, rt)
+    srv = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
-    yield {"url": f"http://127.0.0.1:{srv.server_port}", "config": config, "engine": engine,
+    yield {"url": f"http://127.0.0.1:{srv.server_port}", "config": config, "engine": engine, "app": app,
            "images": config.data_dir / "demo" / "images"}
     srv.shutdown()
     thread.join(10)
@@ -195,6 +196,46 @@ def test_overview_shows_counts_versions_and_failures(page: Any, artifacts: Path)
     cards = page.locator(".card h3").all_inner_texts()
     assert any(c.startswith("feed") for c in cards) and any(c.startswith("align") for c in cards)
     page.screenshot(path=str(artifacts / "overview.png"), full_page=True)
+
+
+def test_experiment_report_page(page: Any, server: dict[str, Any], artifacts: Path) -> None:
+    """An interleaving experiment served over HTTP, clicks posted with the request ids: the page lists it and
+    its report shows the lists, the wins and the plot."""
+    import requests
+
+    from recsys.experiments.report import experiment_report
+    from recsys.experiments.settings import ExperimentConfig
+    from recsys.experiments.store import save_experiment
+
+    engine, config, app = server["engine"], server["config"], server["app"]
+    exp = ExperimentConfig.model_validate({"name": "browser-il", "mode": "interleave", "variants": [
+        {"name": "hybrid"}, {"name": "popular", "ranker": "popularity"}]})
+    save_experiment(engine, exp, config.experiments)
+    app.extensions["recsys.experiments"].refresh_s = 0.0
+    clicks = []
+    for u in range(1, 13):
+        got = requests.get(f"{server['url']}/v1/users/U{u:04d}/recommendations?k=6", timeout=30).json()
+        assert got["variant"] == "interleaved"
+        clicks.append({"user_id": f"U{u:04d}", "item_id": got["items"][u % 3]["id"], "event_type": "click",
+                       "request_id": got["request_id"], "position": u % 3})
+    assert requests.post(f"{server['url']}/v1/events", json={"events": clicks}, headers={"X-API-Key": KEY},
+                         timeout=30).status_code == 200
+    save_experiment(engine, exp.model_copy(update={"active": False}), config.experiments, replace=True)
+    assert app.extensions["recsys.impressions"].flush(10)
+    app.extensions.pop("recsys.ui.aggregates", None)
+    rep = experiment_report(engine, exp)
+    page.goto("/ui/search")
+    page.get_by_role("link", name="Experiments").click()
+    page.get_by_role("link", name="browser-il").click()
+    page.wait_for_selector("#interleaving")
+    cells = page.locator("#interleaving tbody td").all_inner_texts()
+    assert rep.interleaving is not None and cells[0] == "12" == str(rep.interleaving.lists)
+    assert cells[1:4] == [str(rep.interleaving.wins.get("hybrid", 0)), str(rep.interleaving.wins.get("popular", 0)),
+                          str(rep.interleaving.ties)]
+    assert page.locator("#report tbody tr").count() == 2
+    plot = page.locator("figure img.plot")
+    page.wait_for_function("el => el.complete && el.naturalWidth > 300", arg=plot.element_handle())
+    page.screenshot(path=str(artifacts / "experiment-report.png"), full_page=True)
 
 
 @pytest.mark.parametrize("path", ["/ui/search?q=star", "/ui/items/D0002", "/ui/users/U0001", "/ui/overview"])

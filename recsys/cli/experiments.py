@@ -19,13 +19,18 @@ def _engine(ctx: click.Context) -> Any:
 
 
 def _variant(text: str) -> dict[str, Any]:
-    """``name=hybrid,ranker=hybrid,share=0.5,reranker=true,diversity=0.2`` -> a dict."""
+    """``name=hybrid,ranker=hybrid,share=0.5,reranker=true,diversity=0.2,model_version=v3,weight.warm_pop=0.2``
+    -> a dict (``weight.NAME`` keys go to ``weights``)."""
     out: dict[str, Any] = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise click.BadParameter(f"expected key=value pairs separated by commas, got {part!r}", param_hint="--variant")
-        out[key.strip()] = value.strip()
+        if key.startswith("weight."):
+            out.setdefault("weights", {})[key.removeprefix("weight.")] = value.strip()
+        else:
+            out[key] = value.strip()
     return out
 
 
@@ -39,7 +44,8 @@ def experiments() -> None:
 @click.option("--surface", default="feed", show_default=True, help="served list the experiment splits")
 @click.option("--mode", type=click.Choice(["ab", "interleave"]), default="ab", show_default=True)
 @click.option("--variant", "variants", multiple=True, required=True,
-              help="name=...,ranker=hybrid|popularity[,share=0.5][,reranker=true][,diversity=0.2] (repeat)")
+              help="name=...,ranker=hybrid|popularity[,share=0.5][,reranker=true][,diversity=0.2]"
+                   "[,model_version=V][,weight.warm_pop=0.3] (repeat)")
 @click.option("--salt", default="", help="assignment salt (default: the name)")
 @click.option("--inactive", is_flag=True, help="store it without serving it yet")
 @click.option("--replace", is_flag=True, help="overwrite a stored experiment of the same name")

@@ -37,11 +37,38 @@ def find_experiment(engine: Engine, configured: Sequence[ExperimentConfig], name
     raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(known) or 'none'}")
 
 
+def check_model_versions(engine: Engine, experiment: ExperimentConfig) -> None:
+    """Every variant's ``model_version`` is a registered feed model whose folder exists.
+
+    Raises:
+        ConfigError: naming the variant, the version and the registered versions.
+    """
+    from pathlib import Path
+
+    from recsys.store.artifacts import list_artifacts
+
+    wanted = [v for v in experiment.variants if v.model_version is not None]
+    if not wanted:
+        return
+    feeds = {a.version: a for a in list_artifacts(engine, "feed")}
+    for v in wanted:
+        art = feeds.get(v.model_version or "")
+        if art is None:
+            known = ", ".join(sorted(feeds)) or "none (run `recsys train`)"
+            raise ConfigError(f"experiment {experiment.name!r}, variant {v.name!r}: model_version "
+                              f"{v.model_version!r} is not a registered feed model; registered: {known}")
+        if not art.path or not Path(art.path).is_dir():
+            raise ConfigError(f"experiment {experiment.name!r}, variant {v.name!r}: feed model "
+                              f"{v.model_version!r} points to a missing folder {art.path!r}")
+
+
 def save_experiment(engine: Engine, experiment: ExperimentConfig, configured: Sequence[ExperimentConfig],
                     *, replace: bool = False) -> None:
-    """Store an experiment (``replace``: overwrite one of the same name). Config names are refused."""
+    """Store an experiment (``replace``: overwrite one of the same name). Config names are refused, and so
+    are model versions that are not registered (:func:`check_model_versions`)."""
     if any(e.name == experiment.name for e in configured):
         raise ConfigError(f"experiment {experiment.name!r} is defined in the config; edit it there")
+    check_model_versions(engine, experiment)
     with engine.begin() as conn:
         row = conn.execute(select(Experiment.name).where(Experiment.name == experiment.name)).scalar_one_or_none()
         if row is not None and not replace:

@@ -86,13 +86,14 @@ def user_signals(engine: Engine, config: Config, st: ServingState, user_id: str,
 
 
 def history_of(engine: Engine, config: Config, st: ServingState, user_id: str,
-               events: Events | None = None) -> History | None:
+               events: Events | None = None, ranker: Any = None) -> History | None:
     """The user's :class:`~recsys.cf.history.History` row as the feed model sees it (``None`` without one;
-    ``events``: already read, else read now)."""
-    if st.feed is None:
+    ``events``: already read, else read now; ``ranker``: the feed ranker, default the snapshot's)."""
+    fr = ranker if ranker is not None else st.feed
+    if fr is None:
         return None
     rows, ts, w = events if events is not None else user_events(engine, config, st, user_id)
-    return user_history([rows], [ts], [w / np.float32(st.feed.model.weight_scale)], st.feed.tie_rank, len(st.ids))
+    return user_history([rows], [ts], [w / np.float32(fr.model.weight_scale)], fr.tie_rank, len(st.ids))
 
 
 def neighbours(st: ServingState) -> Any:
@@ -108,8 +109,9 @@ def neighbours(st: ServingState) -> Any:
 def recommend(st: ServingState, engine: Engine, config: Config, secret: bytes, weights: FeedWeights, user_id: str, *,
               k: int, exclude_seen: bool = True, category: str | None = None, exclude: Sequence[str] = (),
               diversity: float = 0.0, max_per_category: int | None = None, cursor: str | None = None,
-              outages: OutageLog | None = None) -> Feed:
-    """One page of the user's home feed (``secret`` signs the paging cursor; ``weights``: the fallback's).
+              outages: OutageLog | None = None, ranker: Any = None) -> Feed:
+    """One page of the user's home feed (``secret`` signs the paging cursor; ``weights``: the fallback's;
+    ``ranker``: a feed ranker other than the snapshot's, e.g. an experiment variant's).
     While the database is unreachable the page is computed without the user's events, ``degraded``."""
     served = decode_cursor(cursor, user_id, secret) if cursor else []
     allowed = allowed_mask(st, category, exclude, True)
@@ -117,29 +119,30 @@ def recommend(st: ServingState, engine: Engine, config: Config, secret: bytes, w
         s_rows = np.asarray(served, dtype=np.int64)
         allowed[s_rows[(s_rows >= 0) & (s_rows < len(allowed))]] = False
     events, degraded = events_or_none(engine, config, st, user_id, outages)
-    if st.feed is None:
+    fr = ranker if ranker is not None else st.feed
+    if fr is None:
         signals, seen = user_signals(engine, config, st, user_id, events)
         page = fallback_feed(st, signals, seen, weights, secret, user_id, k, allowed, exclude_seen, diversity,
                              max_per_category, served)
         return replace(page, degraded=degraded)
-    history = history_of(engine, config, st, user_id, events)
+    history = history_of(engine, config, st, user_id, events, fr)
     assert history is not None
     cold = history.items.shape[0] == 0
     pooled = diversity > 0 or bool(max_per_category)
-    ranking = st.feed.rank(history, k, allowed, exclude_seen=exclude_seen, pool=FEED_POOL if pooled else None,
+    ranking = fr.rank(history, k, allowed, exclude_seen=exclude_seen, pool=FEED_POOL if pooled else None,
                            neighbours=neighbours(st))
     valid = ranking.rows[0] >= 0
     rows = ranking.rows[0][valid]
     scores = ranking.scores[0][valid]
     pick = reshape(rows, scores, k, vectors=st.content, categories=st.categories, diversity=diversity,
                    max_per_category=max_per_category)
-    p = st.feed.model.params
+    p = fr.model.params
     history_items = history.items
     items = []
     for j in pick:
         r = int(rows[j])
         reasons = [{"type": "popular"}] if cold else feed_reasons(
-            r, bool(st.feed.components.warm[r]), float(ranking.cf[0][valid][j]), float(ranking.content[0][valid][j]),
+            r, bool(fr.components.warm[r]), float(ranking.cf[0][valid][j]), float(ranking.content[0][valid][j]),
             float(ranking.pop[0][valid][j]), p, history_items, st.content, st.ids)
         items.append(ranked_item(st, r, float(scores[j]), reasons))
     exclude_n = len(history_items) if exclude_seen else 0

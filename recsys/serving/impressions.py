@@ -4,7 +4,8 @@
 appends it to a per-process **spool file** (one ``write`` call: the bytes are in the kernel's page cache
 before the answer leaves, so they outlive a killed process) and to a **bounded in-process queue**. A
 background thread takes up to ``batch_size`` lists from the queue and writes them in one transaction
-(``impressions`` + ``impression_items``). When the queue is full the list is dropped and counted; a batch
+(``impressions`` + ``impression_items``). The queue is bounded by count (``queue_size``) and by the lists'
+estimated memory (``queue_bytes``, :func:`record_bytes`); a list that does not fit is dropped and counted; a batch
 the database refuses after a few retries is dropped and counted too. So every list of an answered request
 is either in SQL, still queued (written soon, or at a clean exit: :meth:`~ImpressionLog.close`, run by
 ``atexit`` and gunicorn's ``worker_exit`` hook), or counted in ``dropped``.
@@ -67,6 +68,20 @@ class ImpressionRecord:
     def from_json(cls, data: dict[str, Any]) -> ImpressionRecord:
         teams = data.get("teams")
         return cls(**{**data, "items": tuple(data["items"]), "teams": tuple(teams) if teams is not None else None})
+
+
+ITEM_BYTES = 57
+"""Heap bytes per item id beyond its characters: a compact ASCII ``str`` (49) plus its tuple slot (8)."""
+RECORD_BYTES = 600
+"""Heap bytes of one record beyond its item ids: the dataclass, its strings and its queue slot."""
+
+
+def record_bytes(record: ImpressionRecord) -> int:
+    """Estimated Python heap bytes a queued list holds (item ids, their tuple, team slots, the record).
+
+    Arithmetic on lengths, not ``sys.getsizeof`` per object: it runs on the request's path."""
+    n = len(record.items)
+    return RECORD_BYTES + ITEM_BYTES * n + sum(map(len, record.items)) + (8 * n if record.teams else 0)
 
 
 def _rows(records: Sequence[ImpressionRecord]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -181,7 +196,8 @@ class ImpressionLog:
                  *, register_atexit: bool = True) -> None:
         self.engine = engine
         self.config = config
-        self._queue: queue.Queue[ImpressionRecord | None] = queue.Queue(maxsize=config.queue_size)
+        self._queue: queue.Queue[tuple[ImpressionRecord, int] | None] = queue.Queue(maxsize=config.queue_size)
+        self._queued_bytes = 0  # record_bytes of the lists in the queue (under the lock)
         self._lock = threading.Lock()  # spool appends, truncation and the counters
         self.logged = 0
         self.written = 0
@@ -205,23 +221,29 @@ class ImpressionLog:
 
     # ------------------------------------------------------------------ the request's side
     def log(self, record: ImpressionRecord) -> bool:
-        """Queue one list (never blocks on the database). False: dropped (queue full or closed) and counted."""
+        """Queue one list (never blocks on the database). False: dropped (queue full by count or bytes, or
+        closed) and counted."""
+        size = record_bytes(record)
         line = orjson.dumps(asdict(record)) + b"\n" if self._spool_fd is not None else b""
         with self._lock:
-            if self._closed or self._queue.full():  # only log() puts, under this lock: the check holds
+            # only log() puts, under this lock: the checks hold until the put
+            if self._closed or self._queue.full() or self._queued_bytes + size > self.config.queue_bytes:
                 self.dropped += 1
                 return False
             if self._spool_fd is not None:
                 os.write(self._spool_fd, line)
-            self._queue.put_nowait(record)
+            self._queue.put_nowait((record, size))
+            self._queued_bytes += size
             self.logged += 1
         return True
 
     def stats(self) -> dict[str, int]:
-        """``logged`` (accepted), ``written``, ``dropped``, ``queued`` (accepted, not yet written), ``recovered``."""
+        """``logged`` (accepted), ``written``, ``dropped``, ``queued`` (accepted, not yet written),
+        ``queued_bytes`` (estimated memory of the lists still in the queue), ``recovered``."""
         with self._lock:
             return {"logged": self.logged, "written": self.written, "dropped": self.dropped,
-                    "queued": self.logged - self.written - self._failed, "recovered": self.recovered}
+                    "queued": self.logged - self.written - self._failed, "queued_bytes": self._queued_bytes,
+                    "recovered": self.recovered}
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every accepted list is written or dropped. False on timeout."""
@@ -257,22 +279,30 @@ class ImpressionLog:
     def _take(self) -> tuple[list[ImpressionRecord], bool]:
         """Up to ``batch_size`` lists (waiting at most the flush interval for the first); True: stop after."""
         batch: list[ImpressionRecord] = []
+        stop = False
         try:
             first = self._queue.get(timeout=self.config.flush_interval_s)
         except queue.Empty:
             return batch, False
-        if first is None:
-            return batch, True
-        batch.append(first)
-        while len(batch) < self.config.batch_size:
+        taken = [first]
+        while first is not None and len(taken) < self.config.batch_size:
             try:
                 nxt = self._queue.get_nowait()
             except queue.Empty:
                 break
+            taken.append(nxt)
             if nxt is None:
-                return batch, True
-            batch.append(nxt)
-        return batch, False
+                break
+        freed = 0
+        for entry in taken:
+            if entry is None:
+                stop = True
+            else:
+                batch.append(entry[0])
+                freed += entry[1]
+        with self._lock:  # the batch's memory is the writer's now (bounded by batch_size)
+            self._queued_bytes -= freed
+        return batch, stop
 
     def _write(self, batch: list[ImpressionRecord]) -> None:
         for attempt, pause in enumerate((*RETRIES, None)):

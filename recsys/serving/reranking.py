@@ -75,19 +75,19 @@ def item_side(st: Any) -> ItemSide:
 
 
 def reranked_items(rt: Any, user_id: str, k: int, *, slot: RerankerSlot | None, exclude_seen: bool = True,
-                   category: str | None = None, exclude: Sequence[str] = (), diversity: float = 0.0) -> list[Any]:
-    """The hybrid's best ``POOL`` allowed items for the user, reordered by the active reranker.
-
-    ``diversity`` is accepted for the variant's signature and not applied yet (the reranker's order is served)."""
+                   category: str | None = None, exclude: Sequence[str] = (), ranker: Any = None) -> list[Any]:
+    """The hybrid's best ``POOL`` allowed items for the user, reordered by the active reranker
+    (``ranker``: the hybrid's feed ranker, default the active model's; a variant's model or weights)."""
     model = slot.get() if slot is not None else None
     if model is None:
         raise ArtifactError("this variant needs a learned reranker and none is active; run `recsys train-reranker`")
     st = rt._st()
-    if st.feed is None:
+    fr = ranker if ranker is not None else st.feed
+    if fr is None:
         raise ArtifactError("the reranker reorders the trained feed model's candidates, and none is active")
-    history = rt.user_history(user_id)
+    history = rt.user_history(user_id, ranker=fr)
     allowed = allowed_mask(st, category, exclude, True)
-    rows, X = pool_features(st.feed, history, item_side(st), max(POOL, k), allowed, exclude_seen=exclude_seen,
+    rows, X = pool_features(fr, history, item_side(st), max(POOL, k), allowed, exclude_seen=exclude_seen,
                             neighbours=neighbours(st))
     top, scores = model.rerank(rows[0], X[0], k)
     return [ranked_item(st, int(r), float(s), [{"type": "reranked"}]) for r, s in zip(top, scores, strict=True)]

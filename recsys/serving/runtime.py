@@ -208,16 +208,18 @@ class Runtime:
         return similar.similar_items(self._st(), self.config, self._lock, item_id, k=k, category=category,
                                      exclude=exclude, available_only=available_only)
 
-    def user_history(self, user_id: str) -> Any:
-        """The user's :class:`~recsys.cf.history.History` row as the feed model sees it (``None`` without one)."""
-        return feed.history_of(self.engine, self.config, self._st(), user_id)
+    def user_history(self, user_id: str, ranker: Any = None) -> Any:
+        """The user's :class:`~recsys.cf.history.History` row as the feed model (``ranker``'s, default the
+        active one) sees it (``None`` without one)."""
+        return feed.history_of(self.engine, self.config, self._st(), user_id, ranker=ranker)
 
     def recommend(self, user_id: str, *, k: int, exclude_seen: bool = True, category: str | None = None,
                   exclude: Sequence[str] = (), diversity: float = 0.0, max_per_category: int | None = None,
-                  cursor: str | None = None) -> Feed:
+                  cursor: str | None = None, ranker: Any = None) -> Feed:
+        """``ranker``: a feed ranker other than the active model's (an experiment variant's)."""
         return feed.recommend(self._st(), self.engine, self.config, self._secret, self.weights, user_id, k=k,
                               exclude_seen=exclude_seen, category=category, exclude=exclude, diversity=diversity,
-                              max_per_category=max_per_category, cursor=cursor, outages=self.outages)
+                              max_per_category=max_per_category, cursor=cursor, outages=self.outages, ranker=ranker)
 
     def search(self, *, text: str | None, image: Any, user_id: str | None, k: int, category: str | None = None,
                available_only: bool = True, price_min: float | None = None, price_max: float | None = None,

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from recsys.ingest.values import RowError, to_bool
 from services.api.common import _check_k, config, parse_json, require_key, runtime
 from services.api.serialize import search_json
-from services.api.served import log_served
+from services.api.served import experiment_search, log_served, new_request_id
 from services.errors import ApiError, validation_errors
 from services.schemas import SearchBody
 
@@ -72,11 +72,19 @@ def search():  # type: ignore[no-untyped-def]
         raise ApiError(400, "give a text query ('text'), an image ('image'), or both", "body")
     f = body.filters
     rt = runtime()
-    ranked = rt.search(
-        text=body.text, image=image, user_id=body.user_id, k=body.k, category=f.category,
-        available_only=f.available_only, price_min=f.price_min, price_max=f.price_max, text_weight=body.text_weight,
-        mode=body.mode, attributes=f.attributes, facets=body.facets,
-    )
+    query = {"text": body.text, "image": image, "k": body.k, "category": f.category,
+             "available_only": f.available_only, "price_min": f.price_min, "price_max": f.price_max,
+             "text_weight": body.text_weight, "attributes": f.attributes, "facets": body.facets}
+    request_id = new_request_id()
+    under = experiment_search(rt, body.user_id, request_id, body.mode, query)
+    if under is not None:  # an experiment's answer: logged with its variant (and teams when interleaved)
+        ranked, served = under
+        versions = rt.versions()
+        log_served("search", body.user_id, [it.id for it in served.items], versions, experiment=served.experiment,
+                   variant=served.variant, teams=served.teams, request_id=request_id)
+        return jsonify({"request_id": request_id, "experiment": served.experiment, "variant": served.variant,
+                        **search_json(ranked, versions)})
+    ranked = rt.search(user_id=body.user_id, mode=body.mode, **query)
     versions = rt.versions()
-    request_id = log_served("search", body.user_id, [it.id for it in ranked.items], versions)
+    log_served("search", body.user_id, [it.id for it in ranked.items], versions, request_id=request_id)
     return jsonify({"request_id": request_id, **search_json(ranked, versions)})

@@ -22,7 +22,7 @@ def recommendations(user_id: str):  # type: ignore[no-untyped-def]
     request_id = new_request_id()
     served = experiment_feed(rt, user_id, request_id, q)
     if served is not None:  # an experiment's list: logged with its variant (and teams when interleaved)
-        versions = rt.versions()
+        versions = {**rt.versions(), "model": served.model_version}  # the variant's model, not the active one
         log_served("feed", user_id, [it.id for it in served.items], versions, experiment=served.experiment,
                    variant=served.variant, teams=served.teams, request_id=request_id)
         return jsonify({"request_id": request_id, "user_id": user_id, "cold_start": served.cold_start,

@@ -13,6 +13,7 @@ from flask import Flask
 
 
 def register_ui(app: Flask) -> None:
+    from services.ui import experiments as _experiment_pages  # noqa: F401 - adds its routes to the ui blueprint
     from services.ui.media import bp as media_bp
     from services.ui.views import bp as ui_bp
 

@@ -1,0 +1,76 @@
+"""The playground's experiment pages: every experiment, and one experiment's report.
+
+The report is what ``recsys experiments report NAME`` prints (:func:`recsys.experiments.report.experiment_report`):
+per variant lists, clicks, CTR and conversions with their intervals, the A/B p-values, and for
+interleaving the wins per variant with the binomial test; the PNG is ``--plot``'s. Reports read whole
+experiments from SQL, so each is computed at most once per ``AGGREGATE_TTL_S`` per process.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from flask import Response, abort, current_app
+
+from recsys.errors import ConfigError
+from services.api.common import config
+from services.ui.views import AGGREGATE_TTL_S, _aggregate, _engine, _render, bp
+
+
+def _experiments() -> list[Any]:
+    from recsys.experiments.store import all_experiments
+
+    return _aggregate("experiments", lambda: all_experiments(_engine(), config().experiments))
+
+
+def _report(name: str) -> tuple[Any, Any]:
+    """``(experiment, report)``; a 404 for an unknown name."""
+    from recsys.experiments.report import experiment_report
+    from recsys.experiments.store import find_experiment
+
+    try:
+        exp = find_experiment(_engine(), config().experiments, name)
+    except ConfigError as exc:
+        abort(404, str(exc))
+    return exp, _aggregate(f"experiment-report:{name}", lambda: experiment_report(_engine(), exp))
+
+
+def number(value: float, digits: int = 3) -> str:
+    """A statistic as text (``-`` where it is undefined, e.g. a CTR of no lists)."""
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
+
+
+def interval(ci: tuple[float, float]) -> str:
+    return "-" if any(math.isnan(x) for x in ci) else f"{ci[0]:.3f} – {ci[1]:.3f}"
+
+
+@bp.get("/experiments")
+def experiments() -> tuple[str, int]:
+    return _render("experiments.html", experiments=_experiments(), ttl=AGGREGATE_TTL_S)
+
+
+@bp.get("/experiments/<name>")
+def experiment(name: str) -> tuple[str, int]:
+    exp, rep = _report(name)
+    return _render("experiment.html", exp=exp, rep=rep, number=number, interval=interval, ttl=AGGREGATE_TTL_S)
+
+
+@bp.get("/experiments/<name>/report.png")
+def experiment_plot(name: str) -> Response:
+    from recsys.experiments.report import plot_report
+
+    _exp, rep = _report(name)
+
+    def draw() -> bytes:  # pyplot's state is per process: one figure at a time
+        lock = current_app.extensions.setdefault("recsys.ui.plot_lock", threading.Lock())
+        with lock, tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "report.png"
+            plot_report(rep, str(path))
+            return path.read_bytes()
+
+    png = _aggregate(f"experiment-plot:{name}", draw)
+    return Response(png, mimetype="image/png", headers={"Cache-Control": f"max-age={int(AGGREGATE_TTL_S)}"})
