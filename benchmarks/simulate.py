@@ -55,6 +55,7 @@ from recsys.experiments.simulation import (
     interleaving_lists_estimate,
     lists_needed,
     paired_difference,
+    redraw_lists_needed,
     request_seed,
     sequential_p,
     temporal_split,
@@ -213,6 +214,42 @@ def round_two(engine: Any, config: Any, base: str, users: list[str], future: dic
     return out
 
 
+def fetch_sources(engine: Any, base: str, users: list[str], variants: list[dict[str, Any]], seed: int,
+                  deadline: float) -> dict[str, dict[str, list[str]]]:
+    """Each variant's list for every user (one request each, no clicks), served to everybody in turn by a
+    one-variant experiment: what the offline redraws assign and interleave."""
+    out: dict[str, dict[str, list[str]]] = {}
+    tag = int(time.time())
+    for v in variants:
+        exp = experiment(f"sim-src-{v['name']}-{seed}-{tag}", "ab", [{**v, "share": 1.0}, {**v, "name": "unused", "share": 0.0}])
+        activate(engine, exp)
+        served = run_phase(base, exp, users, {}, ClickModel(1.0, 0.0, 0.0), len(users), seed, deadline)
+        out[v["name"]] = {s["user"]: s["items"] for s in served}
+    return out
+
+
+def redraws(result: dict[str, Any], phases: dict[str, ExperimentConfig], sources: dict[str, dict[str, list[str]]],
+            users: list[str], future: dict[str, set[str]], model: ClickModel, args: argparse.Namespace) -> dict[str, Any]:
+    """(a) and (b) as distributions over ``--redraws`` seeded redraws of assignment and clicks (same lists)."""
+    seq = [users[i % len(users)] for i in range(args.requests)]
+    kw = {"repeats": args.redraws, "alpha": args.alpha, "step": args.step, "seed": args.seed}
+    out: dict[str, Any] = {}
+    if "ab" in result:  # do the lists served live match the sources? (the feed is deterministic per user)
+        same = [s == sources[v][u] for u, v, s in result["ab"].pop("_served", [])]
+        out["ab_live_lists_equal_sources_share"] = sum(same) / max(len(same), 1)
+    t0 = time.monotonic()
+    out["ab"] = redraw_lists_needed(phases["ab"], sources, seq, future, model, **kw)
+    for credit in ("exclusive", "team"):
+        out[f"il_{credit}"] = redraw_lists_needed(phases["il"], sources, seq, future, model, credit=credit, **kw)
+    hyb = sources["hybrid"]
+    ail = experiment("sim-ail", "interleave", [{"name": "A", "ranker": "hybrid"}, {"name": "B", "ranker": "hybrid"}])
+    for credit in ("exclusive", "team"):
+        out[f"aa_il_{credit}"] = redraw_lists_needed(ail, {"A": hyb, "B": hyb}, seq, future, model, credit=credit, **kw)
+    out["seconds"] = time.monotonic() - t0
+    print(json.dumps(out, indent=1, default=str), flush=True)
+    return out
+
+
 def reanalyse(args: argparse.Namespace) -> None:
     """The statistics of an earlier run, from its lists and clicks in SQL (the report code as it is now)."""
     from recsys.config import load_config
@@ -258,7 +295,9 @@ def main() -> None:
     ap.add_argument("--p-other", type=float, default=0.02)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-seconds", type=float, default=1800.0)
-    ap.add_argument("--phases", default="ab,il,aa,r2")
+    ap.add_argument("--phases", default="ab,il,aa,src,r2",
+                    help="src: fetch every user's list from each ranker and run the offline redraws")
+    ap.add_argument("--redraws", type=int, default=100, help="seeded redraws for the lists-needed distributions")
     ap.add_argument("--r2-requests", type=int, default=800, help="feed requests per arm of round 2")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--reuse", action="store_true", help="reuse a database prepared by an earlier run in --work")
@@ -295,6 +334,12 @@ def main() -> None:
     with gunicorn_server("services.wsgi:app", log_path=args.work / "gunicorn.log", cwd=REPO, env=env,
                          pythonpath=REPO, gunicorn_args=("-w", str(args.workers)), ready_path="/readyz") as srv:
         for name in args.phases.split(","):
+            if name == "src":
+                sources = fetch_sources(engine, srv.base_url, users, [hyb, pop], args.seed, deadline)
+                result["redraws"] = redraws(result, phases, sources, users, future, model, args)
+                if args.json:
+                    args.json.with_suffix(".sources.json").write_text(json.dumps(sources))
+                continue
             if name == "r2":
                 result["r2"] = round_two(engine, config, srv.base_url, users, future, model, args.r2_requests,
                                          args.seed, deadline)
@@ -307,6 +352,8 @@ def main() -> None:
             outs = outcomes_in_order(engine, exp, served)
             log.info("phase %s: %d lists in %.1f s", name, len(served), secs)
             result[name] = {**analyse(exp, outs, args.step, args.alpha), "seconds": secs}
+            if name == "ab":
+                result[name]["_served"] = [(o.user, o.variant, list(o.items)) for o in outs]
             if name == "aa":
                 lists = [(s["user"], tuple(s["items"])) for s in served]
                 result["aa"]["offline_repeats"] = {
