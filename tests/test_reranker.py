@@ -75,3 +75,33 @@ def test_aa_repeats_are_rarely_significant() -> None:
     future = {f"u{u}": set(rng.sample(items, 5)) for u in range(200)}
     out = aa_repeats(lists, future, ClickModel(), repeats=60, alpha=0.05)
     assert out["not_significant_share"] >= 0.85  # about 0.95 expected; 60 repeats leave room for chance
+
+
+def test_depth_and_blend_are_chosen_on_held_out_queries() -> None:
+    from recsys.ranking.learned import SHOWN_POSITION, choose_depth_blend
+
+    rng = np.random.default_rng(1)
+    q, per = 200, 30
+    X = rng.normal(size=(q * per, len(FEATURES))).astype(np.float32)
+    X[:, 1] = np.tile(np.arange(per), q)  # base_rank: rows are in the hybrid's order
+    X[:, 0] = -X[:, 1]  # the hybrid's score
+    X[:, SHOWN_POSITION] = 0.0
+    planted = (X[:, 4] > 1.2).astype(float)  # relevance the reranker can learn, and the hybrid does not see
+    groups = np.full(q, per)
+    booster, _ = fit_lambdarank(X[: 150 * per], planted[: 150 * per], groups[:150], num_rounds=40)
+    held = slice(150 * per, None)
+    depth, blend, table = choose_depth_blend(booster, X[held], planted[held], groups[150:])
+    assert blend > 0 and depth >= per, (depth, blend)
+    assert table[f"{depth}/{blend}"] > table["10/0.0"]
+    # labels that follow the hybrid's own order: the reranker (trained on the planted signal) is not used
+    top3 = (X[:, 1] < 3).astype(float)
+    depth, blend, _ = choose_depth_blend(booster, X[held], top3[held], groups[150:])
+    assert blend == 0.0
+    # serving keeps the hybrid's order below the chosen depth
+    rr = LearnedReranker(booster, "v", {"depth": 5, "blend": 1.0})
+    rows = np.arange(per, dtype=np.int64)
+    top, scores = rr.rerank(rows, X[:per], 12)
+    assert sorted(top[:5].tolist()) == [0, 1, 2, 3, 4] and top[5:].tolist() == list(range(5, 12))
+    assert np.all(np.diff(scores) <= 0)
+    same, _ = LearnedReranker(booster, "v", {"depth": 30, "blend": 0.0}).rerank(rows, X[:per], 10)
+    assert same.tolist() == list(range(10))

@@ -10,7 +10,11 @@ Two sources of labels, both over the hybrid's pool of ``POOL`` candidates per us
   positives; the hybrid is refitted on the rest with the active model's blend settings (so the features
   never saw the positives) and ranks the pool; pool items the user did not touch are the negatives.
 
-Queries are split 80/20 by user for early stopping on NDCG@10; never on a test split.
+Impression labels carry the position the item was shown at (the ``shown_position`` feature, 0 at serving):
+a shown item that was not clicked at position 9 says less than one not clicked at position 0.
+
+Queries are split 80/20 by user for early stopping on NDCG@10 and for choosing the serving depth and blend
+(:func:`fit_and_choose`); never on a test split.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from recsys.ranking.learned import (
     FEATURES,
     KIND,
     POOL,
+    SHOWN_POSITION,
     ItemSide,
     LearnedReranker,
+    choose_depth_blend,
     fit_lambdarank,
     pool_features,
 )
@@ -113,8 +119,10 @@ def split_history(h: History, share: float) -> tuple[History, list[np.ndarray]]:
 
 
 def _rank_data(ranker: Any, history: History, side: ItemSide, labels: list[dict[int, float]], users: np.ndarray,
-               batch: int = 256) -> RankData:
-    """Features of each user's pool; rows with a label in ``labels[u]`` (others: dropped unless 0 is the default)."""
+               batch: int = 256, positions: list[dict[int, int]] | None = None) -> RankData:
+    """Features of each user's pool; rows with a label in ``labels[u]`` (others: dropped unless 0 is the default).
+
+    ``positions[u]``: row -> the position it was shown at when labelled (the ``shown_position`` feature)."""
     Xs, ys, groups = [], [], []
     for start in range(0, len(users), batch):
         sel = users[start : start + batch]
@@ -127,6 +135,9 @@ def _rank_data(ranker: Any, history: History, side: ItemSide, labels: list[dict[
             ok = ~np.isnan(y)
             if ok.sum() < 2 or y[ok].max() <= 0 or y[ok].min() > 0:
                 continue
+            if positions is not None:
+                shown = positions[int(u)]
+                X[j, :, SHOWN_POSITION] = np.log1p([shown.get(int(r), 0) for r in rows[j]])
             Xs.append(X[j][ok])
             ys.append(y[ok])
             groups.append(int(ok.sum()))
@@ -152,13 +163,14 @@ def data_from_impressions(engine: Engine, config: Any, model: FeedModel) -> Rank
     sh = read_store_history(engine, dict(config.event_types))
     urow = {str(u): i for i, u in enumerate(sh.user_ids)}
     irow = {str(e): i for i, e in enumerate(sh.item_ids)}
-    shown: dict[str, set[str]] = defaultdict(set)
+    shown: dict[str, dict[str, int]] = defaultdict(dict)  # user -> item -> best position shown
     with engine.connect() as conn:
         owner = dict(conn.execute(select(Impression.request_id, Impression.user_id).where(Impression.surface == "feed")).all())
-        for rid, item in conn.execute(select(ImpressionItem.request_id, ImpressionItem.item_id)
-                                      .join(Impression, Impression.request_id == ImpressionItem.request_id)
-                                      .where(Impression.surface == "feed")):
-            shown[owner[rid]].add(item)
+        for rid, item, pos in conn.execute(select(ImpressionItem.request_id, ImpressionItem.item_id, ImpressionItem.position)
+                                           .join(Impression, Impression.request_id == ImpressionItem.request_id)
+                                           .where(Impression.surface == "feed")):
+            mine = shown[owner[rid]]
+            mine[item] = min(mine.get(item, pos), pos)
         clicked: dict[str, set[str]] = defaultdict(set)
         from recsys.store.models import Item
 
@@ -168,18 +180,32 @@ def data_from_impressions(engine: Engine, config: Any, model: FeedModel) -> Rank
             if rid in owner:  # a click or a conversion credited to a feed list
                 clicked[owner[rid]].add(item)
     labels: list[dict[int, float]] = [{} for _ in range(sh.history.n_users)]
+    positions: list[dict[int, int]] = [{} for _ in range(sh.history.n_users)]
     for user, items in shown.items():
         u = urow.get(user)
         if u is None:
             continue
-        for it in items:
+        for it, pos in items.items():
             if it in irow:
                 labels[u][irow[it]] = 1.0 if it in clicked.get(user, ()) else 0.0
+                positions[u][irow[it]] = pos
     users = np.array([u for u, lab in enumerate(labels) if lab and max(lab.values()) > 0], dtype=np.int64)
     if not len(users):
         raise RecsysError("no feed list with an attributed click in the impression log")
     ranker = FeedRanker.build(model, sh.item_ids)
-    return _rank_data(ranker, sh.history, item_side_from_store(engine, sh.item_ids, sh.history), labels, users)
+    return _rank_data(ranker, sh.history, item_side_from_store(engine, sh.item_ids, sh.history), labels, users,
+                      positions=positions)
+
+
+def fit_and_choose(data: RankData, seed: int) -> tuple[Any, dict[str, Any]]:
+    """LambdaRank on 80% of the queries (early stopping on the other 20%), then the serving depth and blend
+    chosen on those held-out 20% (:func:`recsys.ranking.learned.choose_depth_blend`)."""
+    train, valid = data.split(0.2, seed)
+    booster, summary = fit_lambdarank(train.X, train.y, train.groups, seed=seed,
+                                      valid=(valid.X, valid.y, valid.groups))
+    depth, blend, table = choose_depth_blend(booster, valid.X, valid.y, valid.groups)
+    log.info("reranker: held-out NDCG@10 by depth/blend %s; chosen depth %d, blend %.2f", table, depth, blend)
+    return booster, {**summary, "depth": depth, "blend": blend, "held_out_ndcg@10": table}
 
 
 def train_reranker(engine: Engine, config: Any, *, source: str = "auto", seed: int = 0, activate: bool = True,
@@ -196,9 +222,7 @@ def train_reranker(engine: Engine, config: Any, *, source: str = "auto", seed: i
         with engine.connect() as conn:
             source = "impressions" if conn.execute(select(Impression.request_id).limit(1)).first() else "events"
     data = data_from_impressions(engine, config, model) if source == "impressions" else data_from_events(engine, config, model)
-    train, valid = data.split(0.2, seed)
-    booster, summary = fit_lambdarank(train.X, train.y, train.groups, seed=seed,
-                                      valid=(valid.X, valid.y, valid.groups))
+    booster, summary = fit_and_choose(data, seed)
     version = version or new_version()
     info = {"source": source, "feed_model": model.version, "queries": len(data.groups),
             "rows": len(data.y), "positives": int((data.y > 0).sum()), **summary}
@@ -209,4 +233,4 @@ def train_reranker(engine: Engine, config: Any, *, source: str = "auto", seed: i
     return rr
 
 
-__all__ = ["FEATURES", "RankData", "data_from_events", "data_from_impressions", "split_history", "train_reranker"]
+__all__ = ["FEATURES", "RankData", "fit_and_choose", "data_from_events", "data_from_impressions", "split_history", "train_reranker"]
