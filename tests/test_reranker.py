@@ -105,3 +105,20 @@ def test_depth_and_blend_are_chosen_on_held_out_queries() -> None:
     assert np.all(np.diff(scores) <= 0)
     same, _ = LearnedReranker(booster, "v", {"depth": 30, "blend": 0.0}).rerank(rows, X[:per], 10)
     assert same.tolist() == list(range(10))
+
+
+def test_skipped_features_count_lists_shown_without_a_click() -> None:
+    from recsys.experiments.exposure import ShownList, skipped
+    from recsys.ranking.learned import SKIPPED, fill_skipped
+
+    lists = [ShownList(1, "r1", ("a", "b", "c"), frozenset({"b"})),
+             ShownList(2, "r2", ("c", "a", "b"), frozenset()),
+             ShownList(3, "r3", ("d",), frozenset({"d"}))]
+    got = skipped(lists)
+    assert got == {"a": (2, 0), "c": (2, 0), "b": (1, 2)}  # "d" was clicked whenever shown
+    X = np.zeros((4, len(FEATURES)), np.float32)
+    X[:, SKIPPED + 1] = np.nan
+    fill_skipped(X, np.array([2, 0, 3, -1]), ["a", "b", "c", "d"], got)
+    assert X[0, SKIPPED] == pytest.approx(np.log1p(2)) and X[0, SKIPPED + 1] == 0.0  # "c"
+    assert X[1, SKIPPED] == pytest.approx(np.log1p(2)) and X[1, SKIPPED + 1] == 0.0  # "a"
+    assert X[2, SKIPPED] == 0.0 and np.isnan(X[2, SKIPPED + 1]) and np.isnan(X[3, SKIPPED + 1])  # "d", a pad

@@ -8,8 +8,8 @@ Features, per (user, candidate): the hybrid's score and rank in the pool, its st
 components and popularity, freshness (``exp(-age / 30 days)``), category affinity (the share of the
 user's history in the candidate's category), price (NaN when unknown; LightGBM routes missing values),
 whether the candidate is among the 200 most popular items (the popularity source of the candidate regime),
-``log(1 + history length)`` and the position the item was shown at (training on impressions only; 0 at
-serving).
+``log(1 + history length)``, the position the item was shown at (training on impressions only; 0 at
+serving), and how often and how high it was shown to the user before without a click (impressions only).
 
 Serving reorders only the hybrid's best ``depth`` candidates, by ``blend * z(reranker) + (1 - blend) *
 z(hybrid score)`` (z-scores within the list); the rest follow in the hybrid's order. ``depth`` and ``blend``
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,11 @@ log = logging.getLogger(__name__)
 
 KIND = "reranker"
 FEATURES = ("base_score", "base_rank", "cf", "content", "popularity", "freshness", "category_affinity", "price",
-            "popular_top", "history_len", "shown_position")
+            "popular_top", "history_len", "shown_position", "skipped_lists", "skipped_position")
 SHOWN_POSITION = FEATURES.index("shown_position")
+SKIPPED = FEATURES.index("skipped_lists")
+"""``log(1 + lists)`` that showed the item to the user earlier without a click on it, and (next column)
+``log(1 + best position)`` among those (NaN: never skipped); see :mod:`recsys.experiments.exposure`."""
 """``log(1 + position)`` at which the item was shown when its label was logged (impressions; 0 for labels
 from events); always 0 at serving, so the model ranks every candidate as if shown first (position bias is
 learned by this feature instead of the others)."""
@@ -94,6 +98,7 @@ def pool_features(ranker: Any, history: Any, side: ItemSide, pool: int = POOL, a
     X[..., 7] = side.prices[safe]
     X[..., 8] = side.popular_top[safe]
     X[..., SHOWN_POSITION] = 0.0
+    X[..., SKIPPED] = 0.0
     X[rows < 0] = np.nan
     return rows, X
 
@@ -222,3 +227,15 @@ def choose_depth_blend(booster: Any, X: np.ndarray, y: np.ndarray, groups: np.nd
             if score > best[0] + 1e-9:
                 best = (score, depth, blend)
     return best[1], best[2], table
+
+
+def fill_skipped(X: np.ndarray, rows: np.ndarray, ids: Sequence[str], skipped: dict[str, tuple[int, int]]) -> None:
+    """Set the skipped features of one user's pool in place: ``X`` ``(p, F)``, ``rows`` ``(p,)`` (-1 pads),
+    ``ids`` the external id per catalogue row, ``skipped`` item -> (lists, best position)."""
+    for j, r in enumerate(rows):
+        if r < 0:
+            continue
+        got = skipped.get(str(ids[r]))
+        if got is not None:
+            X[j, SKIPPED] = np.log1p(got[0])
+            X[j, SKIPPED + 1] = np.log1p(got[1])

@@ -4,8 +4,9 @@ Two sources of labels, both over the hybrid's pool of ``POOL`` candidates per us
 (:func:`recsys.ranking.learned.pool_features`, the function the service uses):
 
 - **impressions** (once the service has logged lists and attributed clicks): per user, the active feed
-  model's pool over their current history; label 1 for items clicked in a logged feed list, 0 for items
-  shown in one and not clicked; items never shown are left out. Users need a positive and a negative.
+  model's pool over their current history; label 1 for items clicked in the later half of the user's
+  logged feed lists, 0 for items shown there and not clicked; items never shown are left out; the skipped
+  features come from the earlier half. Users need a positive and a negative.
 - **events alone** (a fresh install): each user's last ``val_share`` of distinct items (by time) become
   positives; the hybrid is refitted on the rest with the active model's blend settings (so the features
   never saw the positives) and ranks the pool; pool items the user did not touch are the negatives.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ from recsys.ranking.learned import (
     ItemSide,
     LearnedReranker,
     choose_depth_blend,
+    fill_skipped,
     fit_lambdarank,
     pool_features,
 )
@@ -119,10 +121,10 @@ def split_history(h: History, share: float) -> tuple[History, list[np.ndarray]]:
 
 
 def _rank_data(ranker: Any, history: History, side: ItemSide, labels: list[dict[int, float]], users: np.ndarray,
-               batch: int = 256, positions: list[dict[int, int]] | None = None) -> RankData:
+               batch: int = 256, fill: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> RankData:
     """Features of each user's pool; rows with a label in ``labels[u]`` (others: dropped unless 0 is the default).
 
-    ``positions[u]``: row -> the position it was shown at when labelled (the ``shown_position`` feature)."""
+    ``fill(u, rows, X)``: sets the log's features of user ``u``'s pool (``rows`` ``(p,)``, ``X`` ``(p, F)``)."""
     Xs, ys, groups = [], [], []
     for start in range(0, len(users), batch):
         sel = users[start : start + batch]
@@ -135,9 +137,8 @@ def _rank_data(ranker: Any, history: History, side: ItemSide, labels: list[dict[
             ok = ~np.isnan(y)
             if ok.sum() < 2 or y[ok].max() <= 0 or y[ok].min() > 0:
                 continue
-            if positions is not None:
-                shown = positions[int(u)]
-                X[j, :, SHOWN_POSITION] = np.log1p([shown.get(int(r), 0) for r in rows[j]])
+            if fill is not None:
+                fill(int(u), rows[j], X[j])
             Xs.append(X[j][ok])
             ys.append(y[ok])
             groups.append(int(ok.sum()))
@@ -158,43 +159,41 @@ def data_from_events(engine: Engine, config: Any, model: FeedModel, val_share: f
 
 
 def data_from_impressions(engine: Engine, config: Any, model: FeedModel) -> RankData:
-    from recsys.store.models import Event, Impression, ImpressionItem
+    """Labels from each user's later half of logged feed lists (clicked: 1, shown and not clicked: 0, with
+    the best position shown), the skipped features from their earlier half, as at serving, where they come
+    from every list logged before the request."""
+    from recsys.experiments.exposure import read_user_lists, skipped
 
     sh = read_store_history(engine, dict(config.event_types))
     urow = {str(u): i for i, u in enumerate(sh.user_ids)}
     irow = {str(e): i for i, e in enumerate(sh.item_ids)}
-    shown: dict[str, dict[str, int]] = defaultdict(dict)  # user -> item -> best position shown
-    with engine.connect() as conn:
-        owner = dict(conn.execute(select(Impression.request_id, Impression.user_id).where(Impression.surface == "feed")).all())
-        for rid, item, pos in conn.execute(select(ImpressionItem.request_id, ImpressionItem.item_id, ImpressionItem.position)
-                                           .join(Impression, Impression.request_id == ImpressionItem.request_id)
-                                           .where(Impression.surface == "feed")):
-            mine = shown[owner[rid]]
-            mine[item] = min(mine.get(item, pos), pos)
-        clicked: dict[str, set[str]] = defaultdict(set)
-        from recsys.store.models import Item
-
-        for attrs, item in conn.execute(select(Event.attributes, Item.external_id)
-                                               .join(Item, Item.id == Event.item_id).where(Event.attributes.is_not(None))):
-            rid = attrs.get("request_id") if isinstance(attrs, dict) else None
-            if rid in owner:  # a click or a conversion credited to a feed list
-                clicked[owner[rid]].add(item)
     labels: list[dict[int, float]] = [{} for _ in range(sh.history.n_users)]
     positions: list[dict[int, int]] = [{} for _ in range(sh.history.n_users)]
-    for user, items in shown.items():
+    before: dict[int, dict[str, tuple[int, int]]] = {}
+    for user, lists in read_user_lists(engine).items():
         u = urow.get(user)
         if u is None:
             continue
-        for it, pos in items.items():
-            if it in irow:
-                labels[u][irow[it]] = 1.0 if it in clicked.get(user, ()) else 0.0
-                positions[u][irow[it]] = pos
+        half = len(lists) // 2
+        before[u] = skipped(lists[:half])
+        for lst in lists[half:]:
+            for pos, it in enumerate(lst.items):
+                r = irow.get(it)
+                if r is None:
+                    continue
+                labels[u][r] = max(labels[u].get(r, 0.0), 1.0 if it in lst.clicked else 0.0)
+                positions[u][r] = min(positions[u].get(r, pos), pos)
     users = np.array([u for u, lab in enumerate(labels) if lab and max(lab.values()) > 0], dtype=np.int64)
     if not len(users):
         raise RecsysError("no feed list with an attributed click in the impression log")
     ranker = FeedRanker.build(model, sh.item_ids)
+
+    def fill(u: int, rows: np.ndarray, X: np.ndarray) -> None:
+        X[:, SHOWN_POSITION] = np.log1p([positions[u].get(int(r), 0) for r in rows])
+        fill_skipped(X, rows, sh.item_ids, before.get(u, {}))
+
     return _rank_data(ranker, sh.history, item_side_from_store(engine, sh.item_ids, sh.history), labels, users,
-                      positions=positions)
+                      fill=fill)
 
 
 def fit_and_choose(data: RankData, seed: int) -> tuple[Any, dict[str, Any]]:

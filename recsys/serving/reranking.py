@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from recsys.errors import ArtifactError
+from recsys.experiments.exposure import read_user_lists, skipped
 from recsys.ranking.learned import (
     KIND,
     POOL,
     ItemSide,
     LearnedReranker,
+    fill_skipped,
     pool_features,
     popular_top_of,
 )
@@ -76,7 +78,8 @@ def item_side(st: Any) -> ItemSide:
 
 def reranked_items(rt: Any, user_id: str, k: int, *, slot: RerankerSlot | None, exclude_seen: bool = True,
                    category: str | None = None, exclude: Sequence[str] = (), diversity: float = 0.0) -> list[Any]:
-    """The hybrid's best ``POOL`` allowed items for the user, reordered by the active reranker.
+    """The hybrid's best ``POOL`` allowed items for the user, reordered by the active reranker (with the
+    user's logged feed lists for the skipped features: one read of the impression log per request).
 
     ``diversity`` is accepted for the variant's signature and not applied yet (the reranker's order is served)."""
     model = slot.get() if slot is not None else None
@@ -89,5 +92,6 @@ def reranked_items(rt: Any, user_id: str, k: int, *, slot: RerankerSlot | None, 
     allowed = allowed_mask(st, category, exclude, True)
     rows, X = pool_features(st.feed, history, item_side(st), max(POOL, k), allowed, exclude_seen=exclude_seen,
                             neighbours=neighbours(st))
+    fill_skipped(X[0], rows[0], st.ids, skipped(read_user_lists(rt.engine, [user_id]).get(user_id, [])))
     top, scores = model.rerank(rows[0], X[0], k)
     return [ranked_item(st, int(r), float(s), [{"type": "reranked"}]) for r, s in zip(top, scores, strict=True)]
