@@ -191,12 +191,24 @@ def round_two(engine: Any, config: Any, base: str, users: list[str], future: dic
     from recsys.experiments.report import wilson
     from recsys.recommend.reranker_training import train_reranker
 
+    from sqlalchemy import delete, select
+
+    from recsys.store.models import Impression, ImpressionItem
+
+    with engine.begin() as conn:  # the source fetches (no clicks possible) are bookkeeping, not traffic
+        src = select(Impression.request_id).where(Impression.experiment.like("sim-src-%"))
+        conn.execute(delete(ImpressionItem).where(ImpressionItem.request_id.in_(src)))
+        gone = conn.execute(delete(Impression).where(Impression.experiment.like("sim-src-%"))).rowcount
+    log.info("round 2: %d source-fetch lists left out of the log", gone)
     t0 = time.monotonic()
     rr = train_reranker(engine, config, source="impressions", seed=seed)
     out: dict[str, Any] = {"reranker": {"version": rr.version, **rr.info, "train_seconds": time.monotonic() - t0}}
+    print(f"round 2: reranker {json.dumps(out['reranker'], default=str)}", flush=True)
     tag = int(time.time())
     clicked: dict[str, list[bool]] = {}
-    for arm, shares in (("base", (1.0, 0.0)), ("reranker", (0.0, 1.0))):
+    # the reranker arm first: its skipped features read every list logged before, and the base arm's
+    # round-2 lists (drawn with the same coins) must not be among them
+    for arm, shares in (("reranker", (0.0, 1.0)), ("base", (1.0, 0.0))):
         exp = experiment(f"sim-r2-{arm}-{seed}-{tag}", "ab", [
             {"name": "base", "ranker": "hybrid", "share": shares[0]},
             {"name": "reranker", "ranker": "hybrid", "reranker": True, "share": shares[1]}])

@@ -6,8 +6,8 @@ item: the number of the user's feed lists that showed the item without a click o
 (smallest) position among those. Clicks themselves are not used as a feature (a click without a
 consumption is left to the labels).
 
-:func:`skipped` is pure; :func:`read_user_lists` reads the log (indexed by request id; a user's lists are
-found by scanning the ``impressions`` table's user column, bounded by ``since_ms``).
+:func:`skipped` is pure; :func:`read_user_lists` reads the log (a user's lists through the index
+``ix_impressions_user_ts``).
 """
 
 from __future__ import annotations
