@@ -83,7 +83,11 @@ def prepare(data: Path, work: Path, reuse: bool = False) -> tuple[Any, dict[str,
     past, future = temporal_split(events)
     cfg = work / "config.yaml"
     if reuse and cfg.exists():
-        return load_config(cfg, env={}), future, cfg
+        config = load_config(cfg, env={})
+        engine = engine_from_config(config)
+        upgrade(engine)  # a database prepared by an older checkout
+        engine.dispose()
+        return config, future, cfg
     past.to_csv(work / "past.csv", index=False)
     cfg.write_text(
         f"data_dir: {work / 'data'}\n"
