@@ -140,17 +140,12 @@ def test_experiments_split_interleave_and_report(served: tuple[Any, Any, Config,
     with engine.connect() as conn:
         teams = conn.execute(select(ImpressionItem.team).where(ImpressionItem.request_id == feed["request_id"])
                              .order_by(ImpressionItem.position)).scalars().all()
-    assert set(teams) <= {"hyb", "pop", None}
+    assert sorted(set(teams)) == ["hyb", "pop"] and abs(teams.count("hyb") - 3) <= 1
     assert "share of wins" in _cli(config, "experiments", "report", "il1", "--plot", str(Path(config.data_dir) / "r.png"))
     assert (Path(config.data_dir) / "r.png").stat().st_size > 1000
     _cli(config, "experiments", "stop", "il1")
     plain = client.get("/v1/users/U0030/recommendations?k=6").json
     assert plain.get("experiment") is None
-    # credit: an item outside the hybrid's list was placed by popularity; an item credited to nobody is in
-    # both lists (a click on it prefers neither variant)
-    hybrid = [it["id"] for it in plain["items"]]
-    for item, team in zip([it["id"] for it in feed["items"]], teams, strict=True):
-        assert team == "pop" if item not in hybrid else team in ("hyb", None)
 
 
 def test_a_full_queue_drops_and_counts(engine: Any, tmp_path: Path) -> None:

@@ -202,15 +202,15 @@ def _curve_lists_needed(exp: ExperimentConfig, outcomes: Sequence[ListOutcome], 
 
 def redraw_lists_needed(experiment: ExperimentConfig, sources: dict[str, dict[str, Sequence[str]]],
                         users: Sequence[str], future: dict[str, set[str]], model: ClickModel, repeats: int,
-                        alpha: float, step: int, k: int = 10, credit: str = "exclusive", seed: int = 0
+                        alpha: float, step: int, k: int = 10, credit: str = "team", seed: int = 0
                         ) -> dict[str, object]:
     """"Lists needed" as a distribution: ``repeats`` seeded redraws of the assignment (A/B: a new salt per
     repeat; interleaving: new team-draft coins) and of the clicks, over the lists each variant serves.
 
     ``sources``: variant name -> user -> that variant's list for the user (as served live); ``users``: the
-    user of each request, in serving order. ``credit`` (interleaving): ``"exclusive"`` (the service's rule:
-    clicks on items both lists hold are credited to nobody) or ``"team"`` (plain team draft: every click
-    to the team that placed the item). Each repeat goes through the report's tests (:func:`fast_sequential_p`).
+    user of each request, in serving order. ``credit`` (interleaving): ``"team"`` (plain team draft, the service's
+    rule: every click to the team that placed the item) or ``"exclusive"`` (clicks on items both lists
+    hold are credited to nobody). Each repeat goes through the report's tests (:func:`fast_sequential_p`).
 
     Returns the median (and quartiles) of lists needed, never reached counting as infinite, the share of
     repeats that never reached ``p < alpha`` and the share significant at the end (``p < alpha``).

@@ -4,8 +4,7 @@ Variants are ranker configurations over the loaded :class:`~recsys.serving.Runti
 (with its ``diversity``, optionally reordered by the learned reranker) or popularity as a control. An A/B
 experiment gives each user one variant for good (:func:`recsys.experiments.assign.assign`); an
 interleaving experiment merges both variants' lists into every answer (team draft, the coin seeded by
-the request id) and credits each position to the variant that placed it, except items that both variants
-place in their top ``k`` (logged with no team: a click on them prefers neither).
+the request id) and credits each position to the variant that placed it.
 
 Experiments apply to a feed's first page (no ``cursor``); later pages are the plain feed, and experiment
 answers carry no ``next_cursor``.
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.experiments.assign import INTERLEAVED, assign, exclusive_credit, request_rng, team_draft
+from recsys.experiments.assign import INTERLEAVED, assign, request_rng, team_draft
 from recsys.experiments.settings import ExperimentConfig, VariantConfig
 from recsys.serving.feed import user_events
 from recsys.serving.state import allowed_mask, ranked_item
@@ -33,7 +32,7 @@ class ServedList:
     cold_start: bool
     experiment: str
     variant: str
-    teams: list[str | None] | None = None
+    teams: list[str] | None = None
 
 
 def user_rows(rt: Any, user_id: str) -> np.ndarray:
@@ -83,7 +82,6 @@ def serve_experiment(rt: Any, experiment: ExperimentConfig, user_id: str, reques
     la = variant_items(rt, va, user_id, k, **opts)
     lb = variant_items(rt, vb, user_id, k, **opts)
     by_id = {it.id: it for it in (*lb, *la)}
-    ids_a, ids_b = [i.id for i in la], [i.id for i in lb]
-    merged, teams = team_draft(ids_a, ids_b, k, request_rng(request_id), teams=(va.name, vb.name))
-    credit = exclusive_credit(merged, teams, ids_a, ids_b, k)  # items both lists hold are credited to nobody
-    return ServedList([by_id[i] for i in merged], cold, experiment.name, INTERLEAVED, credit)
+    merged, teams = team_draft([i.id for i in la], [i.id for i in lb], k, request_rng(request_id),
+                               teams=(va.name, vb.name))
+    return ServedList([by_id[i] for i in merged], cold, experiment.name, INTERLEAVED, teams)
