@@ -57,11 +57,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RankData:
-    """``X`` ``(n, F)``, labels ``y`` ``(n,)``, query sizes ``groups`` ``(q,)``."""
+    """``X`` ``(n, F)``, labels ``y`` ``(n,)``, query sizes ``groups`` ``(q,)``; ``labelled`` ``(n,)`` bool
+    (``None``: every row): rows without a label of their own (pool items never shown) carry label 0 for
+    the held-out choice of depth and blend and are left out of training."""
 
     X: np.ndarray
     y: np.ndarray
     groups: np.ndarray
+    labelled: np.ndarray | None = None
+
+    def only_labelled(self) -> RankData:
+        if self.labelled is None:
+            return self
+        starts = np.concatenate([[0], np.cumsum(self.groups)])
+        sizes = np.array([int(self.labelled[a:b].sum()) for a, b in zip(starts[:-1], starts[1:])])
+        return RankData(self.X[self.labelled], self.y[self.labelled], sizes)
 
     def split(self, share: float, seed: int) -> tuple[RankData, RankData]:
         starts = np.concatenate([[0], np.cumsum(self.groups)])
@@ -72,7 +82,8 @@ class RankData:
         parts = []
         for mask in (~held, held):
             idx = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in np.flatnonzero(mask)])
-            parts.append(RankData(self.X[idx], self.y[idx], self.groups[mask]))
+            parts.append(RankData(self.X[idx], self.y[idx], self.groups[mask],
+                                  None if self.labelled is None else self.labelled[idx]))
         return parts[0], parts[1]
 
 
@@ -121,11 +132,13 @@ def split_history(h: History, share: float) -> tuple[History, list[np.ndarray]]:
 
 
 def _rank_data(ranker: Any, history: History, side: ItemSide, labels: list[dict[int, float]], users: np.ndarray,
-               batch: int = 256, fill: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> RankData:
-    """Features of each user's pool; rows with a label in ``labels[u]`` (others: dropped unless 0 is the default).
+               batch: int = 256, fill: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+               keep_unlabelled: bool = False) -> RankData:
+    """Features of each user's pool; rows with a label in ``labels[u]`` (others: dropped unless 0 is the
+    default, or kept with label 0 and marked unlabelled with ``keep_unlabelled``).
 
     ``fill(u, rows, X)``: sets the log's features of user ``u``'s pool (``rows`` ``(p,)``, ``X`` ``(p, F)``)."""
-    Xs, ys, groups = [], [], []
+    Xs, ys, groups, marks = [], [], [], []
     for start in range(0, len(users), batch):
         sel = users[start : start + batch]
         rows, X = pool_features(ranker, history.select(sel), side, POOL)
@@ -139,12 +152,15 @@ def _rank_data(ranker: Any, history: History, side: ItemSide, labels: list[dict[
                 continue
             if fill is not None:
                 fill(int(u), rows[j], X[j])
-            Xs.append(X[j][ok])
-            ys.append(y[ok])
-            groups.append(int(ok.sum()))
+            keep = rows[j] >= 0 if keep_unlabelled else ok
+            Xs.append(X[j][keep])
+            ys.append(np.nan_to_num(y[keep], nan=0.0))
+            marks.append(ok[keep])
+            groups.append(int(keep.sum()))
     if not groups:
         raise RecsysError("no user has both a positive and a negative among the hybrid's candidates: nothing to learn")
-    return RankData(np.concatenate(Xs), np.concatenate(ys), np.asarray(groups))
+    return RankData(np.concatenate(Xs), np.concatenate(ys), np.asarray(groups),
+                    np.concatenate(marks) if keep_unlabelled else None)
 
 
 def data_from_events(engine: Engine, config: Any, model: FeedModel, val_share: float = 0.2) -> RankData:
@@ -193,15 +209,19 @@ def data_from_impressions(engine: Engine, config: Any, model: FeedModel) -> Rank
         fill_skipped(X, rows, sh.item_ids, before.get(u, {}))
 
     return _rank_data(ranker, sh.history, item_side_from_store(engine, sh.item_ids, sh.history), labels, users,
-                      fill=fill)
+                      fill=fill, keep_unlabelled=True)
 
 
 def fit_and_choose(data: RankData, seed: int) -> tuple[Any, dict[str, Any]]:
     """LambdaRank on 80% of the queries (early stopping on the other 20%), then the serving depth and blend
-    chosen on those held-out 20% (:func:`recsys.ranking.learned.choose_depth_blend`)."""
+    chosen on those held-out 20% (:func:`recsys.ranking.learned.choose_depth_blend`), over their whole
+    pools (never-shown candidates as label 0)."""
     train, valid = data.split(0.2, seed)
-    booster, summary = fit_lambdarank(train.X, train.y, train.groups, seed=seed,
-                                      valid=(valid.X, valid.y, valid.groups))
+    fit_on, stop_on = train.only_labelled(), valid.only_labelled()
+    booster, summary = fit_lambdarank(fit_on.X, fit_on.y, fit_on.groups, seed=seed,
+                                      valid=(stop_on.X, stop_on.y, stop_on.groups))
+    # the choice sees the whole pool: a candidate never shown counts as not clicked (pessimistic for
+    # the candidates the logs know nothing about, which the reranker would otherwise promote blindly)
     depth, blend, table = choose_depth_blend(booster, valid.X, valid.y, valid.groups)
     log.info("reranker: held-out NDCG@10 by depth/blend %s; chosen depth %d, blend %.2f", table, depth, blend)
     return booster, {**summary, "depth": depth, "blend": blend, "held_out_ndcg@10": table}
@@ -224,7 +244,7 @@ def train_reranker(engine: Engine, config: Any, *, source: str = "auto", seed: i
     booster, summary = fit_and_choose(data, seed)
     version = version or new_version()
     info = {"source": source, "feed_model": model.version, "queries": len(data.groups),
-            "rows": len(data.y), "positives": int((data.y > 0).sum()), **summary}
+            "rows": len(data.only_labelled().y), "positives": int((data.y > 0).sum()), **summary}
     rr = LearnedReranker(booster, version, info)
     path = rr.save(config.artifacts_path / KIND / version)
     register_artifact(engine, KIND, version, str(path), metrics=info, activate=activate)
