@@ -348,7 +348,8 @@ def main() -> None:
     env["RECSYS_CONFIG"] = str(cfg)
     deadline = t_start + args.max_seconds
     with gunicorn_server("services.wsgi:app", log_path=args.work / "gunicorn.log", cwd=REPO, env=env,
-                         pythonpath=REPO, gunicorn_args=("-w", str(args.workers)), ready_path="/readyz") as srv:
+                         pythonpath=REPO, gunicorn_args=("-w", str(args.workers)), ready_path="/readyz",
+                         start_timeout_s=900) as srv:
         for name in args.phases.split(","):
             if name == "src":
                 sources = fetch_sources(engine, srv.base_url, users, [hyb, pop], args.seed, deadline)
