@@ -16,9 +16,16 @@ Phases (one experiment each, created through the same code as ``recsys experimen
   users (new salt) and re-draw the clicks on the lists served live, through the same assignment, click
   model and report code.
 
+- ``src``: every user's hybrid and popularity list (one request each, no clicks; these lists are removed
+  from the log before round 2), then ``--redraws`` offline redraws of the assignment (A/B: new salt;
+  interleaving: new team-draft coins, plain and "shared items credited to nobody") and of the clicks over
+  those lists, for A/B, interleaving and an interleaved A/A of two identical hybrids;
+- ``r2``: a reranker trained on the log so far (round 1) against the base hybrid, same users and coins.
+
 For (a) the p-value is computed at every ``--step`` lists, in serving order; "lists needed" is the first
-checkpoint from which ``p < 0.01`` holds at every later checkpoint. Seeded; bounded by ``--requests`` per
-phase and ``--max-seconds`` overall; loopback only.
+checkpoint from which ``p < 0.01`` holds at every later checkpoint (one value per live phase, a median and
+quartiles over the redraws). Seeded; bounded by ``--requests`` per phase and ``--max-seconds`` overall;
+loopback only.
 
     python benchmarks/simulate.py --work /tmp/sim --requests 1500 --json sim.json
 """
