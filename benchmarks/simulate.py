@@ -16,9 +16,16 @@ Phases (one experiment each, created through the same code as ``recsys experimen
   users (new salt) and re-draw the clicks on the lists served live, through the same assignment, click
   model and report code.
 
+- ``src``: every user's hybrid and popularity list (one request each, no clicks; these lists are removed
+  from the log before round 2), then ``--redraws`` offline redraws of the assignment (A/B: new salt;
+  interleaving: new team-draft coins, plain and "shared items credited to nobody") and of the clicks over
+  those lists, for A/B, interleaving and an interleaved A/A of two identical hybrids;
+- ``r2``: a reranker trained on the log so far (round 1) against the base hybrid, same users and coins.
+
 For (a) the p-value is computed at every ``--step`` lists, in serving order; "lists needed" is the first
-checkpoint from which ``p < 0.01`` holds at every later checkpoint. Seeded; bounded by ``--requests`` per
-phase and ``--max-seconds`` overall; loopback only.
+checkpoint from which ``p < 0.01`` holds at every later checkpoint (one value per live phase, a median and
+quartiles over the redraws). Seeded; bounded by ``--requests`` per phase and ``--max-seconds`` overall;
+loopback only.
 
     python benchmarks/simulate.py --work /tmp/sim --requests 1500 --json sim.json
 """
@@ -55,6 +62,7 @@ from recsys.experiments.simulation import (
     interleaving_lists_estimate,
     lists_needed,
     paired_difference,
+    redraw_lists_needed,
     request_seed,
     sequential_p,
     temporal_split,
@@ -82,7 +90,11 @@ def prepare(data: Path, work: Path, reuse: bool = False) -> tuple[Any, dict[str,
     past, future = temporal_split(events)
     cfg = work / "config.yaml"
     if reuse and cfg.exists():
-        return load_config(cfg, env={}), future, cfg
+        config = load_config(cfg, env={})
+        engine = engine_from_config(config)
+        upgrade(engine)  # a database prepared by an older checkout
+        engine.dispose()
+        return config, future, cfg
     past.to_csv(work / "past.csv", index=False)
     cfg.write_text(
         f"data_dir: {work / 'data'}\n"
@@ -190,12 +202,24 @@ def round_two(engine: Any, config: Any, base: str, users: list[str], future: dic
     from recsys.experiments.report import wilson
     from recsys.recommend.reranker_training import train_reranker
 
+    from sqlalchemy import delete, select
+
+    from recsys.store.models import Impression, ImpressionItem
+
+    with engine.begin() as conn:  # the source fetches (no clicks possible) are bookkeeping, not traffic
+        src = select(Impression.request_id).where(Impression.experiment.like("sim-src-%"))
+        conn.execute(delete(ImpressionItem).where(ImpressionItem.request_id.in_(src)))
+        gone = conn.execute(delete(Impression).where(Impression.experiment.like("sim-src-%"))).rowcount
+    log.info("round 2: %d source-fetch lists left out of the log", gone)
     t0 = time.monotonic()
     rr = train_reranker(engine, config, source="impressions", seed=seed)
     out: dict[str, Any] = {"reranker": {"version": rr.version, **rr.info, "train_seconds": time.monotonic() - t0}}
+    print(f"round 2: reranker {json.dumps(out['reranker'], default=str)}", flush=True)
     tag = int(time.time())
     clicked: dict[str, list[bool]] = {}
-    for arm, shares in (("base", (1.0, 0.0)), ("reranker", (0.0, 1.0))):
+    # the reranker arm first: its skipped features read every list logged before, and the base arm's
+    # round-2 lists (drawn with the same coins) must not be among them
+    for arm, shares in (("reranker", (0.0, 1.0)), ("base", (1.0, 0.0))):
         exp = experiment(f"sim-r2-{arm}-{seed}-{tag}", "ab", [
             {"name": "base", "ranker": "hybrid", "share": shares[0]},
             {"name": "reranker", "ranker": "hybrid", "reranker": True, "share": shares[1]}])
@@ -210,6 +234,42 @@ def round_two(engine: Any, config: Any, base: str, users: list[str], future: dic
     diff, ci = paired_difference(clicked["base"][:m], clicked["reranker"][:m], seed=seed)
     out["difference"] = {"reranker_minus_base": diff, "ci95_paired_bootstrap": ci, "pairs": m}
     print(f"round 2: CTR(reranker) - CTR(base) = {diff:.4f}, 95% CI {ci}", flush=True)
+    return out
+
+
+def fetch_sources(engine: Any, base: str, users: list[str], variants: list[dict[str, Any]], seed: int,
+                  deadline: float) -> dict[str, dict[str, list[str]]]:
+    """Each variant's list for every user (one request each, no clicks), served to everybody in turn by a
+    one-variant experiment: what the offline redraws assign and interleave."""
+    out: dict[str, dict[str, list[str]]] = {}
+    tag = int(time.time())
+    for v in variants:
+        exp = experiment(f"sim-src-{v['name']}-{seed}-{tag}", "ab", [{**v, "share": 1.0}, {**v, "name": "unused", "share": 0.0}])
+        activate(engine, exp)
+        served = run_phase(base, exp, users, {}, ClickModel(1.0, 0.0, 0.0), len(users), seed, deadline)
+        out[v["name"]] = {s["user"]: s["items"] for s in served}
+    return out
+
+
+def redraws(result: dict[str, Any], phases: dict[str, ExperimentConfig], sources: dict[str, dict[str, list[str]]],
+            users: list[str], future: dict[str, set[str]], model: ClickModel, args: argparse.Namespace) -> dict[str, Any]:
+    """(a) and (b) as distributions over ``--redraws`` seeded redraws of assignment and clicks (same lists)."""
+    seq = [users[i % len(users)] for i in range(args.requests)]
+    kw = {"repeats": args.redraws, "alpha": args.alpha, "step": args.step, "seed": args.seed}
+    out: dict[str, Any] = {}
+    if "ab" in result:  # do the lists served live match the sources? (the feed is deterministic per user)
+        same = [s == sources[v][u] for u, v, s in result["ab"].pop("_served", [])]
+        out["ab_live_lists_equal_sources_share"] = sum(same) / max(len(same), 1)
+    t0 = time.monotonic()
+    out["ab"] = redraw_lists_needed(phases["ab"], sources, seq, future, model, **kw)
+    for credit in ("exclusive", "team"):
+        out[f"il_{credit}"] = redraw_lists_needed(phases["il"], sources, seq, future, model, credit=credit, **kw)
+    hyb = sources["hybrid"]
+    ail = experiment("sim-ail", "interleave", [{"name": "A", "ranker": "hybrid"}, {"name": "B", "ranker": "hybrid"}])
+    for credit in ("exclusive", "team"):
+        out[f"aa_il_{credit}"] = redraw_lists_needed(ail, {"A": hyb, "B": hyb}, seq, future, model, credit=credit, **kw)
+    out["seconds"] = time.monotonic() - t0
+    print(json.dumps(out, indent=1, default=str), flush=True)
     return out
 
 
@@ -258,7 +318,9 @@ def main() -> None:
     ap.add_argument("--p-other", type=float, default=0.02)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-seconds", type=float, default=1800.0)
-    ap.add_argument("--phases", default="ab,il,aa,r2")
+    ap.add_argument("--phases", default="ab,il,aa,src,r2",
+                    help="src: fetch every user's list from each ranker and run the offline redraws")
+    ap.add_argument("--redraws", type=int, default=100, help="seeded redraws for the lists-needed distributions")
     ap.add_argument("--r2-requests", type=int, default=800, help="feed requests per arm of round 2")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--reuse", action="store_true", help="reuse a database prepared by an earlier run in --work")
@@ -293,8 +355,15 @@ def main() -> None:
     env["RECSYS_CONFIG"] = str(cfg)
     deadline = t_start + args.max_seconds
     with gunicorn_server("services.wsgi:app", log_path=args.work / "gunicorn.log", cwd=REPO, env=env,
-                         pythonpath=REPO, gunicorn_args=("-w", str(args.workers)), ready_path="/readyz") as srv:
+                         pythonpath=REPO, gunicorn_args=("-w", str(args.workers)), ready_path="/readyz",
+                         start_timeout_s=900) as srv:
         for name in args.phases.split(","):
+            if name == "src":
+                sources = fetch_sources(engine, srv.base_url, users, [hyb, pop], args.seed, deadline)
+                result["redraws"] = redraws(result, phases, sources, users, future, model, args)
+                if args.json:
+                    args.json.with_suffix(".sources.json").write_text(json.dumps(sources))
+                continue
             if name == "r2":
                 result["r2"] = round_two(engine, config, srv.base_url, users, future, model, args.r2_requests,
                                          args.seed, deadline)
@@ -307,6 +376,8 @@ def main() -> None:
             outs = outcomes_in_order(engine, exp, served)
             log.info("phase %s: %d lists in %.1f s", name, len(served), secs)
             result[name] = {**analyse(exp, outs, args.step, args.alpha), "seconds": secs}
+            if name == "ab":
+                result[name]["_served"] = [(o.user, o.variant, list(o.items)) for o in outs]
             if name == "aa":
                 lists = [(s["user"], tuple(s["items"])) for s in served]
                 result["aa"]["offline_repeats"] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -119,3 +120,68 @@ def test_configured_experiment_with_an_unknown_model_version_stops_the_start(eng
     with pytest.raises(ConfigError, match="variant 'a': model_version 'v-missing' is not a registered feed model"):
         check_configured_models(engine, [exp])
     check_configured_models(engine, [_exp()])  # no model_version: nothing to check
+
+
+def test_exclusive_credit_leaves_shared_items_to_nobody() -> None:
+    from recsys.experiments.assign import exclusive_credit
+
+    a = ["a1", "a2", "a3", "x", "a4", "a5"]
+    b = ["x", "b1", "a1", "b2", "b3", "b4"]
+    merged, teams = team_draft(a, b, 6, random.Random(3))
+    credit = exclusive_credit(merged, teams, a, b, 6)
+    for item, team, cred in zip(merged, teams, credit):
+        assert cred == (None if item in ("a1", "x") else team)
+    # beyond the top k an item is not shared: "a1" is b's 3rd, outside b's top 2
+    assert exclusive_credit(["a1"], ["A"], a, b, 2) == ["A"]
+    same, teams = team_draft(a, a, 4, random.Random(1))
+    assert exclusive_credit(same, teams, a, a, 4) == [None] * 4
+    # A/A interleaving under this credit: every list is a tie, the test has nothing to decide
+    rep = summarise(_exp("interleave"), [ListOutcome(f"r{i}", INTERLEAVED, tuple(same), (None,) * 4, (same[0],), ())
+                                         for i in range(50)])
+    assert rep.interleaving is not None and rep.interleaving.ties == 50 and not rep.interleaving.p_value < 0.05
+
+
+def test_redraws_find_a_real_difference_and_no_difference_between_identical_rankers() -> None:
+    from recsys.experiments.simulation import ClickModel, redraw_lists_needed
+
+    rng = random.Random(0)
+    users = [f"u{i}" for i in range(120)]
+    future = {u: {f"{u}-f{j}" for j in range(5)} for u in users}
+    shared = [f"pop{j}" for j in range(4)]
+    good = {u: shared[:2] + sorted(future[u])[:3] + [f"{u}-o{j}" for j in range(5)] for u in users}
+    bad = {u: shared + [f"{u}-z{j}" for j in range(6)] for u in users}
+    seq = [users[i % len(users)] for i in range(600)]
+    rng.shuffle(seq)
+    model = ClickModel(1.0, 0.5, 0.05)
+    kw = {"repeats": 8, "alpha": 0.01, "step": 50}
+    ab = redraw_lists_needed(_exp(), {"hyb": good, "pop": bad}, seq, future, model, **kw)
+    il = redraw_lists_needed(_exp("interleave"), {"hyb": good, "pop": bad}, seq, future, model, **kw)
+    assert ab["median_lists_needed"] <= 600 and il["median_lists_needed"] <= 600
+    assert il["significant_at_end_share"] == 1.0
+    for credit in ("exclusive", "team"):
+        aa = redraw_lists_needed(_exp("interleave"), {"hyb": good, "pop": good}, seq, future, model, credit=credit, **kw)
+        assert aa["significant_at_end_share"] <= 0.125, (credit, aa)
+        if credit == "exclusive":
+            assert aa["never_share"] == 1.0 and math.isnan(aa["median_final_p"])
+    with pytest.raises(ValueError, match="missing"):
+        redraw_lists_needed(_exp(), {"hyb": good}, seq, future, model, **kw)
+    with pytest.raises(ValueError, match="credit"):
+        redraw_lists_needed(_exp("interleave"), {"hyb": good, "pop": bad}, seq, future, model, credit="x", **kw)
+
+
+def test_fast_sequential_p_matches_the_report() -> None:
+    from recsys.experiments.simulation import fast_sequential_p, sequential_p
+
+    rng = random.Random(5)
+    ab, il = [], []
+    for i in range(230):
+        user = f"u{rng.randrange(60)}"
+        items = tuple(f"i{rng.randrange(30)}" for _ in range(4))
+        clicked = tuple(it for it in items if rng.random() < 0.15)
+        ab.append(ListOutcome(f"a{i}", assign(_exp(), user).name, items, (None,) * 4, clicked, (), user))
+        teams = tuple(rng.choice(["hyb", "pop", None]) for _ in items)
+        il.append(ListOutcome(f"b{i}", INTERLEAVED, items, teams, clicked, (), user))
+    for exp, outs in ((_exp(), ab), (_exp("interleave"), il)):
+        fast, slow = fast_sequential_p(exp, outs, 20), sequential_p(exp, outs, 20)
+        assert [n for n, _ in fast] == [n for n, _ in slow]
+        assert [p for _, p in fast] == pytest.approx([p for _, p in slow], nan_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -75,3 +76,71 @@ def test_aa_repeats_are_rarely_significant() -> None:
     future = {f"u{u}": set(rng.sample(items, 5)) for u in range(200)}
     out = aa_repeats(lists, future, ClickModel(), repeats=60, alpha=0.05)
     assert out["not_significant_share"] >= 0.85  # about 0.95 expected; 60 repeats leave room for chance
+
+
+def test_depth_and_blend_are_chosen_on_held_out_queries() -> None:
+    from recsys.ranking.learned import SHOWN_POSITION, choose_depth_blend
+
+    rng = np.random.default_rng(1)
+    q, per = 200, 30
+    X = rng.normal(size=(q * per, len(FEATURES))).astype(np.float32)
+    X[:, 1] = np.tile(np.arange(per), q)  # base_rank: rows are in the hybrid's order
+    X[:, 0] = -X[:, 1]  # the hybrid's score
+    X[:, SHOWN_POSITION] = 0.0
+    planted = (X[:, 4] > 1.2).astype(float)  # relevance the reranker can learn, and the hybrid does not see
+    groups = np.full(q, per)
+    booster, _ = fit_lambdarank(X[: 150 * per], planted[: 150 * per], groups[:150], num_rounds=40)
+    held = slice(150 * per, None)
+    depth, blend, table = choose_depth_blend(booster, X[held], planted[held], groups[150:])
+    assert blend > 0 and depth >= per, (depth, blend)
+    assert table[f"{depth}/{blend}"] > table["10/0.0"]
+    # labels that follow the hybrid's own order: the reranker (trained on the planted signal) is not used
+    top3 = (X[:, 1] < 3).astype(float)
+    depth, blend, _ = choose_depth_blend(booster, X[held], top3[held], groups[150:])
+    assert blend == 0.0
+    # serving keeps the hybrid's order below the chosen depth
+    rr = LearnedReranker(booster, "v", {"depth": 5, "blend": 1.0})
+    rows = np.arange(per, dtype=np.int64)
+    top, scores = rr.rerank(rows, X[:per], 12)
+    assert sorted(top[:5].tolist()) == [0, 1, 2, 3, 4] and top[5:].tolist() == list(range(5, 12))
+    assert np.all(np.diff(scores) <= 0)
+    same, _ = LearnedReranker(booster, "v", {"depth": 30, "blend": 0.0}).rerank(rows, X[:per], 10)
+    assert same.tolist() == list(range(10))
+
+
+def test_skipped_features_count_lists_shown_without_a_click() -> None:
+    from recsys.experiments.exposure import ShownList, skipped
+    from recsys.ranking.learned import SKIPPED, fill_skipped
+
+    lists = [ShownList(1, "r1", ("a", "b", "c"), frozenset({"b"})),
+             ShownList(2, "r2", ("c", "a", "b"), frozenset()),
+             ShownList(3, "r3", ("d",), frozenset({"d"}))]
+    got = skipped(lists)
+    assert got == {"a": (2, 0), "c": (2, 0), "b": (1, 2)}  # "d" was clicked whenever shown
+    X = np.zeros((4, len(FEATURES)), np.float32)
+    X[:, SKIPPED + 1] = np.nan
+    fill_skipped(X, np.array([2, 0, 3, -1]), ["a", "b", "c", "d"], got)
+    assert X[0, SKIPPED] == pytest.approx(np.log1p(2)) and X[0, SKIPPED + 1] == 0.0  # "c"
+    assert X[1, SKIPPED] == pytest.approx(np.log1p(2)) and X[1, SKIPPED + 1] == 0.0  # "a"
+    assert X[2, SKIPPED] == 0.0 and np.isnan(X[2, SKIPPED + 1]) and np.isnan(X[3, SKIPPED + 1])  # "d", a pad
+
+
+def test_the_serving_read_of_a_users_lists_is_bounded_to_the_newest(sqlite_engine: Any) -> None:
+    """A user who requested many feeds costs the reranker's per-request read no more than ``latest`` lists."""
+    from sqlalchemy.orm import Session
+
+    from recsys.experiments.exposure import read_user_lists
+    from recsys.store.db import upgrade
+    from recsys.store.models import Impression, ImpressionItem
+
+    upgrade(sqlite_engine)
+    with Session(sqlite_engine) as s:
+        for t in range(6):
+            s.add(Impression(request_id=f"r{t}", surface="feed", user_id="u1", ts_ms=1_000 * (t + 1)))
+            s.add(ImpressionItem(request_id=f"r{t}", position=0, item_id=f"i{t}"))
+        s.add(Impression(request_id="other", surface="feed", user_id="u2", ts_ms=9_000))
+        s.commit()
+    every = read_user_lists(sqlite_engine, ["u1"])["u1"]
+    assert [x.request_id for x in every] == [f"r{t}" for t in range(6)]
+    newest = read_user_lists(sqlite_engine, ["u1"], latest=2)["u1"]
+    assert [(x.request_id, x.items) for x in newest] == [("r4", ("i4",)), ("r5", ("i5",))]

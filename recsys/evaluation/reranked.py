@@ -3,8 +3,8 @@ trained inside the protocol's training events only.
 
 At fit time each training user's latest 20% of items (by time) become validation positives; a hybrid with
 the full fit's chosen settings is refitted on the rest and ranks each user's pool of ``POOL`` candidates;
-the reranker learns from them (early stopping on a 20% share of those users). It then reorders the full
-hybrid's pool for the test users. The test split is never seen while fitting. Items the evaluation knows
+the reranker learns from them (early stopping, and the serving depth and blend, on a 20% share of those
+users). It then reorders the hybrid's pool for the test users. The test split is never seen while fitting. Items the evaluation knows
 nothing about beyond content have no prices, categories or ages: those features are constant here.
 """
 
@@ -22,7 +22,6 @@ from recsys.ranking.learned import (
     POOL,
     ItemSide,
     LearnedReranker,
-    fit_lambdarank,
     pool_features,
     popular_top_of,
 )
@@ -61,6 +60,7 @@ class HybridRerankedModel:
         from recsys.recommend.reranker_training import (
             RankData,
             _rank_data,
+            fit_and_choose,
             split_history,
         )
 
@@ -71,13 +71,12 @@ class HybridRerankedModel:
         labels = [{**{int(i): 1.0 for i in f}, -1: 0.0} for f in future]
         users = np.array([u for u, f in enumerate(future) if len(f)], dtype=np.int64)
         rd: RankData = _rank_data(_ranker(refit, data.history.n_items), past, _side(past), labels, users)
-        train, valid = rd.split(0.2, self.seed)
-        booster, info = fit_lambdarank(train.X, train.y, train.groups, seed=self.seed,
-                                       valid=(valid.X, valid.y, valid.groups))
+        booster, info = fit_and_choose(rd, self.seed)
         self._reranker = LearnedReranker(booster, "eval", info)
         self._ranker = _ranker(full, data.history.n_items)
         self._history = data.history
-        self.details = {"queries": len(rd.groups), **{k: v for k, v in info.items() if v is not None}}
+        self.details = {"queries": len(rd.groups), **{k: v for k, v in info.items()
+                                                      if v is not None and k != "held_out_ndcg@10"}}
 
     def score(self, users: np.ndarray) -> np.ndarray:
         """The hybrid's scores, with its pool lifted above every other item in the reranker's order."""

@@ -213,16 +213,20 @@ def summarise(experiment: ExperimentConfig, outcomes: Iterable[ListOutcome], pri
 def user_level_p(outcomes: Iterable[ListOutcome], a: str, b: str) -> float:
     """Welch's t-test of per-user CTRs (share of each user's lists clicked) between variants ``a`` and ``b``;
     a list without a user counts as a user of its own."""
-    from scipy.stats import ttest_ind
-
     per: dict[str, dict[str, list[int]]] = {a: defaultdict(lambda: [0, 0]), b: defaultdict(lambda: [0, 0])}
     for o in outcomes:
         if o.variant in per:
             cell = per[o.variant][o.user if o.user is not None else f"list:{o.request_id}"]
             cell[0] += bool(o.clicked)
             cell[1] += 1
-    xa = [c / n for c, n in per[a].values()]
-    xb = [c / n for c, n in per[b].values()]
+    return welch_p([c / n for c, n in per[a].values()], [c / n for c, n in per[b].values()])
+
+
+def welch_p(xa: Sequence[float] | np.ndarray, xb: Sequence[float] | np.ndarray) -> float:
+    """Welch's t-test of two samples of per-user CTRs (``nan`` with fewer than two users on a side; without
+    variance, 1 for equal means and 0 otherwise)."""
+    from scipy.stats import ttest_ind
+
     if len(xa) < 2 or len(xb) < 2:
         return math.nan
     if np.var(xa) == 0 and np.var(xb) == 0:

@@ -4,20 +4,25 @@ Two sources of labels, both over the hybrid's pool of ``POOL`` candidates per us
 (:func:`recsys.ranking.learned.pool_features`, the function the service uses):
 
 - **impressions** (once the service has logged lists and attributed clicks): per user, the active feed
-  model's pool over their current history; label 1 for items clicked in a logged feed list, 0 for items
-  shown in one and not clicked; items never shown are left out. Users need a positive and a negative.
+  model's pool over their current history; label 1 for items clicked in the later half of the user's
+  logged feed lists, 0 for items shown there and not clicked; items never shown are left out; the skipped
+  features come from the earlier half. Users need a positive and a negative.
 - **events alone** (a fresh install): each user's last ``val_share`` of distinct items (by time) become
   positives; the hybrid is refitted on the rest with the active model's blend settings (so the features
   never saw the positives) and ranks the pool; pool items the user did not touch are the negatives.
 
-Queries are split 80/20 by user for early stopping on NDCG@10; never on a test split.
+Impression labels carry the position the item was shown at (the ``shown_position`` feature, 0 at serving):
+a shown item that was not clicked at position 9 says less than one not clicked at position 0.
+
+Queries are split 80/20 by user for early stopping on NDCG@10 and for choosing the serving depth and blend
+(:func:`fit_and_choose`); never on a test split.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +35,11 @@ from recsys.ranking.learned import (
     FEATURES,
     KIND,
     POOL,
+    SHOWN_POSITION,
     ItemSide,
     LearnedReranker,
+    choose_depth_blend,
+    fill_skipped,
     fit_lambdarank,
     pool_features,
 )
@@ -49,11 +57,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RankData:
-    """``X`` ``(n, F)``, labels ``y`` ``(n,)``, query sizes ``groups`` ``(q,)``."""
+    """``X`` ``(n, F)``, labels ``y`` ``(n,)``, query sizes ``groups`` ``(q,)``; ``labelled`` ``(n,)`` bool
+    (``None``: every row): rows without a label of their own (pool items never shown) carry label 0 for
+    the held-out choice of depth and blend and are left out of training."""
 
     X: np.ndarray
     y: np.ndarray
     groups: np.ndarray
+    labelled: np.ndarray | None = None
+
+    def only_labelled(self) -> RankData:
+        if self.labelled is None:
+            return self
+        starts = np.concatenate([[0], np.cumsum(self.groups)])
+        sizes = np.array([int(self.labelled[a:b].sum()) for a, b in zip(starts[:-1], starts[1:])])
+        return RankData(self.X[self.labelled], self.y[self.labelled], sizes)
 
     def split(self, share: float, seed: int) -> tuple[RankData, RankData]:
         starts = np.concatenate([[0], np.cumsum(self.groups)])
@@ -64,7 +82,8 @@ class RankData:
         parts = []
         for mask in (~held, held):
             idx = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in np.flatnonzero(mask)])
-            parts.append(RankData(self.X[idx], self.y[idx], self.groups[mask]))
+            parts.append(RankData(self.X[idx], self.y[idx], self.groups[mask],
+                                  None if self.labelled is None else self.labelled[idx]))
         return parts[0], parts[1]
 
 
@@ -113,9 +132,13 @@ def split_history(h: History, share: float) -> tuple[History, list[np.ndarray]]:
 
 
 def _rank_data(ranker: Any, history: History, side: ItemSide, labels: list[dict[int, float]], users: np.ndarray,
-               batch: int = 256) -> RankData:
-    """Features of each user's pool; rows with a label in ``labels[u]`` (others: dropped unless 0 is the default)."""
-    Xs, ys, groups = [], [], []
+               batch: int = 256, fill: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+               keep_unlabelled: bool = False) -> RankData:
+    """Features of each user's pool; rows with a label in ``labels[u]`` (others: dropped unless 0 is the
+    default, or kept with label 0 and marked unlabelled with ``keep_unlabelled``).
+
+    ``fill(u, rows, X)``: sets the log's features of user ``u``'s pool (``rows`` ``(p,)``, ``X`` ``(p, F)``)."""
+    Xs, ys, groups, marks = [], [], [], []
     for start in range(0, len(users), batch):
         sel = users[start : start + batch]
         rows, X = pool_features(ranker, history.select(sel), side, POOL)
@@ -127,12 +150,17 @@ def _rank_data(ranker: Any, history: History, side: ItemSide, labels: list[dict[
             ok = ~np.isnan(y)
             if ok.sum() < 2 or y[ok].max() <= 0 or y[ok].min() > 0:
                 continue
-            Xs.append(X[j][ok])
-            ys.append(y[ok])
-            groups.append(int(ok.sum()))
+            if fill is not None:
+                fill(int(u), rows[j], X[j])
+            keep = rows[j] >= 0 if keep_unlabelled else ok
+            Xs.append(X[j][keep])
+            ys.append(np.nan_to_num(y[keep], nan=0.0))
+            marks.append(ok[keep])
+            groups.append(int(keep.sum()))
     if not groups:
         raise RecsysError("no user has both a positive and a negative among the hybrid's candidates: nothing to learn")
-    return RankData(np.concatenate(Xs), np.concatenate(ys), np.asarray(groups))
+    return RankData(np.concatenate(Xs), np.concatenate(ys), np.asarray(groups),
+                    np.concatenate(marks) if keep_unlabelled else None)
 
 
 def data_from_events(engine: Engine, config: Any, model: FeedModel, val_share: float = 0.2) -> RankData:
@@ -147,39 +175,56 @@ def data_from_events(engine: Engine, config: Any, model: FeedModel, val_share: f
 
 
 def data_from_impressions(engine: Engine, config: Any, model: FeedModel) -> RankData:
-    from recsys.store.models import Event, Impression, ImpressionItem
+    """Labels from each user's later half of logged feed lists (clicked: 1, shown and not clicked: 0, with
+    the best position shown), the skipped features from their earlier half, as at serving, where they come
+    from every list logged before the request."""
+    from recsys.experiments.exposure import read_user_lists, skipped
 
     sh = read_store_history(engine, dict(config.event_types))
     urow = {str(u): i for i, u in enumerate(sh.user_ids)}
     irow = {str(e): i for i, e in enumerate(sh.item_ids)}
-    shown: dict[str, set[str]] = defaultdict(set)
-    with engine.connect() as conn:
-        owner = dict(conn.execute(select(Impression.request_id, Impression.user_id).where(Impression.surface == "feed")).all())
-        for rid, item in conn.execute(select(ImpressionItem.request_id, ImpressionItem.item_id)
-                                      .join(Impression, Impression.request_id == ImpressionItem.request_id)
-                                      .where(Impression.surface == "feed")):
-            shown[owner[rid]].add(item)
-        clicked: dict[str, set[str]] = defaultdict(set)
-        from recsys.store.models import Item
-
-        for attrs, item in conn.execute(select(Event.attributes, Item.external_id)
-                                               .join(Item, Item.id == Event.item_id).where(Event.attributes.is_not(None))):
-            rid = attrs.get("request_id") if isinstance(attrs, dict) else None
-            if rid in owner:  # a click or a conversion credited to a feed list
-                clicked[owner[rid]].add(item)
     labels: list[dict[int, float]] = [{} for _ in range(sh.history.n_users)]
-    for user, items in shown.items():
+    positions: list[dict[int, int]] = [{} for _ in range(sh.history.n_users)]
+    before: dict[int, dict[str, tuple[int, int]]] = {}
+    for user, lists in read_user_lists(engine).items():
         u = urow.get(user)
         if u is None:
             continue
-        for it in items:
-            if it in irow:
-                labels[u][irow[it]] = 1.0 if it in clicked.get(user, ()) else 0.0
+        half = len(lists) // 2
+        before[u] = skipped(lists[:half])
+        for lst in lists[half:]:
+            for pos, it in enumerate(lst.items):
+                r = irow.get(it)
+                if r is None:
+                    continue
+                labels[u][r] = max(labels[u].get(r, 0.0), 1.0 if it in lst.clicked else 0.0)
+                positions[u][r] = min(positions[u].get(r, pos), pos)
     users = np.array([u for u, lab in enumerate(labels) if lab and max(lab.values()) > 0], dtype=np.int64)
     if not len(users):
         raise RecsysError("no feed list with an attributed click in the impression log")
     ranker = FeedRanker.build(model, sh.item_ids)
-    return _rank_data(ranker, sh.history, item_side_from_store(engine, sh.item_ids, sh.history), labels, users)
+
+    def fill(u: int, rows: np.ndarray, X: np.ndarray) -> None:
+        X[:, SHOWN_POSITION] = np.log1p([positions[u].get(int(r), 0) for r in rows])
+        fill_skipped(X, rows, sh.item_ids, before.get(u, {}))
+
+    return _rank_data(ranker, sh.history, item_side_from_store(engine, sh.item_ids, sh.history), labels, users,
+                      fill=fill, keep_unlabelled=True)
+
+
+def fit_and_choose(data: RankData, seed: int) -> tuple[Any, dict[str, Any]]:
+    """LambdaRank on 80% of the queries (early stopping on the other 20%), then the serving depth and blend
+    chosen on those held-out 20% (:func:`recsys.ranking.learned.choose_depth_blend`), over their whole
+    pools (never-shown candidates as label 0)."""
+    train, valid = data.split(0.2, seed)
+    fit_on, stop_on = train.only_labelled(), valid.only_labelled()
+    booster, summary = fit_lambdarank(fit_on.X, fit_on.y, fit_on.groups, seed=seed,
+                                      valid=(stop_on.X, stop_on.y, stop_on.groups))
+    # the choice sees the whole pool: a candidate never shown counts as not clicked (pessimistic for
+    # the candidates the logs know nothing about, which the reranker would otherwise promote blindly)
+    depth, blend, table = choose_depth_blend(booster, valid.X, valid.y, valid.groups)
+    log.info("reranker: held-out NDCG@10 by depth/blend %s; chosen depth %d, blend %.2f", table, depth, blend)
+    return booster, {**summary, "depth": depth, "blend": blend, "held_out_ndcg@10": table}
 
 
 def train_reranker(engine: Engine, config: Any, *, source: str = "auto", seed: int = 0, activate: bool = True,
@@ -196,12 +241,10 @@ def train_reranker(engine: Engine, config: Any, *, source: str = "auto", seed: i
         with engine.connect() as conn:
             source = "impressions" if conn.execute(select(Impression.request_id).limit(1)).first() else "events"
     data = data_from_impressions(engine, config, model) if source == "impressions" else data_from_events(engine, config, model)
-    train, valid = data.split(0.2, seed)
-    booster, summary = fit_lambdarank(train.X, train.y, train.groups, seed=seed,
-                                      valid=(valid.X, valid.y, valid.groups))
+    booster, summary = fit_and_choose(data, seed)
     version = version or new_version()
     info = {"source": source, "feed_model": model.version, "queries": len(data.groups),
-            "rows": len(data.y), "positives": int((data.y > 0).sum()), **summary}
+            "rows": len(data.only_labelled().y), "positives": int((data.y > 0).sum()), **summary}
     rr = LearnedReranker(booster, version, info)
     path = rr.save(config.artifacts_path / KIND / version)
     register_artifact(engine, KIND, version, str(path), metrics=info, activate=activate)
@@ -209,4 +252,4 @@ def train_reranker(engine: Engine, config: Any, *, source: str = "auto", seed: i
     return rr
 
 
-__all__ = ["FEATURES", "RankData", "data_from_events", "data_from_impressions", "split_history", "train_reranker"]
+__all__ = ["FEATURES", "RankData", "fit_and_choose", "data_from_events", "data_from_impressions", "split_history", "train_reranker"]

@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from recsys.errors import ArtifactError
+from recsys.experiments.exposure import read_user_lists, skipped
 from recsys.ranking.learned import (
     KIND,
     POOL,
     ItemSide,
     LearnedReranker,
+    fill_skipped,
     pool_features,
     popular_top_of,
 )
@@ -77,7 +79,8 @@ def item_side(st: Any) -> ItemSide:
 def reranked_items(rt: Any, user_id: str, k: int, *, slot: RerankerSlot | None, exclude_seen: bool = True,
                    category: str | None = None, exclude: Sequence[str] = (), ranker: Any = None) -> list[Any]:
     """The hybrid's best ``POOL`` allowed items for the user, reordered by the active reranker
-    (``ranker``: the hybrid's feed ranker, default the active model's; a variant's model or weights)."""
+    (``ranker``: the hybrid's feed ranker, default the active model's; a variant's model or weights), with
+    the user's logged feed lists for the skipped features: one read of the impression log per request."""
     model = slot.get() if slot is not None else None
     if model is None:
         raise ArtifactError("this variant needs a learned reranker and none is active; run `recsys train-reranker`")
@@ -89,5 +92,24 @@ def reranked_items(rt: Any, user_id: str, k: int, *, slot: RerankerSlot | None, 
     allowed = allowed_mask(st, category, exclude, True)
     rows, X = pool_features(fr, history, item_side(st), max(POOL, k), allowed, exclude_seen=exclude_seen,
                             neighbours=neighbours(st))
+    fill_skipped(X[0], rows[0], st.ids, skipped(_shown_lists(rt, user_id)))
     top, scores = model.rerank(rows[0], X[0], k)
     return [ranked_item(st, int(r), float(s), [{"type": "reranked"}]) for r, s in zip(top, scores, strict=True)]
+
+
+SHOWN_LISTS = 200
+"""The newest feed lists of a user the skipped features read per request (a bound on the read)."""
+
+
+def _shown_lists(rt: Any, user_id: str) -> list[Any]:
+    """The user's newest logged feed lists; none while the database is unreachable (the reranker then
+    scores as for a user never shown a list, and the feed still answers)."""
+    from recsys.store.outage import is_outage
+
+    try:
+        return read_user_lists(rt.engine, [user_id], latest=SHOWN_LISTS).get(user_id, [])
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        log.warning("reranker: impression log unreachable (%s); skipped features left empty", type(exc).__name__)
+        return []

@@ -167,6 +167,7 @@ class Impression(Base):
     """
 
     __tablename__ = "impressions"
+    __table_args__ = (Index("ix_impressions_user_ts", "user_id", "ts_ms"),)
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     surface: Mapped[str] = mapped_column(String(16))
