@@ -214,3 +214,56 @@ def test_recsys_train_on_an_ids_only_catalogue(tmp_path: Path) -> None:
     ranker = FeedRanker.build(model, list(model.item_ids))
     h = History.from_events(np.array([0, 0]), np.array([1, 4]), 1, model.n_items)
     assert ranker.rank(h, 5).rows.shape == (1, 5)
+
+
+def test_items_without_events_keep_a_cf_score_under_an_item_item_component(tmp_path: Path) -> None:
+    """With EASE as the CF component and content, items without events are scored by the folded-in user
+    vector against their content-mapped ALS factors (what the ALS component gives them), not by the
+    item-item score, which is the same for all of them; the feed ranker and the saved model agree."""
+    from recsys.cf.history import recency_weights as rw
+    from recsys.cf.matrix import apply_confidence
+    from recsys.cf.model import fold_in
+    from recsys.ranking.hybrid import cf_component, cold_cf_component, hybrid_scores, user_components
+
+    full = _history(n_items=60)
+    cold = np.arange(full.n_items) % 10 == 0  # every tenth item loses its events
+    keep = ~cold[full.items]
+    users = np.repeat(np.arange(full.n_users), np.diff(full.indptr))[keep]
+    h = History.from_events(users, full.items[keep], full.n_users, full.n_items)
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 8)).astype(np.float32)
+    content = centres[np.arange(h.n_items) % 3] + 0.1 * rng.normal(size=(h.n_items, 8)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    cfg = CFConfig(factors=4, iterations=3, component="ease", ease_lambda=5.0, sequence=False,
+                   tuning=TuningConfig(enabled=False))
+    params = HybridParams(recency_tau=3.0, cold_cf=1.0, cold_pop=0.0)
+    rec = HybridRecommender(cfg, params).fit(h, content)
+    comp = rec.components
+    assert comp is not None and comp.item_item is not None and not comp.warm[cold].any()
+    rows = h.select(np.arange(12))
+    item_item_cf = cf_component(comp, rows, 3.0, 0.0, cfg)
+    assert np.ptp(item_item_cf[:, cold], axis=1).max() < 1e-5  # the item-item score cannot tell them apart
+    fold = apply_confidence(rows.matrix(rw(rows, 3.0, 0.0)), cfg, comp.bm25)
+    expected = zscore_rows(fold_in(comp.item_factors, fold, cfg) @ comp.item_factors.T)
+    cold_cf = cold_cf_component(comp, rows, 3.0, 0.0, cfg)
+    assert cold_cf is not None and np.allclose(cold_cf, expected, atol=1e-5)
+    assert np.ptp(cold_cf[:, cold], axis=1).min() > 0.1  # the mapped factors do
+    s = rec.score(np.arange(12))
+    assert np.allclose(s[:, cold], cold_cf[:, cold], atol=1e-4)  # cold weights: CF only
+    assert np.allclose(s[:, ~cold], item_item_cf[:, ~cold], atol=1e-4)  # warm items keep the EASE score
+    # without content (no mapped factors) or with an ALS component nothing changes
+    assert cold_cf_component(HybridRecommender(cfg, params).fit(h).components, rows, 3.0, 0.0, cfg) is None
+    als = HybridRecommender(cfg.model_copy(update={"component": "als"}), params).fit(h, content)
+    assert user_components(als.components, rows, params, als.cfg).cold_cf is None
+    u = user_components(comp, rows, params, cfg)
+    assert np.allclose(hybrid_scores(u.cf, u.content, comp.pop, comp.warm, params, u.scale, u.cold_content, u.cold_cf), s)
+    model = FeedModel(item_ids=np.array([f"i{j}" for j in range(h.n_items)], dtype=object), params=params, cfg=cfg,
+                      components=comp, factor_map=comp.factor_map, pop_map=comp.pop_map, pop_mean=comp.pop_mean,
+                      pop_std=comp.pop_std, encoders={})
+    model.save(tmp_path / "m")
+    loaded = FeedModel.load(tmp_path / "m")
+    ranker = FeedRanker.build(loaded, list(model.item_ids))
+    assert np.allclose(ranker.scores(rows), s, atol=1e-4)
+    approx = FeedRanker.build(loaded, list(loaded.item_ids), exact_max_items=10, sample_size=10_000)
+    exact = ranker.rank(rows, 10)
+    assert np.array_equal(approx.rank(rows, 10).rows, exact.rows)

@@ -8,7 +8,10 @@ Design (what one fitted model does):
 - **Or an item-item CF score.** With ``cf.component`` ``ease`` or ``itemknn`` (chosen per catalogue on
   validation by :mod:`recsys.recommend.tuning`) the CF score is the recency-weighted history row times an
   item-item matrix (:class:`~recsys.cf.itemitem.ItemItem`); the ALS factors are still fitted for items
-  without events and the similar-items / candidate indexes. Item-to-next-item transitions
+  without events and the similar-items / candidate indexes: an item-item score gives every item without
+  events the same value, so with content those items are scored with the folded-in user vector against
+  their content-mapped ALS factors instead (:func:`cold_cf_component`), as when ALS is the CF component.
+  Item-to-next-item transitions
   (:mod:`recsys.cf.sequence`) can be added to the CF score with ``seq_weight``.
 - **Users are folded in** (implicit's ``recalculate_user``, the ALS least-squares solve against fixed
   item factors) from their history with recency weights ``1 + beta * exp(-rank / tau)`` (rank = how many
@@ -64,6 +67,7 @@ __all__ = [
     "UserComponents",
     "cf_component",
     "cf_scale",
+    "cold_cf_component",
     "content_component",
     "hybrid_scores",
     "normalised",
@@ -181,6 +185,22 @@ def cf_component(comp: HybridComponents, rows: History, tau: float, beta: float,
     return cf
 
 
+def cold_cf_component(comp: HybridComponents, rows: History, tau: float, beta: float, cfg: CFConfig) -> np.ndarray | None:
+    """Standardised factor scores ``(rows.n_users, n_items)`` for the items without events, or ``None``
+    when the CF score covers them already.
+
+    With an item-item CF component (EASE, item-kNN) every item without events gets the same CF score
+    (no column of the item-item matrix reaches it); when there is content their ALS factors are mapped from
+    it, so they are scored as the ALS component scores them: the recency-weighted fold-in against the item
+    factors, standardised over the catalogue. ``None`` for the ALS component, without content (no mapped
+    factors: zeros) or when every item has events.
+    """
+    if comp.item_item is None or comp.content is None or comp.warm.all():
+        return None
+    fold = apply_confidence(rows.matrix(recency_weights(rows, tau, beta)), cfg, comp.bm25)
+    return zscore_rows(fold_in(comp.item_factors, fold, cfg) @ comp.item_factors.T)
+
+
 def seq_component(comp: HybridComponents, rows: History, tau: float) -> np.ndarray:
     """Standardised transition scores ``(rows.n_users, n_items)``: recent items vote for their successors."""
     assert comp.seq is not None
@@ -200,26 +220,31 @@ def cf_scale(rows: History, shrink: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class UserComponents:
-    """The user side of the score for a batch of users (every array ``(n_users, n_items)`` but ``scale``)."""
+    """The user side of the score for a batch of users (every array ``(n_users, n_items)`` but ``scale``).
+
+    ``cold_cf``: the CF score of items without events when it differs from ``cf`` (:func:`cold_cf_component`).
+    """
 
     cf: np.ndarray
     content: np.ndarray | None
     cold_content: np.ndarray | None
     scale: np.ndarray
+    cold_cf: np.ndarray | None = None
 
 
 def user_components(comp: HybridComponents, rows: History, params: HybridParams, cfg: CFConfig) -> UserComponents:
     """CF, warm-item content and cold-item content scores of some users, and their CF-weight scale."""
     cf = cf_component(comp, rows, params.recency_tau, params.recency_beta, cfg, params.seq_weight, params.seq_tau)
+    cold_cf = cold_cf_component(comp, rows, params.recency_tau, params.recency_beta, cfg) if params.cold_cf else None
     if comp.content is None or not (params.warm_content or params.cold_content):
-        return UserComponents(cf, None, None, cf_scale(rows, params.cf_shrink))
+        return UserComponents(cf, None, None, cf_scale(rows, params.cf_shrink), cold_cf)
     warm_key = (params.profile_tau, params.profile_gamma, params.content_mix)
     cold_key = (params.cold_profile_tau, params.cold_profile_gamma, params.cold_content_mix)
     need_cold = cold_key != warm_key and not comp.warm.all()
     sim = BlockSimilarity.build(rows.matrix(), comp.content) if need_cold else None
     content = content_component(comp, rows, *warm_key, similarity=sim)
     cold_content = content_component(comp, rows, *cold_key, similarity=sim) if need_cold else content
-    return UserComponents(cf, content, cold_content, cf_scale(rows, params.cf_shrink))
+    return UserComponents(cf, content, cold_content, cf_scale(rows, params.cf_shrink), cold_cf)
 
 
 def hybrid_scores(
@@ -230,17 +255,20 @@ def hybrid_scores(
     params: HybridParams,
     cf_scale: np.ndarray | None = None,
     cold_content: np.ndarray | None = None,
+    cold_cf: np.ndarray | None = None,
 ) -> np.ndarray:
     """The blended score ``(n_users, n_items)`` float32: warm weights on warm items, cold ones elsewhere.
 
-    ``cold_content`` (default: ``content``) is the content score used for items without events.
+    ``cold_content`` (default: ``content``) and ``cold_cf`` (default: ``cf``) are the content and CF scores
+    used for items without events.
     """
     if content is None:
         params = _without_content(params)
     out = blend(cf, content, pop, normalised(params.warm), cf_scale)
     if (~warm).any():
         cold_c = content if cold_content is None else cold_content
-        cold = np.float32(params.cold_scale) * blend(cf, cold_c, pop, normalised(params.cold), cf_scale)
+        cold_f = cf if cold_cf is None else cold_cf
+        cold = np.float32(params.cold_scale) * blend(cold_f, cold_c, pop, normalised(params.cold), cf_scale)
         cold += np.float32(params.cold_offset)
         out = np.where(warm[None, :], out, cold)
     return out

@@ -34,8 +34,8 @@ from recsys.cf.history import History, item_tie_rank, profile_weights, recency_w
 from recsys.cf.matrix import apply_confidence
 from recsys.cf.model import fold_in
 from recsys.cf.settings import CFConfig
-from recsys.ranking.hybrid import (HybridComponents, HybridParams, cf_component, hybrid_scores, normalised,
-                                   user_components)
+from recsys.ranking.hybrid import (HybridComponents, HybridParams, cf_component, cold_cf_component, hybrid_scores,
+                                   normalised, user_components)
 from recsys.ranking.scoring import (
     affine_stats,
     block_shares,
@@ -243,7 +243,7 @@ class FeedRanker:
             return s, explain, explain  # explain: a marker, components computed for the returned rows only
         p, cfg = self.model.params, self.model.cfg
         u = user_components(self.components, rows, p, cfg)
-        s = hybrid_scores(u.cf, u.content, self.components.pop, self.components.warm, p, u.scale, u.cold_content)
+        s = hybrid_scores(u.cf, u.content, self.components.pop, self.components.warm, p, u.scale, u.cold_content, u.cold_cf)
         return s, u.cf, u.content if u.content is not None else np.zeros_like(u.cf)
 
     # ------------------------------------------------------------------ the linear form (gamma = 0)
@@ -447,9 +447,12 @@ class FeedRanker:
         for u, c in enumerate(cand):
             dup[u, len(c):] = True
         cf_raw = np.einsum("uk,uck->uc", uvec, comp.item_factors[cols])
+        cold_cf_z = None
         if self._item_item_cf:  # the item-item score of every item is cheap: standardise exactly
             cf_all = cf_component(comp, rows, p.recency_tau, p.recency_beta, cfg, p.seq_weight, p.seq_tau)
             cf_z = np.take_along_axis(cf_all, cols, axis=1)
+            cold_all = cold_cf_component(comp, rows, p.recency_tau, p.recency_beta, cfg) if p.cold_cf else None
+            cold_cf_z = None if cold_all is None else np.take_along_axis(cold_all, cols, axis=1)
         elif self.linear:
             _f, f_mean, f_gram = self._space("cf", None)
             cf_z = z_affine(cf_raw, *affine_stats(uvec, f_mean, f_gram))
@@ -468,7 +471,8 @@ class FeedRanker:
         for u in range(rows.n_users):
             s[u] = hybrid_scores(cf_z[u : u + 1], None if content_z is None else content_z[u : u + 1],
                                  comp.pop[cols[u]], comp.warm[cols[u]], p, scale[u : u + 1],
-                                 None if cold_z is None else cold_z[u : u + 1])[0]
+                                 None if cold_z is None else cold_z[u : u + 1],
+                                 None if cold_cf_z is None else cold_cf_z[u : u + 1])[0]
         s[dup] = -np.inf
         return s, cols, (cf_z, content_z if content_z is not None else np.zeros_like(cf_z))
 

@@ -74,7 +74,7 @@ class HybridRecommender:
         """Scores ``(rows.n_users, n_items)`` for users given by their histories (new users: fold-in)."""
         comp, _, params = self._require()
         u = user_components(comp, rows, params, self.cfg)
-        return hybrid_scores(u.cf, u.content, comp.pop, comp.warm, params, u.scale, u.cold_content)
+        return hybrid_scores(u.cf, u.content, comp.pop, comp.warm, params, u.scale, u.cold_content, u.cold_cf)
 
     def score(self, users: np.ndarray) -> np.ndarray:
         """Scores ``(len(users), n_items)`` for rows of the training history."""

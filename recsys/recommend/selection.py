@@ -30,6 +30,7 @@ from recsys.ranking.hybrid import (
     HybridParams,
     cf_component,
     cf_scale,
+    cold_cf_component,
     content_component,
     hybrid_scores,
     seq_component,
@@ -86,6 +87,7 @@ class _Evaluator:
         self.comp, self.split, self.cfg, self.tie_cold = comp, split, cfg, tie_cold
         self.rows = split.train.select(split.users)
         self._cf: dict[tuple[float, ...], np.ndarray] = {}
+        self._cold_cf: dict[tuple[float, float], np.ndarray | None] = {}
         self._seq: dict[tuple[str, float], np.ndarray] = {}
         self._content: dict[tuple[float, float, float], np.ndarray | None] = {}
         self._scores: dict[HybridParams, float] = {}
@@ -100,6 +102,12 @@ class _Evaluator:
         if key not in self._cf:
             self._cf[key] = cf_component(self.comp, self.rows, tau, beta, self.cfg)
         return self._cf[key]
+
+    def _cold_cf_scores(self, tau: float, beta: float) -> np.ndarray | None:
+        key = (tau if beta else 0.0, beta)
+        if key not in self._cold_cf:
+            self._cold_cf[key] = cold_cf_component(self.comp, self.rows, tau, beta, self.cfg)
+        return self._cold_cf[key]
 
     def _content_scores(self, tau: float, gamma: float, mix: float) -> np.ndarray | None:
         key = (tau, gamma, mix)
@@ -120,8 +128,9 @@ class _Evaluator:
             cold_content = None
             if p.cold_content:
                 cold_content = self._content_scores(p.cold_profile_tau, p.cold_profile_gamma, p.cold_content_mix)
+            cold_cf = self._cold_cf_scores(p.recency_tau, p.recency_beta) if p.cold_cf else None
             scale = cf_scale(self.rows, p.cf_shrink)
-            scores = hybrid_scores(cf, content, self.comp.pop, self.comp.warm, p, scale, cold_content)
+            scores = hybrid_scores(cf, content, self.comp.pop, self.comp.warm, p, scale, cold_content, cold_cf)
             self._scores[p] = validation_ndcg(scores, self.split)
         return self._scores[p]
 
