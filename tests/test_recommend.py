@@ -11,7 +11,8 @@ from recsys.cf.history import History
 from recsys.cf.settings import CFConfig
 from recsys.ranking.hybrid import HybridParams
 from recsys.ranking.metrics import rank_top_k
-from recsys.ranking.ranker import FeedRanker, user_history
+from recsys.cf.history import user_history
+from recsys.ranking.ranker import FeedRanker
 from recsys.ranking.topk import top_k_rows
 from recsys.recommend.hybrid import HybridRecommender
 from recsys.recommend.model import FeedModel

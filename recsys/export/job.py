@@ -3,7 +3,7 @@
 The ranking is the service's own: the same :class:`~recsys.ranking.ranker.FeedRanker` (home feed),
 the same similar-items index and the same filters and diversity step, over the state a
 :class:`~recsys.serving.Runtime` loads. Users' histories are read from the events table in one pass and
-built exactly as the service builds one user's (:func:`recsys.ranking.ranker.user_history`'s rules).
+built exactly as the service builds one user's (:func:`recsys.cf.history.user_history`'s rules).
 
 The work is split into fixed chunks of ids (sorted, so the split is the same on every run); each chunk
 is ranked and written durably on its own (:mod:`recsys.export.writers`), so memory stays at one chunk's

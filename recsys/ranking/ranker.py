@@ -76,25 +76,6 @@ class FeedModelLike(Protocol):
         ...
 
 
-def user_history(item_rows: Sequence[np.ndarray], ts: Sequence[np.ndarray], weights: Sequence[np.ndarray],
-                 tie_rank: np.ndarray, n_items: int) -> History:
-    """Histories of some users from their events (catalogue rows, unix times, pair weights).
-
-    Events are ordered by time, then the item's tie rank, as training orders them; a pair keeps its
-    strongest weight and the recency of its newest event.
-    """
-    users, items, w = [], [], []
-    for u, (rows, t, wt) in enumerate(zip(item_rows, ts, weights)):
-        rows = np.asarray(rows, dtype=np.int64)
-        order = np.lexsort((tie_rank[rows], np.asarray(t, dtype=np.int64)))
-        users.append(np.full(rows.shape[0], u, dtype=np.int64))
-        items.append(rows[order])
-        w.append(np.asarray(wt, dtype=np.float32)[order])
-    cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
-    return History.from_events(cat(users, np.int64), cat(items, np.int64), len(item_rows), n_items,
-                               weight=cat(w, np.float32), combine="max")
-
-
 @dataclass(frozen=True)
 class Ranking:
     """Ranked rows for a batch of users: ``rows`` ``(n, k)`` int64 (``-1`` pads), ``scores`` float32,

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, select
 
-from recsys.cf.history import History
+from recsys.cf.history import History, user_history
 from recsys.config import Config
 from recsys.errors import DatabaseUnavailableError
 from recsys.ranking.cursor import decode_cursor, encode_cursor
 from recsys.ranking.diversity import reshape
-from recsys.ranking.ranker import FEED_POOL, user_history
+from recsys.ranking.ranker import FEED_POOL
 from recsys.ranking.reasons import feed_reasons
 from recsys.ranking.rerank import FeedWeights, UserSignals, blend, reasons_for, user_features
 from recsys.ranking.rerank import select as select_rows
