@@ -255,6 +255,28 @@ def test_experiment_report_page(shop: dict[str, Any]) -> None:
     missing = client.get("/ui/experiments/%3Cscript%3Ex")
     assert missing.status_code == 404 and b"<script>x" not in missing.data and b"unknown experiment" in missing.data
 
+    # a keyless page reads only the newest `impressions.page_max_lists` lists, and says so
+    from recsys.experiments.report import count_lists, read_outcomes
+
+    newest, _ = read_outcomes(engine, "ui-ab", max_lists=5)
+    everything, _ = read_outcomes(engine, "ui-ab")
+    assert [o.request_id for o in newest] == [o.request_id for o in everything][-5:] and count_lists(engine, "ui-ab") == 20
+    assert newest == everything[-5:]
+    full = app.extensions["recsys.config"]
+    capped = full.model_copy(update={"impressions": full.impressions.model_copy(update={"page_max_lists": 5})})
+    app.extensions["recsys.config"] = capped
+    app.extensions.pop("recsys.ui.aggregates", None)
+    try:
+        html = client.get("/ui/experiments/ui-ab").get_data(as_text=True)
+    finally:
+        app.extensions["recsys.config"] = full
+    assert "over the newest\n  5 of the 20 lists logged" in html
+    row = re.search(r'<tr data-variant="hyb">(.*?)</tr>', html, re.S)
+    lists_pop = re.search(r'<tr data-variant="pop">(.*?)</tr>', html, re.S)
+    assert row and lists_pop
+    shown = [int(re.findall(r"<td>([\d,]+)</td>", r.group(1))[0]) for r in (row, lists_pop)]
+    assert sum(shown) == 5
+
 
 # ------------------------------------------------------------------------------------------------ media
 def test_media_serves_a_cached_thumbnail_with_cache_headers(shop: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from recsys.experiments.assign import INTERLEAVED, winner
 from recsys.experiments.settings import ExperimentConfig
@@ -125,23 +125,34 @@ class ListOutcome:
     user: str | None = None
 
 
-def read_outcomes(engine: Engine, experiment: str, conversion_types: Sequence[str] = CONVERSION_TYPES
-                  ) -> tuple[list[ListOutcome], dict[str, float]]:
-    """The experiment's lists with their attributed clicks and conversions, and the items' prices."""
+def read_outcomes(engine: Engine, experiment: str, conversion_types: Sequence[str] = CONVERSION_TYPES,
+                  max_lists: int | None = None) -> tuple[list[ListOutcome], dict[str, float]]:
+    """The experiment's lists with their attributed clicks and conversions, and the items' prices.
+
+    Args:
+        max_lists: read only the newest this many lists (``None``: all), which bounds the memory and time of
+            a report that a request without a key can ask for (the playground's pages).
+    """
     with engine.connect() as conn:
-        heads = conn.execute(select(Impression.request_id, Impression.variant, Impression.ts_ms, Impression.user_id)
-                             .where(Impression.experiment == experiment)
-                             .order_by(Impression.ts_ms, Impression.request_id)).all()
+        q_heads = (select(Impression.request_id, Impression.variant, Impression.ts_ms, Impression.user_id)
+                   .where(Impression.experiment == experiment))
+        if max_lists is None:
+            heads = conn.execute(q_heads.order_by(Impression.ts_ms, Impression.request_id)).all()
+        else:
+            newest = q_heads.order_by(Impression.ts_ms.desc(), Impression.request_id.desc()).limit(max_lists)
+            heads = conn.execute(newest).all()[::-1]
         if not heads:
             return [], {}
-        since = min(h.ts_ms for h in heads) // 1000 - 1
+        since_ms = min(h.ts_ms for h in heads)
+        since = since_ms // 1000 - 1
         rids = {h.request_id for h in heads}
         pos: dict[str, list[tuple[int, str, str | None]]] = defaultdict(list)
         q = (select(ImpressionItem.request_id, ImpressionItem.position, ImpressionItem.item_id, ImpressionItem.team)
              .join(Impression, Impression.request_id == ImpressionItem.request_id)
-             .where(Impression.experiment == experiment))
+             .where(Impression.experiment == experiment, Impression.ts_ms >= since_ms))
         for r in conn.execute(q):
-            pos[r.request_id].append((r.position, r.item_id, r.team))
+            if r.request_id in rids:
+                pos[r.request_id].append((r.position, r.item_id, r.team))
         evq = (select(Event.attributes, Event.event_type, Item.external_id, Item.price)
                .join(Item, Item.id == Event.item_id)
                .where(Event.ts >= since, Event.attributes.is_not(None)))
@@ -234,9 +245,18 @@ def welch_p(xa: Sequence[float] | np.ndarray, xb: Sequence[float] | np.ndarray) 
     return float(ttest_ind(xa, xb, equal_var=False).pvalue)
 
 
+def count_lists(engine: Engine, experiment: str) -> int:
+    """How many lists the impression log holds for the experiment."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(Impression)
+                                .where(Impression.experiment == experiment)).scalar_one())
+
+
 def experiment_report(engine: Engine, experiment: ExperimentConfig, confidence: float = 0.95,
-                      conversion_types: Sequence[str] = CONVERSION_TYPES) -> ExperimentReport:
-    outcomes, prices = read_outcomes(engine, experiment.name, conversion_types)
+                      conversion_types: Sequence[str] = CONVERSION_TYPES, max_lists: int | None = None
+                      ) -> ExperimentReport:
+    """The report over the experiment's lists (the newest ``max_lists`` of them when given)."""
+    outcomes, prices = read_outcomes(engine, experiment.name, conversion_types, max_lists)
     return summarise(experiment, outcomes, prices, confidence)
 
 

@@ -33,6 +33,9 @@ class ImpressionsConfig(_Section):
     process (the spool is truncated once everything in it is committed)."""
     retention_days: float = Field(90.0, gt=0)
     """``recsys impressions prune`` (and the writer, once an hour) deletes lists older than this."""
+    page_max_lists: int = Field(20_000, gt=0)
+    """The playground's experiment pages (no key needed) report on the newest this many lists of an
+    experiment and say so; ``recsys experiments report`` reads them all."""
 
 
 BLEND_WEIGHTS = ("warm_cf", "warm_content", "warm_pop", "cold_cf", "cold_content", "cold_pop")

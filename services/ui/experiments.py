@@ -2,8 +2,9 @@
 
 The report is what ``recsys experiments report NAME`` prints (:func:`recsys.experiments.report.experiment_report`):
 per variant lists, clicks, CTR and conversions with their intervals, the A/B p-values, and for
-interleaving the wins per variant with the binomial test; the PNG is ``--plot``'s. Reports read whole
-experiments from SQL, so each is computed at most once per ``AGGREGATE_TTL_S`` per process.
+interleaving the wins per variant with the binomial test; the PNG is ``--plot``'s. These pages need no key, so
+a report reads at most the newest ``impressions.page_max_lists`` lists of the experiment (the page says when
+there are more) and is computed at most once per ``AGGREGATE_TTL_S`` per process.
 """
 
 from __future__ import annotations
@@ -27,16 +28,20 @@ def _experiments() -> list[Any]:
     return _aggregate("experiments", lambda: all_experiments(_engine(), config().experiments))
 
 
-def _report(name: str) -> tuple[Any, Any]:
-    """``(experiment, report)``; a 404 for an unknown name."""
-    from recsys.experiments.report import experiment_report
+def _report(name: str) -> tuple[Any, Any, int]:
+    """``(experiment, report, lists in the log)``; a 404 for an unknown name. The report covers the newest
+    ``impressions.page_max_lists`` lists (these pages need no key, so what one request reads is bounded)."""
+    from recsys.experiments.report import count_lists, experiment_report
     from recsys.experiments.store import find_experiment
 
     try:
         exp = find_experiment(_engine(), config().experiments, name)
     except ConfigError as exc:
         abort(404, str(exc))
-    return exp, _aggregate(f"experiment-report:{name}", lambda: experiment_report(_engine(), exp))
+    cap = config().impressions.page_max_lists
+    rep, total = _aggregate(f"experiment-report:{name}", lambda: (
+        experiment_report(_engine(), exp, max_lists=cap), count_lists(_engine(), exp.name)))
+    return exp, rep, total
 
 
 def number(value: float, digits: int = 3) -> str:
@@ -55,15 +60,16 @@ def experiments() -> tuple[str, int]:
 
 @bp.get("/experiments/<name>")
 def experiment(name: str) -> tuple[str, int]:
-    exp, rep = _report(name)
-    return _render("experiment.html", exp=exp, rep=rep, number=number, interval=interval, ttl=AGGREGATE_TTL_S)
+    exp, rep, total = _report(name)
+    return _render("experiment.html", exp=exp, rep=rep, number=number, interval=interval, ttl=AGGREGATE_TTL_S,
+                   total=total, cap=config().impressions.page_max_lists)
 
 
 @bp.get("/experiments/<name>/report.png")
 def experiment_plot(name: str) -> Response:
     from recsys.experiments.report import plot_report
 
-    _exp, rep = _report(name)
+    _exp, rep, _total = _report(name)
 
     def draw() -> bytes:  # pyplot's state is per process: one figure at a time
         lock = current_app.extensions.setdefault("recsys.ui.plot_lock", threading.Lock())

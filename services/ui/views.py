@@ -8,6 +8,7 @@ re-render the page with the message and a 400; an unknown item is a 404 page; an
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,13 +56,14 @@ def _engine() -> Any:
 def _aggregate(name: str, compute: Callable[[], T]) -> T:
     """``compute()``, or its value from the last ``AGGREGATE_TTL_S`` seconds (per app)."""
     cache = current_app.extensions.setdefault("recsys.ui.aggregates", {})
-    now = time.monotonic()
-    hit = cache.get(name)
-    if hit is not None and now - hit[0] < AGGREGATE_TTL_S:
-        return hit[1]  # type: ignore[no-any-return]
-    value = compute()
-    cache[name] = (now, value)
-    return value
+    lock = current_app.extensions.setdefault("recsys.ui.aggregates_lock", threading.RLock())
+    with lock:  # one computation at a time per process: concurrent keyless requests wait for the cached value
+        hit = cache.get(name)
+        if hit is not None and time.monotonic() - hit[0] < AGGREGATE_TTL_S:
+            return hit[1]  # type: ignore[no-any-return]
+        value = compute()
+        cache[name] = (time.monotonic(), value)
+        return value
 
 
 def _render(template: str, status: int = 200, **ctx: Any) -> tuple[str, int]:
