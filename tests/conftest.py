@@ -35,6 +35,19 @@ def postgres_unavailable() -> str | None:
     return _pg_state["reason"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _close_impression_logs() -> Iterator[None]:
+    """Close the impression loggers that a test module's apps opened, once the module is done: their writer
+    threads would otherwise keep polling (and pruning databases already deleted) until the interpreter exits."""
+    from recsys.serving.impressions import live_logs
+
+    before = {id(lg) for lg in live_logs()}
+    yield
+    for lg in live_logs():
+        if id(lg) not in before:
+            lg.close(5.0)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "movielens-100k-posters" / "items.csv").is_file():

@@ -24,6 +24,7 @@ import queue
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -189,6 +190,24 @@ def recover_spools(engine: Engine, spool_dir: Path, own: Path | None = None) -> 
     return recovered
 
 
+_LIVE: weakref.WeakSet[ImpressionLog] = weakref.WeakSet()
+"""Loggers that :func:`close_all` closes at interpreter exit (those made with ``register_atexit``)."""
+
+
+def live_logs() -> list[ImpressionLog]:
+    """The loggers not closed yet that :func:`close_all` will close at exit."""
+    return [lg for lg in list(_LIVE) if not lg._closed]
+
+
+def close_all(timeout: float = 30.0) -> None:
+    """Close every live logger (registered with ``atexit``): queued lists are written before the exit."""
+    for logger in live_logs():
+        logger.close(timeout)
+
+
+atexit.register(close_all)
+
+
 class ImpressionLog:
     """The per-process logger: bounded queue, background batch writer, spool file. Thread-safe."""
 
@@ -217,7 +236,7 @@ class ImpressionLog:
         self._thread = threading.Thread(target=self._run, name="impression-writer", daemon=True)
         self._thread.start()
         if register_atexit:
-            atexit.register(self.close)
+            _LIVE.add(self)
 
     # ------------------------------------------------------------------ the request's side
     def log(self, record: ImpressionRecord) -> bool:
