@@ -360,9 +360,9 @@ def main() -> None:
         for name in args.phases.split(","):
             if name == "src":
                 sources = fetch_sources(engine, srv.base_url, users, [hyb, pop], args.seed, deadline)
-                result["redraws"] = redraws(result, phases, sources, users, future, model, args)
-                if args.json:
+                if args.json:  # before the redraws, so that offline analyses can start on them
                     args.json.with_suffix(".sources.json").write_text(json.dumps(sources))
+                result["redraws"] = redraws(result, phases, sources, users, future, model, args)
                 continue
             if name == "r2":
                 result["r2"] = round_two(engine, config, srv.base_url, users, future, model, args.r2_requests,
