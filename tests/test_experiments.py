@@ -234,3 +234,21 @@ def test_interleaving_and_ab_tests_match_scipy_on_known_numbers() -> None:
     assert per_list == pytest.approx(ttest_ind([1.0, 1.0, 0.0], [0.0, 1.0, 0.0], equal_var=False).pvalue)
     with pytest.raises(ValueError, match="test must be one of"):
         interleaving_curve(d, user, [8], "z")
+
+
+def test_cascade_click_model_stops_at_the_first_click() -> None:
+    from recsys.experiments.simulation import ClickModel
+
+    items = ["a", "f1", "b", "f2"]
+    sure = ClickModel(p_future=1.0, p_other=0.0, kind="cascade")
+    assert sure.clicks(items, {"f1", "f2"}, random.Random(0)) == [1]  # never reaches f2
+    assert ClickModel(eta=0.0, p_future=1.0, p_other=0.0).clicks(items, {"f1", "f2"}, random.Random(0)) == [1, 3]
+    rng = random.Random(1)
+    model = ClickModel(p_future=0.5, p_other=0.5, kind="cascade")
+    counts = [model.clicks(items, set(), rng) for _ in range(2000)]
+    assert all(len(c) <= 1 for c in counts)
+    first = sum(c == [0] for c in counts) / 2000  # P(click at 0) = .5, at 1 = .25
+    second = sum(c == [1] for c in counts) / 2000
+    assert abs(first - 0.5) < 0.04 and abs(second - 0.25) < 0.04
+    with pytest.raises(ValueError, match="click model kind"):
+        ClickModel(kind="dbn")

@@ -48,20 +48,38 @@ def temporal_split(events: pd.DataFrame, test_share: float = 0.2, numeric_items:
     return past, future
 
 
+CLICK_MODELS = ("position", "cascade")
+
+
 @dataclass(frozen=True)
 class ClickModel:
-    """Position-biased clicks on real preferences."""
+    """Clicks on real preferences: an item's attractiveness is ``p_future`` if it is among the user's future
+    items, else ``p_other``.
+
+    ``kind="position"`` (the simulation's model): position ``p`` is clicked with probability
+    ``(p + 1) ** -eta`` times the attractiveness, independently. ``kind="cascade"`` (the cascade model of
+    Craswell, Zoeter, Taylor and Ramsey, 2008): the user reads from the top, clicks an item with probability
+    its attractiveness and stops at the first click (``eta`` unused)."""
 
     eta: float = 1.0
     p_future: float = 0.5
     p_other: float = 0.02
+    kind: str = "position"
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLICK_MODELS:
+            raise ValueError(f"click model kind must be one of {list(CLICK_MODELS)}, got {self.kind!r}")
 
     def clicks(self, items: Sequence[str], future: set[str], rng: random.Random) -> list[int]:
         """Positions clicked in a shown list (0-based)."""
         out = []
         for p, item in enumerate(items):
-            prob = (p + 1) ** -self.eta * (self.p_future if item in future else self.p_other)
-            if rng.random() < prob:
+            attract = self.p_future if item in future else self.p_other
+            if self.kind == "cascade":
+                if rng.random() < attract:
+                    return [p]
+                continue
+            if rng.random() < (p + 1) ** -self.eta * attract:
                 out.append(p)
         return out
 
