@@ -213,8 +213,9 @@ def round_two(engine: Any, config: Any, base: str, users: list[str], future: dic
     log.info("round 2: %d source-fetch lists left out of the log", gone)
     t0 = time.monotonic()
     rr = train_reranker(engine, config, source="impressions", seed=seed)
-    out: dict[str, Any] = {"reranker": {"version": rr.version, **rr.info, "train_seconds": time.monotonic() - t0}}
-    print(f"round 2: reranker {json.dumps(out['reranker'], default=str)}", flush=True)
+    # "model", not "reranker": that key is the reranker arm's result below
+    out: dict[str, Any] = {"model": {"version": rr.version, **rr.info, "train_seconds": time.monotonic() - t0}}
+    print(f"round 2: reranker {json.dumps(out['model'], default=str)}", flush=True)
     tag = int(time.time())
     clicked: dict[str, list[bool]] = {}
     # the reranker arm first: its skipped features read every list logged before, and the base arm's
@@ -360,9 +361,9 @@ def main() -> None:
         for name in args.phases.split(","):
             if name == "src":
                 sources = fetch_sources(engine, srv.base_url, users, [hyb, pop], args.seed, deadline)
-                result["redraws"] = redraws(result, phases, sources, users, future, model, args)
-                if args.json:
+                if args.json:  # before the redraws, so that offline analyses can start on them
                     args.json.with_suffix(".sources.json").write_text(json.dumps(sources))
+                result["redraws"] = redraws(result, phases, sources, users, future, model, args)
                 continue
             if name == "r2":
                 result["r2"] = round_two(engine, config, srv.base_url, users, future, model, args.r2_requests,

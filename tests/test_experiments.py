@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import binomtest
 
 from recsys.experiments.assign import INTERLEAVED, assign, bucket, team_draft, winner
-from recsys.experiments.report import ListOutcome, summarise, two_proportion_p, wilson
+from recsys.experiments.report import ListOutcome, format_report, summarise, two_proportion_p, wilson
 from recsys.experiments.settings import ExperimentConfig
 
 
@@ -80,7 +80,23 @@ def test_report_statistics() -> None:
     rep = summarise(inter, lists)
     it = rep.interleaving
     assert it is not None and it.wins == {"hyb": 40, "pop": 15} and it.ties == 45
-    assert it.p_value == pytest.approx(binomtest(40, 55, 0.5).pvalue) and it.share == pytest.approx(40 / 55)
+    assert it.p_value_wins == pytest.approx(binomtest(40, 55, 0.5).pvalue) and it.share == pytest.approx(40 / 55)
+    # the report's p: t-test of the per-list credit differences, 40 x (+1), 15 x (-1), 45 x 0; by hand
+    # mean .25, sd sqrt((55 - 100 x .25^2) / 99) = .70173, t = .25 / (.70173 / 10) = 3.5626 on 99 df
+    from scipy.stats import t as student_t
+    from scipy.stats import ttest_1samp
+
+    assert it.credit_difference == pytest.approx(0.25)
+    assert it.p_value == pytest.approx(2 * student_t.sf(3.5626, 99), rel=1e-3)
+    assert it.p_value == pytest.approx(ttest_1samp([1] * 40 + [-1] * 15 + [0] * 45, 0.0).pvalue)
+    # two clicks for one team in a list count twice; a click on an item of no team (None) counts for nobody
+    two = [ListOutcome("t0", INTERLEAVED, ("i1", "i2", "i3"), ("hyb", "hyb", None), ("i1", "i2", "i3"), ()),
+           ListOutcome("t1", INTERLEAVED, ("i1", "i2", "i3"), ("pop", "hyb", None), ("i1",), ()),
+           ListOutcome("t2", INTERLEAVED, ("i1", "i2", "i3"), ("pop", "hyb", None), (), ())]
+    it2 = summarise(inter, two).interleaving
+    assert it2 is not None and it2.credit_difference == pytest.approx((2 - 1 + 0) / 3)
+    assert it2.p_value == pytest.approx(ttest_1samp([2, -1, 0], 0.0).pvalue)
+    assert "t-test of the per-list differences p = " in format_report(rep)
 
 
 def test_experiment_definitions_are_checked() -> None:
@@ -162,7 +178,11 @@ def test_redraws_find_a_real_difference_and_no_difference_between_identical_rank
         aa = redraw_lists_needed(_exp("interleave"), {"hyb": good, "pop": good}, seq, future, model, credit=credit, **kw)
         assert aa["significant_at_end_share"] <= 0.125, (credit, aa)
         if credit == "exclusive":
-            assert aa["never_share"] == 1.0 and math.isnan(aa["median_final_p"])
+            # every credit difference is 0: the t-test's p is 1, the binomial test has no decided list
+            assert aa["never_share"] == 1.0 and aa["median_final_p"] == 1.0
+            wins = redraw_lists_needed(_exp("interleave"), {"hyb": good, "pop": good}, seq, future, model,
+                                       credit=credit, test="wins", **kw)
+            assert wins["never_share"] == 1.0 and math.isnan(wins["median_final_p"])
     with pytest.raises(ValueError, match="missing"):
         redraw_lists_needed(_exp(), {"hyb": good}, seq, future, model, **kw)
     with pytest.raises(ValueError, match="credit"):
@@ -185,3 +205,50 @@ def test_fast_sequential_p_matches_the_report() -> None:
         fast, slow = fast_sequential_p(exp, outs, 20), sequential_p(exp, outs, 20)
         assert [n for n, _ in fast] == [n for n, _ in slow]
         assert [p for _, p in fast] == pytest.approx([p for _, p in slow], nan_ok=True)
+
+
+def test_interleaving_and_ab_tests_match_scipy_on_known_numbers() -> None:
+    from scipy.stats import ttest_1samp, ttest_ind
+
+    from recsys.experiments.statistics import AB_TESTS, INTERLEAVING_TESTS, ab_curve, interleaving_curve
+
+    # per-list credit differences of 8 lists by 4 users
+    d = [1, 0, -1, 2, 1, 0, 1, -1]
+    user = [0, 1, 2, 3, 0, 1, 2, 3]
+    p = {t: interleaving_curve(d, user, [4, 8], t) for t in INTERLEAVING_TESTS}
+    assert p["wins"][1] == pytest.approx(binomtest(4, 6, 0.5).pvalue)  # 4 lists won, 2 lost, 2 ties
+    assert p["wins"][0] == pytest.approx(binomtest(2, 3, 0.5).pvalue)
+    assert p["credit_t"][1] == pytest.approx(ttest_1samp(d, 0.0).pvalue)
+    assert p["credit_t"][0] == pytest.approx(ttest_1samp(d[:4], 0.0).pvalue)
+    # users' sums 2, 0, 0, 1: two prefer A, none B; users' means 1, 0, 0, .5
+    assert p["user_sign"][1] == pytest.approx(binomtest(2, 2, 0.5).pvalue)
+    assert p["user_t"][1] == pytest.approx(ttest_1samp([1.0, 0.0, 0.0, 0.5], 0.0).pvalue)
+    assert interleaving_curve([1, 1, 1], [0, 1, 2], [3], "credit_t") == [0.0]  # no variance, non-zero mean
+    assert interleaving_curve([0, 0, 0], [0, 1, 2], [3], "credit_t") == [1.0]
+    # A/B: users 0-2 on side 0, users 3-5 on side 1; user 0 sees two lists
+    side = [0, 0, 0, 0, 1, 1, 1]
+    clicks = [2, 0, 1, 0, 0, 1, 0]
+    users = [0, 0, 1, 2, 3, 4, 5]
+    ctr, per_list = (ab_curve(side, clicks, users, [7], t)[0] for t in AB_TESTS)
+    assert ctr == pytest.approx(ttest_ind([0.5, 1.0, 0.0], [0.0, 1.0, 0.0], equal_var=False).pvalue)
+    assert per_list == pytest.approx(ttest_ind([1.0, 1.0, 0.0], [0.0, 1.0, 0.0], equal_var=False).pvalue)
+    with pytest.raises(ValueError, match="test must be one of"):
+        interleaving_curve(d, user, [8], "z")
+
+
+def test_cascade_click_model_stops_at_the_first_click() -> None:
+    from recsys.experiments.simulation import ClickModel
+
+    items = ["a", "f1", "b", "f2"]
+    sure = ClickModel(p_future=1.0, p_other=0.0, kind="cascade")
+    assert sure.clicks(items, {"f1", "f2"}, random.Random(0)) == [1]  # never reaches f2
+    assert ClickModel(eta=0.0, p_future=1.0, p_other=0.0).clicks(items, {"f1", "f2"}, random.Random(0)) == [1, 3]
+    rng = random.Random(1)
+    model = ClickModel(p_future=0.5, p_other=0.5, kind="cascade")
+    counts = [model.clicks(items, set(), rng) for _ in range(2000)]
+    assert all(len(c) <= 1 for c in counts)
+    first = sum(c == [0] for c in counts) / 2000  # P(click at 0) = .5, at 1 = .25
+    second = sum(c == [1] for c in counts) / 2000
+    assert abs(first - 0.5) < 0.04 and abs(second - 0.25) < 0.04
+    with pytest.raises(ValueError, match="click model kind"):
+        ClickModel(kind="dbn")

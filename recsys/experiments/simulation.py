@@ -48,20 +48,38 @@ def temporal_split(events: pd.DataFrame, test_share: float = 0.2, numeric_items:
     return past, future
 
 
+CLICK_MODELS = ("position", "cascade")
+
+
 @dataclass(frozen=True)
 class ClickModel:
-    """Position-biased clicks on real preferences."""
+    """Clicks on real preferences: an item's attractiveness is ``p_future`` if it is among the user's future
+    items, else ``p_other``.
+
+    ``kind="position"`` (the simulation's model): position ``p`` is clicked with probability
+    ``(p + 1) ** -eta`` times the attractiveness, independently. ``kind="cascade"`` (the cascade model of
+    Craswell, Zoeter, Taylor and Ramsey, 2008): the user reads from the top, clicks an item with probability
+    its attractiveness and stops at the first click (``eta`` unused)."""
 
     eta: float = 1.0
     p_future: float = 0.5
     p_other: float = 0.02
+    kind: str = "position"
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLICK_MODELS:
+            raise ValueError(f"click model kind must be one of {list(CLICK_MODELS)}, got {self.kind!r}")
 
     def clicks(self, items: Sequence[str], future: set[str], rng: random.Random) -> list[int]:
         """Positions clicked in a shown list (0-based)."""
         out = []
         for p, item in enumerate(items):
-            prob = (p + 1) ** -self.eta * (self.p_future if item in future else self.p_other)
-            if rng.random() < prob:
+            attract = self.p_future if item in future else self.p_other
+            if self.kind == "cascade":
+                if rng.random() < attract:
+                    return [p]
+                continue
+            if rng.random() < (p + 1) ** -self.eta * attract:
                 out.append(p)
         return out
 
@@ -153,99 +171,124 @@ def paired_difference(a: Sequence[bool], b: Sequence[bool], repeats: int = 2000,
     return float(x.mean()), (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975)))
 
 
-def fast_sequential_p(experiment: ExperimentConfig, outcomes: Sequence[ListOutcome], step: int
-                      ) -> list[tuple[int, float]]:
-    """:func:`sequential_p` computed incrementally (the same tests: the interleaving binomial test of wins,
-    the A/B Welch test of per-user CTRs), for the many redraws; ``tests/test_experiments.py`` checks it
-    against :func:`sequential_p`."""
-    from recsys.experiments.assign import winner
-    from recsys.experiments.report import binomial_p, welch_p
-
-    n = len(outcomes)
+def _marks(n: int, step: int) -> list[int]:
     marks = list(range(step, n + 1, step))
     if not marks or marks[-1] != n:
         marks.append(n)
+    return marks
+
+
+def _user_codes(outcomes: Sequence[ListOutcome]) -> np.ndarray:
+    codes: dict[str, int] = {}
+    return np.array([codes.setdefault(o.user if o.user is not None else f"list:{o.request_id}", len(codes))
+                     for o in outcomes], dtype=np.int64)
+
+
+def credit_differences(outcomes: Sequence[ListOutcome], teams: tuple[str, str]) -> np.ndarray:
+    """``(n_lists,)`` per interleaved list, distinct clicked items credited to ``teams[0]`` minus to ``teams[1]``."""
+    d = np.zeros(len(outcomes), dtype=np.int64)
+    for j, o in enumerate(outcomes):
+        team_of = dict(zip(o.items, o.teams))
+        credited = [team_of.get(i) for i in dict.fromkeys(o.clicked)]
+        d[j] = sum(t == teams[0] for t in credited) - sum(t == teams[1] for t in credited)
+    return d
+
+
+def fast_sequential_p(experiment: ExperimentConfig, outcomes: Sequence[ListOutcome], step: int,
+                      test: str | None = None) -> list[tuple[int, float]]:
+    """:func:`sequential_p` computed incrementally, for the many redraws, with test ``test`` (interleaving:
+    one of :data:`recsys.experiments.statistics.INTERLEAVING_TESTS`, A/B: one of ``AB_TESTS``; ``None``:
+    the report's test); ``tests/test_experiments.py`` checks it against :func:`sequential_p`."""
+    from recsys.experiments.report import AB_TEST, INTERLEAVING_TEST
+    from recsys.experiments.statistics import ab_curve, interleaving_curve
+
+    marks = _marks(len(outcomes), step)
     names = [v.name for v in experiment.variants]
+    user = _user_codes(outcomes)
     if experiment.mode == "interleave":
-        teams = (names[0], names[-1])
-        wa, wb = np.zeros(n, np.int64), np.zeros(n, np.int64)
-        for j, o in enumerate(outcomes):
-            team_of = dict(zip(o.items, o.teams))
-            w = winner([team_of[i] for i in dict.fromkeys(o.clicked) if team_of.get(i) is not None], teams)
-            wa[j], wb[j] = w == teams[0], w == teams[1]
-        ca, cb = np.cumsum(wa), np.cumsum(wb)
-        return [(m, binomial_p(int(ca[m - 1]), int(ca[m - 1] + cb[m - 1]))) for m in marks]
+        d = credit_differences(outcomes, (names[0], names[-1]))
+        return list(zip(marks, interleaving_curve(d, user, marks, test or INTERLEAVING_TEST)))
     if len(names) != 2:
         return [(m, math.nan) for m in marks]
-    codes: dict[str, int] = {}
-    user = np.array([codes.setdefault(o.user if o.user is not None else f"list:{o.request_id}", len(codes))
-                     for o in outcomes], dtype=np.int64)
     side = np.array([0 if o.variant == names[0] else 1 if o.variant == names[1] else -1 for o in outcomes])
-    hit = np.array([bool(o.clicked) for o in outcomes], dtype=float)
-    out = []
-    for m in marks:
-        xs = []
-        for v in (0, 1):
-            sel = side[:m] == v
-            lists = np.bincount(user[:m][sel], minlength=len(codes))
-            clicks = np.bincount(user[:m][sel], weights=hit[:m][sel], minlength=len(codes))
-            xs.append(clicks[lists > 0] / lists[lists > 0])
-        out.append((m, welch_p(xs[0], xs[1])))
-    return out
+    clicks = np.array([len(set(o.clicked)) for o in outcomes], dtype=float)
+    return list(zip(marks, ab_curve(side, clicks, user, marks, test or AB_TEST)))
 
 
-def _curve_lists_needed(exp: ExperimentConfig, outcomes: Sequence[ListOutcome], step: int, alpha: float
-                        ) -> tuple[int | None, float]:
-    curve = fast_sequential_p(exp, outcomes, step)
-    return lists_needed(curve, alpha), curve[-1][1]
-
-
-def redraw_lists_needed(experiment: ExperimentConfig, sources: dict[str, dict[str, Sequence[str]]],
-                        users: Sequence[str], future: dict[str, set[str]], model: ClickModel, repeats: int,
-                        alpha: float, step: int, k: int = 10, credit: str = "team", seed: int = 0
-                        ) -> dict[str, object]:
-    """"Lists needed" as a distribution: ``repeats`` seeded redraws of the assignment (A/B: a new salt per
-    repeat; interleaving: new team-draft coins) and of the clicks, over the lists each variant serves.
-
-    ``sources``: variant name -> user -> that variant's list for the user (as served live); ``users``: the
-    user of each request, in serving order. ``credit`` (interleaving): ``"team"`` (plain team draft, the service's
-    rule: every click to the team that placed the item) or ``"exclusive"`` (clicks on items both lists
-    hold are credited to nobody). Each repeat goes through the report's tests (:func:`fast_sequential_p`).
-
-    Returns the median (and quartiles) of lists needed, never reached counting as infinite, the share of
-    repeats that never reached ``p < alpha`` and the share significant at the end (``p < alpha``).
-    """
+def redraw_outcomes(experiment: ExperimentConfig, sources: dict[str, dict[str, Sequence[str]]],
+                    users: Sequence[str], future: dict[str, set[str]], model: ClickModel, r: int, k: int = 10,
+                    credit: str = "team", seed: int = 0) -> tuple[ExperimentConfig, list[ListOutcome]]:
+    """Redraw number ``r``: the assignment (A/B: salt ``redraw-{seed}-{r}``; interleaving: new team-draft
+    coins) and the clicks over the lists each variant serves (``sources``: variant -> user -> list;
+    ``users``: the user of each request, in serving order). ``credit`` (interleaving): ``"team"`` (plain team
+    draft, the service's rule) or ``"exclusive"`` (clicks on items both lists hold credited to nobody)."""
     from recsys.experiments.assign import INTERLEAVED, assign, exclusive_credit, team_draft
 
+    names = [v.name for v in experiment.variants]
+    exp = experiment.model_copy(update={"salt": f"redraw-{seed}-{r}"})
+    rng = random.Random(request_seed(seed + 104_729 * (r + 1), 0))
+    outcomes = []
+    for i, user in enumerate(users):
+        if exp.mode == "ab":
+            variant = assign(exp, user).name
+            items = tuple(sources[variant][user])
+            teams: tuple[str | None, ...] = (None,) * len(items)
+        else:
+            a, b = sources[names[0]][user], sources[names[1]][user]
+            merged, drafted = team_draft(a, b, k, rng, teams=(names[0], names[1]))
+            credited = exclusive_credit(merged, drafted, a, b, k) if credit == "exclusive" else drafted
+            variant, items, teams = INTERLEAVED, tuple(merged), tuple(credited)
+        clicked = model.clicks(items, future.get(user, set()), rng)
+        outcomes.append(ListOutcome(f"{r}-{i}", variant, items, teams, tuple(items[p] for p in clicked), (), user))
+    return exp, outcomes
+
+
+def _summary(needed: list[float], final: list[float], alpha: float) -> dict[str, object]:
+    arr, fin = np.asarray(needed, dtype=float), np.asarray(final, dtype=float)
+    q1, med, q3 = (float(x) for x in np.quantile(arr, [0.25, 0.5, 0.75], method="inverted_cdf"))
+    return {"median_lists_needed": med, "quartiles": (q1, q3), "mean_lists_needed": float(np.mean(arr)),
+            "never_share": float(np.mean(np.isinf(arr))),
+            "significant_at_end_share": float(np.mean(np.nan_to_num(fin, nan=1.0) < alpha)),
+            "median_final_p": float(np.nanmedian(fin)) if np.isfinite(fin).any() else math.nan,
+            "lists_needed": [None if math.isinf(x) else int(x) for x in arr]}
+
+
+def redraw_compare(experiment: ExperimentConfig, sources: dict[str, dict[str, Sequence[str]]],
+                   users: Sequence[str], future: dict[str, set[str]], model: ClickModel, repeats: int,
+                   alpha: float, step: int, tests: Sequence[str], k: int = 10, credit: str = "team", seed: int = 0,
+                   start: int = 0) -> dict[str, dict[str, object]]:
+    """"Lists needed" under each test in ``tests``, over redraws ``start .. start + repeats - 1``
+    (:func:`redraw_outcomes`; every test sees the same redraws). Per test: the median and quartiles of lists
+    needed (never reached counts as infinite), the share of redraws that never reached ``p < alpha``, the
+    share significant at the end, and the per-redraw values."""
     if credit not in ("exclusive", "team"):
         raise ValueError(f"credit must be one of ['exclusive', 'team'], got {credit!r}")
     names = [v.name for v in experiment.variants]
     missing = [(n, u) for n in names for u in set(users) if u not in sources.get(n, {})]
     if missing:
         raise ValueError(f"{len(missing)} (variant, user) lists missing from sources, e.g. {missing[0]}")
-    needed, final = [], []
-    for r in range(repeats):
-        exp = experiment.model_copy(update={"salt": f"redraw-{seed}-{r}"})
-        rng = random.Random(request_seed(seed + 104_729 * (r + 1), 0))
-        outcomes = []
-        for i, user in enumerate(users):
-            if exp.mode == "ab":
-                variant = assign(exp, user).name
-                items = tuple(sources[variant][user])
-                teams: tuple[str | None, ...] = (None,) * len(items)
-            else:
-                a, b = sources[names[0]][user], sources[names[1]][user]
-                merged, drafted = team_draft(a, b, k, rng, teams=(names[0], names[1]))
-                credited = exclusive_credit(merged, drafted, a, b, k) if credit == "exclusive" else drafted
-                variant, items, teams = INTERLEAVED, tuple(merged), tuple(credited)
-            clicked = model.clicks(items, future.get(user, set()), rng)
-            outcomes.append(ListOutcome(f"{r}-{i}", variant, items, teams, tuple(items[p] for p in clicked), (), user))
-        n, p = _curve_lists_needed(exp, outcomes, step, alpha)
-        needed.append(math.inf if n is None else n)
-        final.append(p)
-    arr, fin = np.asarray(needed, dtype=float), np.asarray(final, dtype=float)
-    q1, med, q3 = (float(x) for x in np.quantile(arr, [0.25, 0.5, 0.75], method="inverted_cdf"))
-    return {"repeats": repeats, "alpha": alpha, "lists": len(users), "credit": credit if exp.mode != "ab" else None,
-            "median_lists_needed": med, "quartiles": (q1, q3), "never_share": float(np.mean(np.isinf(arr))),
-            "significant_at_end_share": float(np.mean(np.nan_to_num(fin, nan=1.0) < alpha)),
-            "median_final_p": float(np.nanmedian(fin)) if np.isfinite(fin).any() else math.nan}
+    needed: dict[str, list[float]] = {t: [] for t in tests}
+    final: dict[str, list[float]] = {t: [] for t in tests}
+    for r in range(start, start + repeats):
+        exp, outcomes = redraw_outcomes(experiment, sources, users, future, model, r, k, credit, seed)
+        for t in tests:
+            curve = fast_sequential_p(exp, outcomes, step, t)
+            n = lists_needed(curve, alpha)
+            needed[t].append(math.inf if n is None else n)
+            final[t].append(curve[-1][1])
+    head = {"repeats": repeats, "redraws": [start, start + repeats - 1], "alpha": alpha, "lists": len(users),
+            "credit": credit if experiment.mode != "ab" else None}
+    return {t: {**head, "test": t, **_summary(needed[t], final[t], alpha)} for t in tests}
+
+
+def redraw_lists_needed(experiment: ExperimentConfig, sources: dict[str, dict[str, Sequence[str]]],
+                        users: Sequence[str], future: dict[str, set[str]], model: ClickModel, repeats: int,
+                        alpha: float, step: int, k: int = 10, credit: str = "team", seed: int = 0,
+                        test: str | None = None, start: int = 0) -> dict[str, object]:
+    """"Lists needed" as a distribution over ``repeats`` seeded redraws (:func:`redraw_compare`) under one
+    test (``None``: the report's test)."""
+    from recsys.experiments.report import AB_TEST, INTERLEAVING_TEST
+
+    t = test or (AB_TEST if experiment.mode == "ab" else INTERLEAVING_TEST)
+    return redraw_compare(experiment, sources, users, future, model, repeats, alpha, step, [t], k, credit, seed,
+                          start)[t]

@@ -2,9 +2,10 @@
 
 The report is what ``recsys experiments report NAME`` prints (:func:`recsys.experiments.report.experiment_report`):
 per variant lists, clicks, CTR and conversions with their intervals, the A/B p-values, and for
-interleaving the wins per variant with the binomial test; the PNG is ``--plot``'s. These pages need no key, so
-a report reads at most the newest ``impressions.page_max_lists`` lists of the experiment (the page says when
-there are more) and is computed at most once per ``AGGREGATE_TTL_S`` per process.
+interleaving the wins per variant with the binomial test and the t-test of per-list credit differences;
+the PNG is ``--plot``'s. These pages need no key, so a report reads at most the newest
+``impressions.page_max_lists`` lists of the experiment (the page says when there are more) and is computed at
+most once per ``AGGREGATE_TTL_S`` per process.
 """
 
 from __future__ import annotations
