@@ -41,16 +41,26 @@ class ProjectionHead(nn.Module):
             y = y + self.fc2(self.drop(F.gelu(self.fc1(x), approximate="tanh")))
         return F.normalize(y, dim=-1)
 
-    def to_numpy(self, mean: np.ndarray, scale: np.ndarray) -> Head:
-        """The same map as a numpy :class:`Head` (weights transposed to ``(in, out)``)."""
+    def to_numpy(self, mean: np.ndarray, scale: np.ndarray, basis: np.ndarray | None = None) -> Head:
+        """The same map as a numpy :class:`Head` (weights transposed to ``(in, out)``).
+
+        ``basis``: ``(d, in_dim)`` float32 when the head was trained on standardised features projected
+        onto ``in_dim`` principal axes (``z @ basis``). The projection is linear, so it is folded into the
+        first layer's weights (``basis @ W``): the numpy head takes the ``d``-wide features and needs no
+        extra state.
+        """
 
         def arr(t: torch.Tensor) -> np.ndarray:
             return t.detach().cpu().to(torch.float32).numpy().copy()
 
-        params = {"W": arr(self.proj.weight).T.copy(), "b": arr(self.proj.bias)}
+        def first(w: torch.Tensor) -> np.ndarray:
+            wt = arr(w).T
+            return wt.copy() if basis is None else (np.asarray(basis, np.float64) @ wt).astype(np.float32)
+
+        params = {"W": first(self.proj.weight), "b": arr(self.proj.bias)}
         if self.kind == "mlp":
             params |= {
-                "W1": arr(self.fc1.weight).T.copy(),
+                "W1": first(self.fc1.weight),
                 "b1": arr(self.fc1.bias),
                 "W2": arr(self.fc2.weight).T.copy(),
                 "b2": arr(self.fc2.bias),

@@ -59,6 +59,13 @@ class AlignConfig(_Section):
     ensemble: int = Field(2, gt=0)
     """Independently seeded heads whose (normalised) outputs are concatenated: their cosine is the mean.
     Each member costs a full training."""
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
+    """Decay of an exponential moving average of the heads' weights, updated after every optimiser step
+    (``torch.optim.swa_utils``); validation, early stopping and the saved model use the average. 0: off."""
+    image_pca_dim: int = Field(0, ge=0)
+    """Project the standardised image features onto their top principal axes (fitted on the training
+    items) before the image head; 0 (or at least the feature width): off. It shrinks the image head's first
+    layer while training; the projection is folded into the saved head, which takes the full-width vectors."""
     seed: int = 0
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Precision of the heads' forward pass while training: ``bfloat16`` runs it under torch's CPU autocast
