@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="encoder-vector cache (default <data_dir>/cache)")
     parser.add_argument("--candidate", action="append", type=parse_candidate, default=[],
                         metavar="LABEL=key=value,...", help="a setting to compare (repeatable)")
+    parser.add_argument("--features", type=Path, default=None,
+                        help="an .npz with 'text' and 'image' arrays of the items in items.csv order (e.g. the "
+                             "content-feature cache of `recsys evaluate`), instead of the encoders + --cache")
     parser.add_argument("--no-before", action="store_true", help="skip the row of the defaults before (BEFORE)")
     parser.add_argument("--json", type=Path, default=None, help="append each row as a JSON line to this file")
     args = parser.parse_args()
@@ -69,7 +72,15 @@ def main() -> None:
     from recsys.evaluation.hm_search import hm_features
 
     config = load_config()
-    text, image, _, _ = hm_features(default_items_path(), config.encoders, args.cache or config.data_dir / "cache")
+    if args.features is not None:
+        import numpy as np
+
+        with np.load(args.features) as z:
+            text, image = z["text"], z["image"]
+    else:
+        text, image, _, _ = hm_features(default_items_path(), config.encoders, args.cache or config.data_dir / "cache")
+    if len(text) != 8000:
+        parser.error(f"expected the 8,000 H&M items, got {len(text)}")
     parts = validation_split(protocol_split(len(text)).train, 1600)
     candidates = ([] if args.no_before else [("defaults before (issue 14)", BEFORE)]) + args.candidate
     print("| candidate | val t→i R@10 / MRR | val i→t R@10 | CPU s (4,800 items) | member-epochs run / best | "

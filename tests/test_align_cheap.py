@@ -106,3 +106,22 @@ def test_config_bounds_of_the_new_options() -> None:
         AlignConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="image_pca_dim"):
         AlignConfig(image_pca_dim=-1)
+
+
+def test_dropout_keeps_one_minus_p_of_the_entries_scaled_and_is_off_in_eval() -> None:
+    import torch
+
+    from recsys.align.heads import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(400, 500)
+    y = dropout(x, 0.4, training=True)
+    kept = y != 0
+    assert abs(float(kept.float().mean()) - 0.6) < 0.01  # 200,000 draws: the keep rate is 1 - p
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.6))  # inverted dropout: mean preserved
+    assert dropout(x, 0.4, training=False) is x and dropout(x, 0.0, training=True) is x
+    # Gradients flow through the kept entries only, and bfloat16 inputs stay bfloat16.
+    w = torch.ones(3, 4, requires_grad=True)
+    dropout(w, 0.5, training=True).sum().backward()
+    assert w.grad is not None and set(torch.unique(w.grad).tolist()) <= {0.0, 2.0}
+    assert dropout(x.to(torch.bfloat16), 0.4, training=True).dtype == torch.bfloat16

@@ -32,7 +32,7 @@ class AlignConfig(_Section):
     """Dropout on the MLP's hidden layer and on the input features during training."""
     standardize: bool = True
     """Centre and scale the input features with statistics of the training items (stored in the model)."""
-    epochs: int = Field(60, gt=0)
+    epochs: int = Field(50, gt=0)
     """Length of the (cosine) schedule: the training budget. Early stopping may end it before."""
     batch_size: int = Field(512, gt=1)
     lr: float = Field(2e-3, gt=0)

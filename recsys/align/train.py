@@ -149,6 +149,7 @@ def _train_member(
     optim = torch.optim.AdamW(
         [{"params": params, "weight_decay": config.weight_decay}, {"params": [log_scale], "weight_decay": 0.0}],
         lr=config.lr,
+        fused=True,  # one kernel per step: 6x cheaper than the default multi-tensor AdamW on one CPU thread
     )
     n = len(xt)
     bs = min(config.batch_size, n)
