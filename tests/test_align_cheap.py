@@ -125,3 +125,23 @@ def test_dropout_keeps_one_minus_p_of_the_entries_scaled_and_is_off_in_eval() ->
     dropout(w, 0.5, training=True).sum().backward()
     assert w.grad is not None and set(torch.unique(w.grad).tolist()) <= {0.0, 2.0}
     assert dropout(x.to(torch.bfloat16), 0.4, training=True).dtype == torch.bfloat16
+
+
+def test_numpy_blas_gets_the_torch_thread_budget_while_training(data: tuple[np.ndarray, np.ndarray]) -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    text, image = data
+    seen: list[set[int]] = []
+
+    def blas_threads() -> set[int]:
+        return {int(p["num_threads"]) for p in threadpool_info() if p["user_api"] == "blas"}
+
+    with threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine, whatever this one has
+        before = blas_threads()
+        model = train_alignment(text[:200], image[:200], FAST.model_copy(update={"epochs": 2}),
+                                on_epoch=lambda *_: seen.append(blas_threads()))
+        assert blas_threads() == before  # restored afterwards
+    if not before:
+        pytest.skip("numpy reports no BLAS thread pool here")
+    assert seen and all(s == {1} for s in seen)  # threads: 1 → one BLAS thread during training
+    assert model.metrics["threads"] == 1
