@@ -93,9 +93,10 @@ class AlignConfig(_Section):
     min_items: int = Field(32, gt=1)
     """Refuse to train on fewer paired items than this."""
     threads: int = Field(1, ge=0)
-    """torch threads for training; 0 keeps torch's default. One thread spends the least CPU: on a busy
-    machine two threads cost 7x the CPU seconds per sample (spinning OpenMP workers); raise it on a machine
-    of your own to cut the wall time."""
+    """torch threads for training, and numpy BLAS threads while it runs (threadpoolctl); 0 keeps both
+    libraries' defaults. One thread spends the least CPU: on a busy machine two torch threads cost 7x the CPU
+    seconds per sample (spinning OpenMP workers), and numpy's two idle OpenBLAS workers added ~30%; raise it
+    on a machine of your own to cut the wall time."""
 
     @model_validator(mode="after")
     def _fusion_weights(self) -> AlignConfig:
