@@ -3,7 +3,9 @@
 The encoders stay frozen: their vectors are inputs here. A share of the items (``val_fraction``, at
 most ``max_val_items``) is held out for early stopping; the other items train the heads with a symmetric
 InfoNCE loss (learnable temperature, AdamW, optional cosine schedule, forward pass optionally in
-bfloat16). Each ensemble member is trained independently from its own seed on the same split. Everything is seeded: equal inputs and config give equal weights.
+bfloat16, optional exponential moving average of the weights). The image features may be reduced to
+their top principal axes (fitted on the training rows) before the image head; that linear map is folded
+into the saved head's first layer, so a saved model takes the encoder's full-width vectors. Each ensemble member is trained independently from its own seed on the same split. Everything is seeded: equal inputs and config give equal weights.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from recsys.align.metrics import crossmodal_metrics, mean_score
 from recsys.align.model import AlignmentModel
@@ -49,6 +53,23 @@ class Standardizer:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.scale).astype(np.float32)
+
+
+def principal_axes(z: np.ndarray, k: int) -> np.ndarray:
+    """``(d, k)`` float32: the top-``k`` principal axes (unit columns) of the rows of ``z`` ``(n, d)``.
+
+    ``z`` is expected centred (standardised training features are); the axes are the eigenvectors of
+    ``zᵀz`` with the largest eigenvalues, largest first, each signed so that its largest entry is positive
+    (deterministic).
+    """
+    d = z.shape[1]
+    if not 0 < k <= d:
+        raise ValueError(f"the number of principal axes must be in [1, {d}], got {k}")
+    z64 = np.asarray(z, dtype=np.float64)
+    _, vecs = np.linalg.eigh(z64.T @ z64)  # ascending eigenvalues
+    axes = vecs[:, ::-1][:, :k]
+    signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(k)])
+    return (axes * signs).astype(np.float32)
 
 
 def split_train_val(
@@ -130,6 +151,7 @@ def _train_member(
     optim = torch.optim.AdamW(
         [{"params": params, "weight_decay": config.weight_decay}, {"params": [log_scale], "weight_decay": 0.0}],
         lr=config.lr,
+        fused=True,  # one kernel per step: 6x cheaper than the default multi-tensor AdamW on one CPU thread
     )
     n = len(xt)
     bs = min(config.batch_size, n)
@@ -147,6 +169,15 @@ def _train_member(
     view_gen = torch.Generator().manual_seed(seed + 7919)  # its own stream: views never change the batches
     max_log = math.log(config.max_logit_scale)
     bf16 = resolve_precision(config.precision) == "bfloat16"
+    # Validation, early stopping and the returned weights use the exponential moving average of the
+    # weights when ``ema_decay`` > 0 (updated after every optimiser step), else the weights themselves.
+    ema = None
+    if config.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        live = torch.nn.ModuleList(heads)
+        ema = AveragedModel(live, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+    evaluated = list(ema.module) if ema is not None else heads
 
     best_score, best_epoch, best_scale = -math.inf, 0, 0.0
     best_states: list[dict[str, Any]] = []
@@ -172,12 +203,14 @@ def _train_member(
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
+            if ema is not None:
+                ema.update_parameters(live)
             losses.append(float(loss.detach()))
             step += 1
-        for h in heads:
+        for h in evaluated:
             h.eval()
         with torch.inference_mode():
-            val = crossmodal_metrics(heads[0](vtt).numpy(), heads[1](vit).numpy())
+            val = crossmodal_metrics(evaluated[0](vtt).numpy(), evaluated[1](vit).numpy())
         score = mean_score(val, "MRR")
         scale_now = float(log_scale.detach().clamp(max=max_log).exp())
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mrr": score, "logit_scale": scale_now}
@@ -187,7 +220,7 @@ def _train_member(
         log.debug("member %d epoch %d: loss %.4f, val MRR %.4f", member, epoch + 1, row["loss"], score)
         if score > best_score:
             best_score, best_epoch, best_scale = score, epoch + 1, scale_now
-            best_states = [copy.deepcopy(h.state_dict()) for h in heads]
+            best_states = [copy.deepcopy(h.state_dict()) for h in evaluated]
         elif epoch + 1 - best_epoch >= config.patience:
             break
     for h, state in zip(heads, best_states):
@@ -244,6 +277,10 @@ def train_alignment(
     st = Standardizer.fit(text[tr], config.standardize)
     si = Standardizer.fit(image[tr], config.standardize)
     xt, xi, vt, vi = st(text[tr]), si(image[tr]), st(text[va]), si(image[va])
+    basis = None
+    if config.image_pca_dim and config.image_pca_dim < image.shape[1]:
+        basis = principal_axes(xi, config.image_pca_dim)
+        xi, vi = xi @ basis, vi @ basis
     views = None
     if text_views is not None:
         text_views = np.asarray(text_views, dtype=np.float32)
@@ -255,16 +292,21 @@ def train_alignment(
     if config.threads:
         torch.set_num_threads(config.threads)
     threads = torch.get_num_threads()
+    # numpy's BLAS (the per-epoch validation ranking) gets the same thread budget as torch: its idle
+    # worker threads spinning between the small products cost ~30% more CPU seconds at equal wall time.
+    blas = threadpool_limits(limits=config.threads, user_api="blas") if config.threads else nullcontext()
     try:
-        members = [
-            _train_member(xt, xi, vt, vi, config, config.seed + m, m, on_epoch, views) for m in range(config.ensemble)
-        ]
+        with blas:
+            members = [
+                _train_member(xt, xi, vt, vi, config, config.seed + m, m, on_epoch, views)
+                for m in range(config.ensemble)
+            ]
     finally:
         torch.set_num_threads(old_threads)
 
     model = AlignmentModel(
         text_heads=tuple(m[0].to_numpy(st.mean, st.scale) for m in members),
-        image_heads=tuple(m[1].to_numpy(si.mean, si.scale) for m in members),
+        image_heads=tuple(m[1].to_numpy(si.mean, si.scale, basis) for m in members),
         logit_scales=tuple(m[2] for m in members),
         text_encoder=text_encoder,
         image_encoder=image_encoder,
@@ -283,6 +325,7 @@ def train_alignment(
         "members": reports,
         "threads": threads,
         "precision": resolve_precision(config.precision),
+        "image_input_dim": int(xi.shape[1]),
         "train_seconds": round(time.perf_counter() - started, 2),
         "train_cpu_seconds": round(time.process_time() - cpu_started, 2),
     }
