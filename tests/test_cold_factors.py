@@ -40,7 +40,7 @@ def _cfg(cold_als: tuple[tuple[int, float, float], ...] = (GOOD,)) -> CFConfig:
     """Warm ALS settings that cannot tell the groups apart (1 factor, heavy regularisation)."""
     hyb = HybridConfig(weight_grid=(0.0, 0.5, 1.0), recency_beta=(0.0,), recency_tau=(3.0,), profile_tau=(1000.0,),
                        profile_gamma=(0.0,), cf_shrink=(0.0,), cold_offset=(0.0,), cold_scale=(1.0,), rounds=1,
-                       cold_als=cold_als, mapping_l2=1.0)
+                       cold_als=cold_als, mapping_l2=1.0, cold_carves=2)
     return CFConfig(factors=1, regularization=100.0, alpha=0.5, iterations=5, sequence=False, hybrid=hyb,
                     tuning=TuningConfig(enabled=False))
 
@@ -63,6 +63,7 @@ def test_the_cold_items_carve_chooses_factors_that_map_from_content() -> None:
         assert params.cold_als == GOOD and params.cold_cf > 0
         assert cold["cold_als"] == GOOD and cold["ndcg@10"] == good_trial["ndcg@10"]
         assert report["params"]["cold_als_factors"] == 8.0
+        assert len(cold["users"]) == 2  # the mean over two item hold-out carves (cf.hybrid.cold_carves)
     # without candidates: the warm factors only, nothing extra recorded as chosen
     params, report = select_params(h, (x,), _cfg(()))
     assert params.cold_als is None and len(report["cold_items"]["cold_als_trials"]) == 1

@@ -6,8 +6,8 @@ maximising validation NDCG@10:
 1. temporal hold-out (:func:`~recsys.cf.validation.temporal_holdout`): recency of the fold-in, content
    profile constant and kernel, CF shrinkage for sparse users, and the warm weights (cold settings tied
    to them);
-2. item hold-out (:func:`~recsys.cf.validation.item_holdout`): the weights and content profile of items
-   without events, once per candidate ALS setting of their content-mapped factors (the warm settings and
+2. item hold-out (:func:`~recsys.cf.validation.item_holdout`; the mean over ``cf.hybrid.cold_carves``
+   of them): the weights and content profile of items without events, once per candidate ALS setting of their content-mapped factors (the warm settings and
    ``cf.hybrid.cold_als``; each other setting is one more ALS fit on the carve), the best kept;
 3. temporal hold-out again: the scale and offset that put cold items' scores beside warm ones.
 
@@ -185,9 +185,11 @@ def select_params(
     log.info("validation (temporal): ndcg@10 %.4f with %s", score_a, asdict(params))
 
     if has_content:
-        cold = item_holdout(history, h.validation_fraction, h.max_validation_users, cfg.seed)
-        if cold.users.shape[0] > 0:
-            eval_c = _Evaluator(fit_components(cold.train, content, cfg), cold, cfg, tie_cold=False)
+        carves = [item_holdout(history, h.validation_fraction, h.max_validation_users, cfg.seed + i)
+                  for i in range(h.cold_carves)]
+        carves = [c for c in carves if c.users.shape[0] > 0]
+        if carves:
+            evals = [_Evaluator(fit_components(c.train, content, cfg), c, cfg, tie_cold=False) for c in carves]
             space_b = {
                 "cold_content": grid,
                 "cold_profile_tau": h.profile_tau,
@@ -196,7 +198,7 @@ def select_params(
                 "cold_cf": (0.0, 1.0),
                 "cold_pop": grid,
             }
-            params, score_b, report["cold_items"] = _select_cold(eval_c, cold.train, params, space_b, cfg)
+            params, score_b, report["cold_items"] = _select_cold(evals, params, space_b, cfg)
             log.info("validation (cold items): ndcg@10 %.4f, cold ALS %s", score_b, params.cold_als)
             if params.cold_als is not None:  # the temporal carve's cold items get the same kind of factors
                 eval_t = eval_t.with_components(with_cold_factors(eval_t.comp, temporal.train, cfg, params.cold_als))
@@ -219,22 +221,27 @@ def cold_als_candidates(cfg: CFConfig) -> list[tuple[int, float, float]]:
     return out
 
 
-def _select_cold(eval_c: _Evaluator, train: History, start: HybridParams, space: Mapping[str, Sequence[float]],
+def _select_cold(evals: list[_Evaluator], start: HybridParams, space: Mapping[str, Sequence[float]],
                  cfg: CFConfig) -> tuple[HybridParams, float, dict[str, Any]]:
-    """Stage 2: the cold weights and profile chosen by coordinate ascent once per candidate ALS setting of
-    the cold factors (:func:`cold_als_candidates`; the first, the warm setting, uses the carve's own fit),
-    the best validation NDCG kept (ties: the earlier candidate). Settings whose ascent ends with
+    """Stage 2: the cold weights and profile chosen by coordinate ascent of the mean validation NDCG over
+    the item hold-out carves ``evals`` (one carve's choice is noisy: a few hundred users), once per
+    candidate ALS setting of the cold factors (:func:`cold_als_candidates`; the first, the warm setting,
+    uses each carve's own fit), the best kept (ties: the earlier candidate). Settings whose ascent ends with
     ``cold_cf`` 0 do not use the factors and are recorded as the warm ones (no extra fit)."""
     best: tuple[HybridParams, float] | None = None
     trials = []
     for i, settings in enumerate(cold_als_candidates(cfg)):
         if i == 0:
-            ev, p0 = eval_c, start
+            evs, p0 = evals, start
         else:
-            ev = eval_c.with_components(with_cold_factors(eval_c.comp, train, cfg, settings))
+            evs = [e.with_components(with_cold_factors(e.comp, e.split.train, cfg, settings)) for e in evals]
             p0 = replace(start, cold_als_factors=float(settings[0]), cold_als_regularization=settings[1],
                          cold_als_alpha=settings[2])
-        p, score, _ = coordinate_ascent(ev, p0, space, cfg.hybrid.rounds)
+
+        def mean_ndcg(p: HybridParams, evs: list[_Evaluator] = evs) -> float:
+            return float(np.mean([e(p) for e in evs]))
+
+        p, score, _ = coordinate_ascent(mean_ndcg, p0, space, cfg.hybrid.rounds)
         if not p.cold_cf:
             p = replace(p, cold_als_factors=0.0, cold_als_regularization=0.0, cold_als_alpha=0.0)
         trials.append({"factors": settings[0], "regularization": settings[1], "alpha": settings[2],
@@ -245,7 +252,7 @@ def _select_cold(eval_c: _Evaluator, train: History, start: HybridParams, space:
     assert best is not None
     p, score = best
     chosen = p.cold_als or "warm"
-    return p, score, {"users": int(eval_c.split.users.shape[0]), "ndcg@10": round(score, 5),
+    return p, score, {"users": [int(e.split.users.shape[0]) for e in evals], "ndcg@10": round(score, 5),
                       "cold_als": chosen, "cold_als_trials": trials}
 
 
