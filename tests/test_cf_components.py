@@ -245,14 +245,14 @@ def test_items_without_events_keep_a_cf_score_under_an_item_item_component(tmp_p
     assert np.ptp(item_item_cf[:, cold], axis=1).max() < 1e-5  # the item-item score cannot tell them apart
     fold = apply_confidence(rows.matrix(rw(rows, 3.0, 0.0)), cfg, comp.bm25)
     expected = zscore_rows(fold_in(comp.item_factors, fold, cfg) @ comp.item_factors.T)
-    cold_cf = cold_cf_component(comp, rows, 3.0, 0.0, cfg)
+    cold_cf = cold_cf_component(comp, rows, params, cfg)
     assert cold_cf is not None and np.allclose(cold_cf, expected, atol=1e-5)
     assert np.ptp(cold_cf[:, cold], axis=1).min() > 0.1  # the mapped factors do
     s = rec.score(np.arange(12))
     assert np.allclose(s[:, cold], cold_cf[:, cold], atol=1e-4)  # cold weights: CF only
     assert np.allclose(s[:, ~cold], item_item_cf[:, ~cold], atol=1e-4)  # warm items keep the EASE score
     # without content (no mapped factors) or with an ALS component nothing changes
-    assert cold_cf_component(HybridRecommender(cfg, params).fit(h).components, rows, 3.0, 0.0, cfg) is None
+    assert cold_cf_component(HybridRecommender(cfg, params).fit(h).components, rows, params, cfg) is None
     als = HybridRecommender(cfg.model_copy(update={"component": "als"}), params).fit(h, content)
     assert user_components(als.components, rows, params, als.cfg).cold_cf is None
     u = user_components(comp, rows, params, cfg)

@@ -36,6 +36,24 @@ def test_ndcg_recall_by_hand() -> None:
     assert catalogue_coverage(ranked, 20, k=2) == pytest.approx(4 / 20)
 
 
+def test_ndcg_recall_match_a_per_user_oracle() -> None:
+    """The vectorised hit test against ``np.isin`` per user (pads of -1, empty test sets, short rows)."""
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        n, m, k = int(rng.integers(1, 20)), int(rng.integers(1, 40)), int(rng.integers(1, 12))
+        ranked = np.stack([rng.permutation(m)[: min(k + 2, m)] for _ in range(n)])
+        if trial % 3 == 0:
+            ranked[:, -1] = -1
+        truth = [rng.choice(m, size=int(rng.integers(trial % 5 != 0, m + 1)), replace=False) for _ in range(n)]
+        d = 1 / np.log2(np.arange(2, k + 2))
+        hits = [np.isin(row[:k], t) for row, t in zip(ranked, truth)]
+        ideal = [d[: min(k, len(t))].sum() for t in truth]
+        want = [d[: h.shape[0]][h].sum() / i if i > 0 else 0.0 for h, i in zip(hits, ideal)]
+        np.testing.assert_allclose(ndcg_at_k(ranked, truth, k), want)
+        rec = [h.sum() / min(k, len(t)) if len(t) else 0.0 for h, t in zip(hits, truth)]
+        np.testing.assert_allclose(recall_at_k(ranked, truth, k), rec)
+
+
 def test_rank_top_k_ties_exclusion_and_order() -> None:
     scores = np.array([[0.5, 0.9, 0.5, 0.5, 0.1], [1.0, 1.0, 1.0, 1.0, 1.0]])
     assert rank_top_k(scores, 3).tolist() == [[1, 0, 2], [0, 1, 2]]

@@ -45,6 +45,14 @@ class HybridConfig(_Section):
     """Candidate recency constants (in events) of the history weights scored against the transitions."""
     rounds: int = Field(2, gt=0)
     """Rounds of the coordinate ascent over the grids."""
+    cold_carves: int = Field(1, gt=0)
+    """Item hold-out carves (seeds ``seed``, ``seed + 1``, ...) whose mean validation NDCG chooses the cold
+    items' settings (one carve holds a few hundred users on H&M; 2 was measured: README, "Known
+    regression"; it costs a second cold stage, 1.8x ``recsys train``'s time on MovieLens)."""
+    cold_als: tuple[tuple[int, float, float], ...] = ((32, 5.0, 0.5), (16, 5.0, 0.5), (64, 5.0, 0.5), (32, 20.0, 0.5))
+    """Candidate ALS settings ``(factors, regularization, alpha)`` of the factors that score items without
+    events (mapped from content), tried beside the warm ALS settings on the cold-items validation carve
+    (:mod:`recsys.recommend.selection`); one that wins costs one more ALS fit. Empty: the warm factors only."""
 
     @field_validator("recency_tau", "profile_tau", "recency_beta", "profile_gamma", "content_mix", "weight_grid",
                      "cf_shrink", "cold_offset", "cold_scale", "seq_weight", "seq_tau")
@@ -64,6 +72,16 @@ class HybridConfig(_Section):
                 raise ValueError(f"values must be in [{lo if lo is not None else '-inf'}, "
                                  f"{hi if hi is not None else 'inf'}], got {v}")
         return values
+
+    @field_validator("cold_als")
+    @classmethod
+    def _cold_als(cls, values: tuple[tuple[int, float, float], ...]) -> tuple[tuple[int, float, float], ...]:
+        for factors, reg, alpha in values:
+            if factors <= 0 or reg < 0 or alpha <= 0:
+                raise ValueError(f"cold_als entries are (factors > 0, regularization >= 0, alpha > 0), "
+                                 f"got {(factors, reg, alpha)}")
+        return values
+
     mapping_l2: float = Field(10.0, gt=0)
     """Ridge penalty of the content -> CF item-factor mapping used for items without events."""
     validation_fraction: float = Field(0.2, gt=0, lt=1)

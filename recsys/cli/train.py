@@ -59,7 +59,7 @@ def train(  # type: ignore[no-untyped-def]
                                "params": asdict(fitted.params), "encoders": fitted.encoders, "cf": {
                                    k: getattr(fitted.cfg, k) for k in ("component", "factors", "regularization",
                                                                        "alpha", "ease_lambda", "knn_k", "knn_shrink")},
-                               "tuning": tuning}))
+                               "tuning": tuning, "cold_items": fitted.info.get("selection", {}).get("cold_items")}))
         return
     c = fitted.cfg
     chosen = {"als": f"ALS {c.factors} factors, regularization {c.regularization:g}, alpha {c.alpha:g}",
@@ -82,4 +82,11 @@ def train(  # type: ignore[no-untyped-def]
     p = fitted.params
     click.echo(f"chosen weights: warm items cf {p.warm_cf:g} / content {p.warm_content:g} / popularity {p.warm_pop:g}; "
                f"cold items cf {p.cold_cf:g} / content {p.cold_content:g} / popularity {p.cold_pop:g}")
+    cold = fitted.info.get("selection", {}).get("cold_items")
+    if cold:  # the cold path's factors, chosen on the cold-items validation carve
+        trials = ", ".join(f"{t['factors']}/{t['regularization']:g}/{t['alpha']:g} {t['ndcg@10']:.4f}"
+                           for t in cold.get("cold_als_trials", []))
+        own = p.cold_als
+        click.echo(f"cold items' factors: {'own ALS ' + '/'.join(f'{v:g}' for v in own) if own else 'the warm ALS ones'}"
+                   f" (cold-items validation NDCG@10 per factors/regularization/alpha: {trials})")
     click.echo(f"artifact feed/{fitted.version} at {path}{' (active)' if activate else ''}")

@@ -11,6 +11,9 @@ Design (what one fitted model does):
   without events and the similar-items / candidate indexes: an item-item score gives every item without
   events the same value, so with content those items are scored with the folded-in user vector against
   their content-mapped ALS factors instead (:func:`cold_cf_component`), as when ALS is the CF component.
+  The ALS settings of those mapped factors are chosen on the cold-items carve (``cold_als_*``): when they
+  differ from the warm ones (a linear map from content reproduces smoother factors better), a second,
+  small ALS fit gives the cold path its own factors (``HybridComponents.cold_factors``).
   Item-to-next-item transitions
   (:mod:`recsys.cf.sequence`) can be added to the CF score with ``seq_weight``.
 - **Users are folded in** (implicit's ``recalculate_user``, the ALS least-squares solve against fixed
@@ -67,6 +70,7 @@ __all__ = [
     "UserComponents",
     "cf_component",
     "cf_scale",
+    "cold_als_config",
     "cold_cf_component",
     "content_component",
     "hybrid_scores",
@@ -100,6 +104,17 @@ class HybridParams:
     cold_scale: float = 1.0
     seq_weight: float = 0.0
     seq_tau: float = 1.0
+    cold_als_factors: float = 0.0
+    """ALS settings of the cold path's own factors (:func:`cold_als_config`); 0 factors: the warm factors."""
+    cold_als_regularization: float = 0.0
+    cold_als_alpha: float = 0.0
+
+    @property
+    def cold_als(self) -> tuple[int, float, float] | None:
+        """``(factors, regularization, alpha)`` of the cold path's own ALS factors, or ``None`` (the warm ones)."""
+        if self.cold_als_factors <= 0:
+            return None
+        return int(self.cold_als_factors), float(self.cold_als_regularization), float(self.cold_als_alpha)
 
     @property
     def warm(self) -> BlendWeights:
@@ -130,6 +145,10 @@ class HybridComponents:
             when the CF score is the folded-in user vector against ``item_factors`` (ALS / BPR).
         seq: item-to-next-item transitions (:mod:`recsys.cf.sequence`), added to the CF score with the
             weight ``HybridParams.seq_weight``; ``None`` when ``cf.sequence`` is off.
+        cold_factors: ``(n_items, k_c)`` float32 factors of a second ALS fit with the cold path's own
+            settings (``HybridParams.cold_als``), mapped from content for items without events; they score
+            the items without events (:func:`cold_cf_component`). ``None``: the cold path uses ``item_factors``.
+        cold_factor_map: the content -> ``cold_factors`` ridge map (for items that arrive later).
     """
 
     item_factors: np.ndarray
@@ -144,6 +163,14 @@ class HybridComponents:
     pop_std: float = 1.0
     item_item: ItemItem | None = None
     seq: ItemItem | None = None
+    cold_factors: np.ndarray | None = None
+    cold_factor_map: RidgeMap | None = None
+
+
+def cold_als_config(cfg: CFConfig, settings: tuple[int, float, float]) -> CFConfig:
+    """``cfg`` with the ALS settings ``(factors, regularization, alpha)`` of the cold path's factors."""
+    factors, reg, alpha = settings
+    return cfg.model_copy(update={"factors": int(factors), "regularization": float(reg), "alpha": float(alpha)})
 
 
 def content_component(
@@ -185,20 +212,26 @@ def cf_component(comp: HybridComponents, rows: History, tau: float, beta: float,
     return cf
 
 
-def cold_cf_component(comp: HybridComponents, rows: History, tau: float, beta: float, cfg: CFConfig) -> np.ndarray | None:
+def cold_cf_component(comp: HybridComponents, rows: History, params: HybridParams, cfg: CFConfig) -> np.ndarray | None:
     """Standardised factor scores ``(rows.n_users, n_items)`` for the items without events, or ``None``
     when the CF score covers them already.
 
-    With an item-item CF component (EASE, item-kNN) every item without events gets the same CF score
-    (no column of the item-item matrix reaches it); when there is content their ALS factors are mapped from
-    it, so they are scored as the ALS component scores them: the recency-weighted fold-in against the item
-    factors, standardised over the catalogue. ``None`` for the ALS component, without content (no mapped
-    factors: zeros) or when every item has events.
+    The recency-weighted fold-in (``params.recency_tau``, ``recency_beta``) against content-mapped ALS
+    factors, standardised over the catalogue: the cold path's own factors when it has them
+    (``comp.cold_factors``, fold-in with ``params.cold_als``), else the item factors when the CF component
+    is item-item (EASE, item-kNN give every item without events the same score). ``None`` for the ALS
+    component without own cold factors (its CF score is this score), without content (no mapped factors:
+    zeros) or when every item has events.
     """
-    if comp.item_item is None or comp.content is None or comp.warm.all():
+    if comp.content is None or comp.warm.all():
         return None
-    fold = apply_confidence(rows.matrix(recency_weights(rows, tau, beta)), cfg, comp.bm25)
-    return zscore_rows(fold_in(comp.item_factors, fold, cfg) @ comp.item_factors.T)
+    factors = comp.item_factors
+    if comp.cold_factors is not None and params.cold_als is not None:
+        factors, cfg = comp.cold_factors, cold_als_config(cfg, params.cold_als)
+    elif comp.item_item is None:
+        return None
+    fold = apply_confidence(rows.matrix(recency_weights(rows, params.recency_tau, params.recency_beta)), cfg, comp.bm25)
+    return zscore_rows(fold_in(factors, fold, cfg) @ factors.T)
 
 
 def seq_component(comp: HybridComponents, rows: History, tau: float) -> np.ndarray:
@@ -235,7 +268,7 @@ class UserComponents:
 def user_components(comp: HybridComponents, rows: History, params: HybridParams, cfg: CFConfig) -> UserComponents:
     """CF, warm-item content and cold-item content scores of some users, and their CF-weight scale."""
     cf = cf_component(comp, rows, params.recency_tau, params.recency_beta, cfg, params.seq_weight, params.seq_tau)
-    cold_cf = cold_cf_component(comp, rows, params.recency_tau, params.recency_beta, cfg) if params.cold_cf else None
+    cold_cf = cold_cf_component(comp, rows, params, cfg) if params.cold_cf else None
     if comp.content is None or not (params.warm_content or params.cold_content):
         return UserComponents(cf, None, None, cf_scale(rows, params.cf_shrink), cold_cf)
     warm_key = (params.profile_tau, params.profile_gamma, params.content_mix)

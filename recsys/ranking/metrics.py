@@ -57,8 +57,23 @@ def rank_top_k(
     return out
 
 
-def _hits(ranked: np.ndarray, test_items: Sequence[np.ndarray]) -> list[np.ndarray]:
-    return [np.isin(row, truth) for row, truth in zip(ranked, test_items)]
+def _hits(ranked: np.ndarray, test_items: Sequence[np.ndarray]) -> np.ndarray:
+    """``(n_users, k)`` bool: whether each ranked item is among the user's test items.
+
+    One ``isin`` over ``(row, item)`` keys for all users (a call per user cost more than the ranking).
+    """
+    ranked = np.asarray(ranked, dtype=np.int64)
+    n = ranked.shape[0]
+    if n == 0 or ranked.shape[1] == 0:
+        return np.zeros(ranked.shape, dtype=bool)
+    lengths = np.fromiter((len(t) for t in test_items), dtype=np.int64, count=n)
+    truth = np.concatenate([np.asarray(t, dtype=np.int64).ravel() for t in test_items]) if lengths.sum() else \
+        np.zeros(0, dtype=np.int64)
+    width = int(max(ranked.max(), truth.max() if truth.size else 0)) + 2  # items + 1 >= 0 (pads of -1)
+    row_of_truth = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    keys = row_of_truth * width + truth + 1
+    ranked_keys = np.arange(n, dtype=np.int64)[:, None] * width + ranked + 1
+    return np.isin(ranked_keys, keys)
 
 
 def ndcg_at_k(ranked: np.ndarray, test_items: Sequence[np.ndarray], k: int = 10) -> np.ndarray:
@@ -72,11 +87,11 @@ def ndcg_at_k(ranked: np.ndarray, test_items: Sequence[np.ndarray], k: int = 10)
         ``(n_users,)`` float64 in ``[0, 1]``.
     """
     discount = 1.0 / np.log2(np.arange(2, k + 2))
-    out = np.empty(len(test_items), dtype=np.float64)
-    for i, hit in enumerate(_hits(ranked[:, :k], test_items)):
-        ideal = discount[: min(k, len(test_items[i]))].sum()
-        out[i] = float(discount[: hit.shape[0]][hit].sum() / ideal) if ideal > 0 else 0.0
-    return out
+    hits = _hits(ranked[:, :k], test_items)
+    dcg = hits @ discount[: hits.shape[1]]
+    n_ideal = np.minimum(k, np.fromiter((len(t) for t in test_items), dtype=np.int64, count=len(test_items)))
+    ideal = np.concatenate([[0.0], np.cumsum(discount)])[n_ideal]
+    return np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1.0), 0.0)
 
 
 def recall_at_k(ranked: np.ndarray, test_items: Sequence[np.ndarray], k: int = 10) -> np.ndarray:

@@ -139,6 +139,10 @@ class FeedRanker:
         factors[known] = comp.item_factors[src[known]]
         warm[known] = comp.warm[src[known]]
         pop[known] = comp.pop[src[known]]
+        cold_factors = None
+        if comp.cold_factors is not None:  # the cold path's own factors (HybridParams.cold_als)
+            cold_factors = np.zeros((n, comp.cold_factors.shape[1]), np.float32)
+            cold_factors[known] = comp.cold_factors[src[known]]
         blocks = None
         if comp.content is not None:
             blocks = tuple(np.zeros((n, b.shape[1]), np.float32) for b in comp.content)
@@ -152,6 +156,8 @@ class FeedRanker:
                     b[~known] = part
             f, p = model.new_item_rows(nb if blocks is not None else None, len(new))
             factors[~known], pop[~known] = f, p
+            if cold_factors is not None and nb is not None and blocks is not None and comp.cold_factor_map is not None:
+                cold_factors[~known] = comp.cold_factor_map(np.concatenate(nb, axis=1))
             log.info("feed ranker: %d items arrived after model %s (scored as cold items)", len(new), model.version)
         priority_model = tie_order(model.n_items)
         priority = np.empty(n, dtype=np.int64)
@@ -161,7 +167,8 @@ class FeedRanker:
             model=model, ids=ids,
             components=HybridComponents(factors, warm, pop, blocks, comp.bm25, 0.0,
                                         item_item=None if comp.item_item is None else comp.item_item.laid_over(src),
-                                        seq=None if comp.seq is None else comp.seq.laid_over(src)),
+                                        seq=None if comp.seq is None else comp.seq.laid_over(src),
+                                        cold_factors=cold_factors, cold_factor_map=comp.cold_factor_map),
             priority=priority, tie_rank=item_tie_rank(np.asarray(ids, dtype=object)),
             exact_max_items=exact_max_items, n_new=len(new),
         )
@@ -246,6 +253,9 @@ class FeedRanker:
         p = self.model.params
         if self._item_item_cf:  # an item-item CF score (EASE, item-kNN, transitions) is not a dot product
             return False
+        if self.components.cold_factors is not None and p.cold_als is not None and p.cold_cf:
+            return False  # cold items scored with their own factors: a second fold-in, the general path
+
         return self.use_linear and (self.components.content is None or (p.profile_gamma == 0 and p.cold_profile_gamma == 0))
 
     def _space(self, key: str, mix: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -428,12 +438,11 @@ class FeedRanker:
         for u, c in enumerate(cand):
             dup[u, len(c):] = True
         cf_raw = np.einsum("uk,uck->uc", uvec, comp.item_factors[cols])
-        cold_cf_z = None
+        cold_all = cold_cf_component(comp, rows, p, cfg) if p.cold_cf else None  # item-item CF / own cold factors
+        cold_cf_z = None if cold_all is None else np.take_along_axis(cold_all, cols, axis=1)
         if self._item_item_cf:  # the item-item score of every item is cheap: standardise exactly
             cf_all = cf_component(comp, rows, p.recency_tau, p.recency_beta, cfg, p.seq_weight, p.seq_tau)
             cf_z = np.take_along_axis(cf_all, cols, axis=1)
-            cold_all = cold_cf_component(comp, rows, p.recency_tau, p.recency_beta, cfg) if p.cold_cf else None
-            cold_cf_z = None if cold_all is None else np.take_along_axis(cold_all, cols, axis=1)
         elif self.linear:
             _f, f_mean, f_gram = self._space("cf", None)
             cf_z = z_affine(cf_raw, *affine_stats(uvec, f_mean, f_gram))

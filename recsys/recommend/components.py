@@ -18,10 +18,12 @@ from recsys.cf.matrix import apply_confidence, bm25_stats
 from recsys.cf.model import fit_factors
 from recsys.cf.ridge import fit_ridge
 from recsys.cf.settings import CFConfig
-from recsys.ranking.hybrid import HybridComponents
+from dataclasses import replace
+
+from recsys.ranking.hybrid import HybridComponents, cold_als_config
 from recsys.ranking.scoring import zscore_rows
 
-__all__ = ["ContentInput", "as_blocks", "fit_components"]
+__all__ = ["ContentInput", "as_blocks", "fit_components", "with_cold_factors"]
 
 
 ContentInput = np.ndarray | Sequence[np.ndarray] | None
@@ -46,12 +48,15 @@ def as_blocks(content: ContentInput, n_items: int) -> tuple[np.ndarray, ...] | N
 
 
 def fit_components(history: History, content: ContentInput, cfg: CFConfig,
-                   prefit: tuple[np.ndarray, ItemItem | None] | None = None) -> HybridComponents:
+                   prefit: tuple[np.ndarray, ItemItem | None] | None = None,
+                   cold_als: tuple[int, float, float] | None = None) -> HybridComponents:
     """Fit the CF factors (and the item-item component of ``cfg.component``), the content -> factor map
     and the popularity prior on a training history.
 
     Args:
         prefit: ``(item_factors, item_item)`` already fitted on this very history with ``cfg`` (tuning).
+        cold_als: ALS settings ``(factors, regularization, alpha)`` of the cold path's own factors
+            (``HybridParams.cold_als``; :func:`with_cold_factors`), or ``None``.
     """
     blocks = as_blocks(content, history.n_items)
     weights = history.matrix()
@@ -82,5 +87,23 @@ def fit_components(history: History, content: ContentInput, cfg: CFConfig,
         from recsys.cf.sequence import fit_transitions
 
         seq = fit_transitions(history, cfg.seq_window, cfg.seq_decay, cfg.seq_shrink)
-    return HybridComponents(item_factors, warm, pop_z, blocks, stats, fit_s, mapping, pop_map,
+    comp = HybridComponents(item_factors, warm, pop_z, blocks, stats, fit_s, mapping, pop_map,
                             float(pop.mean()), float(pop.std()) or 1.0, item_item, seq)
+    return comp if cold_als is None else with_cold_factors(comp, history, cfg, cold_als)
+
+
+def with_cold_factors(comp: HybridComponents, history: History, cfg: CFConfig,
+                      settings: tuple[int, float, float]) -> HybridComponents:
+    """``comp`` plus the cold path's own factors: one ALS fit with ``settings`` ``(factors,
+    regularization, alpha)`` on ``history`` (the one ``comp`` was fitted on), mapped from content for the
+    items without events. ``comp`` unchanged when there is no content or no warm item (nothing to map from).
+    """
+    if comp.content is None or not comp.warm.any():
+        return comp
+    cold_cfg = cold_als_config(cfg, settings)
+    _, factors = fit_factors(apply_confidence(history.matrix(), cold_cfg, comp.bm25), cold_cfg)
+    x = np.concatenate(comp.content, axis=1)
+    mapping = fit_ridge(x[comp.warm], factors[comp.warm], cfg.hybrid.mapping_l2)
+    if (~comp.warm).any():
+        factors[~comp.warm] = mapping(x[~comp.warm])
+    return replace(comp, cold_factors=np.ascontiguousarray(factors, dtype=np.float32), cold_factor_map=mapping)

@@ -61,7 +61,7 @@ class HybridRecommender:
             self.selection["tuning"] = tuned.report
             self.selection["seconds"] = round(time.perf_counter() - t0, 2)
             log.info("hybrid settings chosen on validation: %s", asdict(self.params))
-        self.components = fit_components(history, content, self.cfg)
+        self.components = fit_components(history, content, self.cfg, cold_als=self.params.cold_als)
         self.history = history
         return self
 

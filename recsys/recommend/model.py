@@ -15,7 +15,8 @@ the ratios of its types (a purchase counts more than a view).
 Artifact layout (``<artifacts>/feed/<version>/``): ``manifest.json`` (settings, chosen parameters,
 encoder versions, metrics), ``item_ids.json``, and ``.npy`` arrays (item factors, warm mask,
 standardised popularity, content blocks, the content -> factor and content -> popularity maps, BM25
-statistics when used). The ``artifacts`` table gets a row of kind ``feed``.
+statistics when used; the cold path's own factors and their map when ``params.cold_als`` chose them).
+The ``artifacts`` table gets a row of kind ``feed``.
 """
 
 from __future__ import annotations
@@ -170,7 +171,9 @@ class FeedModel:
             np.save(out / f"content_{b}.npy", block)
         if comp.bm25 is not None:
             np.save(out / "bm25_idf.npy", comp.bm25.idf)
-        for name, m in (("factor_map", self.factor_map), ("pop_map", self.pop_map)):
+        if comp.cold_factors is not None:  # the cold path's own factors (params.cold_als)
+            np.save(out / "cold_item_factors.npy", comp.cold_factors)
+        for name, m in (("factor_map", self.factor_map), ("pop_map", self.pop_map), ("cold_factor_map", comp.cold_factor_map)):
             if m is not None:
                 np.savez(out / f"{name}.npz", coef=m.coef, intercept=m.intercept)
         if comp.item_item is not None:  # EASE / item-kNN: the CF score's item-item matrix
@@ -193,6 +196,7 @@ class FeedModel:
             "weight_scale": self.weight_scale,
             "item_item": None if comp.item_item is None else comp.item_item.kind,
             "transitions": comp.seq is not None,
+            "cold_factors": comp.cold_factors is not None,
             **self.info,
             **(manifest or {}),
         }
@@ -218,22 +222,24 @@ class FeedModel:
                 bm25 = Bm25Stats(np.load(src / "bm25_idf.npy"), float(man["bm25_avg_len"]))
             item_item = ItemItem.load(src, str(man["item_item"])) if man.get("item_item") else None
             seq = ItemItem.load(src, "transitions", "transitions") if man.get("transitions") else None
-            comp = HybridComponents(
-                np.load(src / "item_factors.npy"), np.load(src / "warm.npy"), np.load(src / "pop.npy"),
-                content or None, bm25, 0.0, item_item=item_item, seq=seq,
-            )
             maps = {}
-            for name in ("factor_map", "pop_map"):
+            for name in ("factor_map", "pop_map", "cold_factor_map"):
                 path = src / f"{name}.npz"
                 if path.is_file():
                     with np.load(path) as z:
                         maps[name] = RidgeMap(z["coef"], z["intercept"])
+            cold = np.load(src / "cold_item_factors.npy") if man.get("cold_factors") else None  # older: none
+            comp = HybridComponents(
+                np.load(src / "item_factors.npy"), np.load(src / "warm.npy"), np.load(src / "pop.npy"),
+                content or None, bm25, 0.0, item_item=item_item, seq=seq, cold_factors=cold,
+                cold_factor_map=maps.get("cold_factor_map"),
+            )
         except (OSError, KeyError, ValueError) as exc:
             raise ArtifactError(f"cannot read the feed artifact in {src}: {exc}") from exc
         known = {f for f in HybridParams.__dataclass_fields__}
         params = HybridParams(**{k: v for k, v in man["params"].items() if k in known})
         skip = {"format", "kind", "version", "params", "cf", "n_items", "content_blocks", "encoders", "pop_mean",
-                "pop_std", "bm25_avg_len", "weight_scale", "item_item", "transitions"}
+                "pop_std", "bm25_avg_len", "weight_scale", "item_item", "transitions", "cold_factors"}
         return cls(
             item_ids=item_ids, params=params, cfg=CFConfig.model_validate(man["cf"]), components=comp,
             factor_map=maps.get("factor_map"), pop_map=maps.get("pop_map"), pop_mean=float(man["pop_mean"]),

@@ -6,8 +6,9 @@ maximising validation NDCG@10:
 1. temporal hold-out (:func:`~recsys.cf.validation.temporal_holdout`): recency of the fold-in, content
    profile constant and kernel, CF shrinkage for sparse users, and the warm weights (cold settings tied
    to them);
-2. item hold-out (:func:`~recsys.cf.validation.item_holdout`): the weights and content profile of items
-   without events;
+2. item hold-out (:func:`~recsys.cf.validation.item_holdout`; the mean over ``cf.hybrid.cold_carves``
+   of them): the weights and content profile of items without events, once per candidate ALS setting of their content-mapped factors (the warm settings and
+   ``cf.hybrid.cold_als``; each other setting is one more ALS fit on the carve), the best kept;
 3. temporal hold-out again: the scale and offset that put cold items' scores beside warm ones.
 
 Nothing here sees a test split: the caller passes only its training history.
@@ -38,11 +39,11 @@ from recsys.ranking.hybrid import (
 )
 from recsys.ranking.metrics import ndcg_at_k, rank_top_k
 from recsys.ranking.scoring import BlockSimilarity
-from recsys.recommend.components import fit_components
+from recsys.recommend.components import fit_components, with_cold_factors
 
 log = logging.getLogger(__name__)
 
-__all__ = ["batched_ndcg", "coordinate_ascent", "select_params", "validation_ndcg"]
+__all__ = ["batched_ndcg", "cold_als_candidates", "coordinate_ascent", "select_params", "validation_ndcg"]
 
 
 def coordinate_ascent(
@@ -87,7 +88,7 @@ class _Evaluator:
         self.comp, self.split, self.cfg, self.tie_cold = comp, split, cfg, tie_cold
         self.rows = split.train.select(split.users)
         self._cf: dict[tuple[float, ...], np.ndarray] = {}
-        self._cold_cf: dict[tuple[float, float], np.ndarray | None] = {}
+        self._cold_cf: dict[tuple[Any, ...], np.ndarray | None] = {}
         self._seq: dict[tuple[str, float], np.ndarray] = {}
         self._content: dict[tuple[float, float, float], np.ndarray | None] = {}
         self._scores: dict[HybridParams, float] = {}
@@ -103,11 +104,19 @@ class _Evaluator:
             self._cf[key] = cf_component(self.comp, self.rows, tau, beta, self.cfg)
         return self._cf[key]
 
-    def _cold_cf_scores(self, tau: float, beta: float) -> np.ndarray | None:
-        key = (tau if beta else 0.0, beta)
+    def _cold_cf_scores(self, p: HybridParams) -> np.ndarray | None:
+        key = (p.recency_tau if p.recency_beta else 0.0, p.recency_beta, p.cold_als)
         if key not in self._cold_cf:
-            self._cold_cf[key] = cold_cf_component(self.comp, self.rows, tau, beta, self.cfg)
+            self._cold_cf[key] = cold_cf_component(self.comp, self.rows, p, self.cfg)
         return self._cold_cf[key]
+
+    def with_components(self, comp: HybridComponents) -> _Evaluator:
+        """An evaluator on the same split for ``comp``, which differs from this one's only in its cold
+        factors: the CF, transition and content scores cached so far are shared."""
+        other = _Evaluator(comp, self.split, self.cfg, self.tie_cold)
+        other.rows, other._cf, other._seq, other._content = self.rows, self._cf, self._seq, self._content
+        other._sim = self._sim
+        return other
 
     def _content_scores(self, tau: float, gamma: float, mix: float) -> np.ndarray | None:
         key = (tau, gamma, mix)
@@ -128,7 +137,7 @@ class _Evaluator:
             cold_content = None
             if p.cold_content:
                 cold_content = self._content_scores(p.cold_profile_tau, p.cold_profile_gamma, p.cold_content_mix)
-            cold_cf = self._cold_cf_scores(p.recency_tau, p.recency_beta) if p.cold_cf else None
+            cold_cf = self._cold_cf_scores(p) if p.cold_cf else None
             scale = cf_scale(self.rows, p.cf_shrink)
             scores = hybrid_scores(cf, content, self.comp.pop, self.comp.warm, p, scale, cold_content, cold_cf)
             self._scores[p] = validation_ndcg(scores, self.split)
@@ -176,9 +185,11 @@ def select_params(
     log.info("validation (temporal): ndcg@10 %.4f with %s", score_a, asdict(params))
 
     if has_content:
-        cold = item_holdout(history, h.validation_fraction, h.max_validation_users, cfg.seed)
-        if cold.users.shape[0] > 0:
-            eval_c = _Evaluator(fit_components(cold.train, content, cfg), cold, cfg, tie_cold=False)
+        carves = [item_holdout(history, h.validation_fraction, h.max_validation_users, cfg.seed + i)
+                  for i in range(h.cold_carves)]
+        carves = [c for c in carves if c.users.shape[0] > 0]
+        if carves:
+            evals = [_Evaluator(fit_components(c.train, content, cfg), c, cfg, tie_cold=False) for c in carves]
             space_b = {
                 "cold_content": grid,
                 "cold_profile_tau": h.profile_tau,
@@ -187,15 +198,62 @@ def select_params(
                 "cold_cf": (0.0, 1.0),
                 "cold_pop": grid,
             }
-            params, score_b, _ = coordinate_ascent(eval_c, params, space_b, h.rounds)
-            report["cold_items"] = {"users": int(cold.users.shape[0]), "ndcg@10": round(score_b, 5)}
-            log.info("validation (cold items): ndcg@10 %.4f", score_b)
+            params, score_b, report["cold_items"] = _select_cold(evals, params, space_b, cfg)
+            log.info("validation (cold items): ndcg@10 %.4f, cold ALS %s", score_b, params.cold_als)
+            if params.cold_als is not None:  # the temporal carve's cold items get the same kind of factors
+                eval_t = eval_t.with_components(with_cold_factors(eval_t.comp, temporal.train, cfg, params.cold_als))
         eval_t.tie_cold = False
         space_c = {"cold_scale": h.cold_scale, "cold_offset": h.cold_offset}
         params, score_c, _ = coordinate_ascent(eval_t, params, space_c, h.rounds)
         report["temporal_cold_offset"] = {"ndcg@10": round(score_c, 5)}
     report["params"] = asdict(params)
     return params, report
+
+
+def cold_als_candidates(cfg: CFConfig) -> list[tuple[int, float, float]]:
+    """The ALS settings tried for the cold path's factors: the warm ones first, then ``cf.hybrid.cold_als``
+    (without repeats)."""
+    out = [(int(cfg.factors), float(cfg.regularization), float(cfg.alpha))]
+    for f, reg, alpha in cfg.hybrid.cold_als:
+        cand = (int(f), float(reg), float(alpha))
+        if cand not in out:
+            out.append(cand)
+    return out
+
+
+def _select_cold(evals: list[_Evaluator], start: HybridParams, space: Mapping[str, Sequence[float]],
+                 cfg: CFConfig) -> tuple[HybridParams, float, dict[str, Any]]:
+    """Stage 2: the cold weights and profile chosen by coordinate ascent of the mean validation NDCG over
+    the item hold-out carves ``evals`` (one carve's choice is noisy: a few hundred users), once per
+    candidate ALS setting of the cold factors (:func:`cold_als_candidates`; the first, the warm setting,
+    uses each carve's own fit), the best kept (ties: the earlier candidate). Settings whose ascent ends with
+    ``cold_cf`` 0 do not use the factors and are recorded as the warm ones (no extra fit)."""
+    best: tuple[HybridParams, float] | None = None
+    trials = []
+    for i, settings in enumerate(cold_als_candidates(cfg)):
+        if i == 0:
+            evs, p0 = evals, start
+        else:
+            evs = [e.with_components(with_cold_factors(e.comp, e.split.train, cfg, settings)) for e in evals]
+            p0 = replace(start, cold_als_factors=float(settings[0]), cold_als_regularization=settings[1],
+                         cold_als_alpha=settings[2])
+
+        def mean_ndcg(p: HybridParams, evs: list[_Evaluator] = evs) -> float:
+            return float(np.mean([e(p) for e in evs]))
+
+        p, score, _ = coordinate_ascent(mean_ndcg, p0, space, cfg.hybrid.rounds)
+        if not p.cold_cf:
+            p = replace(p, cold_als_factors=0.0, cold_als_regularization=0.0, cold_als_alpha=0.0)
+        trials.append({"factors": settings[0], "regularization": settings[1], "alpha": settings[2],
+                       "ndcg@10": round(score, 5), "cold_cf": p.cold_cf})
+        log.info("validation (cold items), cold ALS %s: ndcg@10 %.4f", settings, score)
+        if best is None or score > best[1] + 1e-9:
+            best = (p, score)
+    assert best is not None
+    p, score = best
+    chosen = p.cold_als or "warm"
+    return p, score, {"users": [int(e.split.users.shape[0]) for e in evals], "ndcg@10": round(score, 5),
+                      "cold_als": chosen, "cold_als_trials": trials}
 
 
 def validation_ndcg(scores: np.ndarray, split: ValidationSplit, k: int = 10) -> float:
