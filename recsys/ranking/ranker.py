@@ -255,7 +255,6 @@ class FeedRanker:
             return False
         if self.components.cold_factors is not None and p.cold_als is not None and p.cold_cf:
             return False  # cold items scored with their own factors: a second fold-in, the general path
-
         return self.use_linear and (self.components.content is None or (p.profile_gamma == 0 and p.cold_profile_gamma == 0))
 
     def _space(self, key: str, mix: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

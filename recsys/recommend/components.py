@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -18,8 +19,6 @@ from recsys.cf.matrix import apply_confidence, bm25_stats
 from recsys.cf.model import fit_factors
 from recsys.cf.ridge import fit_ridge
 from recsys.cf.settings import CFConfig
-from dataclasses import replace
-
 from recsys.ranking.hybrid import HybridComponents, cold_als_config
 from recsys.ranking.scoring import zscore_rows
 
