@@ -496,6 +496,19 @@ def _get_status(url: str) -> int | None:
         return None
 
 
+def _die_with_parent() -> None:
+    """In the child before ``exec`` (Linux): SIGTERM it when the process that started it dies, so that a
+    benchmark killed outright (SIGKILL, the OOM killer) does not leave its gunicorn master and workers behind
+    (seen: four orphaned 1M-item workers holding 21 GB). A no-op where ``prctl`` is not available."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 @contextlib.contextmanager
 def gunicorn_server(
     app: str,
@@ -527,7 +540,7 @@ def gunicorn_server(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, env=dict(env) if env is not None else None, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
     server = GunicornServer(f"http://127.0.0.1:{port}", proc, log_path, cmd)
     try:
         _wait_ready(server, ready_path, start_timeout_s)
