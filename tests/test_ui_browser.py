@@ -102,6 +102,15 @@ def _pictures_loaded(page: Any, selector: str) -> int:
     return n
 
 
+def _wait_for_preview(page: Any) -> None:
+    """The chosen picture is previewed: shown and decoded (a blob URL loads asynchronously, and an image
+    not decoded yet has no size, so checking visibility at once raced with the decode)."""
+    page.wait_for_function(
+        "() => { const p = document.getElementById('preview');"
+        " return !p.hidden && p.complete && p.naturalWidth > 0 && p.getBoundingClientRect().width > 0; }",
+        timeout=5_000)
+
+
 def _tile_ids(page: Any, selector: str) -> list[str]:
     return page.eval_on_selector_all(f"{selector} [data-item-id]", "els => els.map(e => e.dataset.itemId)")
 
@@ -147,7 +156,7 @@ def test_buy_on_the_feed_changes_it(page: Any, server: dict[str, Any], artifacts
     page.get_by_label("API key").fill(KEY)
     page.get_by_role("button", name="Save").click()
     buy = page.locator("#feed .tile").first.get_by_role("button", name="buy")
-    assert buy.is_visible()
+    buy.wait_for(state="visible", timeout=5_000)  # shown by the Save handler
     bought = before[0]
     buy.click()
     page.wait_for_function("() => document.getElementById('event-status').textContent.startsWith('Recorded')")
@@ -167,7 +176,7 @@ def test_picture_search_by_file_picker_and_by_drop(page: Any, server: dict[str, 
     picture = server["images"] / "D0005.jpg"
     page.goto("/ui/search")
     page.set_input_files("#image", str(picture))
-    assert page.locator("#preview").is_visible()
+    _wait_for_preview(page)
     page.get_by_role("button", name="Search", exact=True).click()
     page.wait_for_selector("#results .tile")
     assert _pictures_loaded(page, "#results") >= 10
@@ -180,7 +189,7 @@ def test_picture_search_by_file_picker_and_by_drop(page: Any, server: dict[str, 
                       dt.items.add(new File([new Uint8Array(bytes)], 'dropped.jpg', {type: 'image/jpeg'}));
                       return dt; }""", list(data))
     page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
-    assert page.locator("#preview").is_visible()
+    _wait_for_preview(page)
     page.get_by_label("Words").fill("mug")  # text and picture together
     page.get_by_role("button", name="Search", exact=True).click()
     page.wait_for_selector("#results .tile")
