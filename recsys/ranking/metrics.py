@@ -48,9 +48,18 @@ def rank_top_k(
     part = np.argpartition(neg, k - 1, axis=1)[:, :k] if k < n_cols else np.tile(np.arange(n_cols), (n_rows, 1))
     # argpartition may split a tie at the boundary arbitrarily: widen to every column tied with the k-th.
     kth = np.take_along_axis(neg, part, axis=1).max(axis=1, keepdims=True)
-    out = np.empty((n_rows, k), dtype=np.int64)
     prio = np.arange(n_cols) if tie_order is None else np.asarray(tie_order)
-    for r in range(n_rows):
+    # The usual row has exactly k columns at or above the k-th score and no tie among them: sort that
+    # slice by score, all rows at once. Rows with a tie (inside the slice or at its boundary) take the
+    # widened path below, which orders equal scores by priority.
+    kept = np.take_along_axis(neg, part, axis=1)
+    order = np.argsort(kept, axis=1, kind="stable")
+    out = np.take_along_axis(part, order, axis=1).astype(np.int64, copy=False)
+    srt = np.take_along_axis(kept, order, axis=1)
+    tied = (srt[:, 1:] == srt[:, :-1]).any(axis=1) if k > 1 else np.zeros(n_rows, dtype=bool)
+    if k < n_cols:
+        tied |= np.count_nonzero(neg <= kth, axis=1) > k
+    for r in np.flatnonzero(tied):
         cols = np.flatnonzero(neg[r] <= kth[r])
         order = np.lexsort((prio[cols], neg[r, cols]))
         out[r] = cols[order[:k]]

@@ -17,7 +17,7 @@ from recsys.cf.history import History
 from recsys.cf.itemitem import ItemItem, fit_item_item
 from recsys.cf.matrix import apply_confidence, bm25_stats
 from recsys.cf.model import fit_factors
-from recsys.cf.ridge import fit_ridge
+from recsys.cf.ridge import RidgeSolver
 from recsys.cf.settings import CFConfig
 from recsys.ranking.hybrid import HybridComponents, cold_als_config
 from recsys.ranking.scoring import zscore_rows
@@ -73,8 +73,10 @@ def fit_components(history: History, content: ContentInput, cfg: CFConfig,
     mapping = pop_map = None
     if blocks is not None and warm.any():  # fitted even when every item is warm: later items need them
         x = np.concatenate(blocks, axis=1)
-        mapping = fit_ridge(x[warm], item_factors[warm], cfg.hybrid.mapping_l2)
-        pop_map = fit_ridge(x[warm], pop[warm], cfg.hybrid.mapping_l2)
+        solver = RidgeSolver(x[warm], cfg.hybrid.mapping_l2)  # one Gram matrix for both maps
+        mapping = solver.fit(item_factors[warm])
+        pop_map = solver.fit(pop[warm])
+        del solver
         if (~warm).any():
             item_factors[~warm] = mapping(x[~warm])
             pop[~warm] = pop_map(x[~warm])[:, 0]
@@ -91,18 +93,30 @@ def fit_components(history: History, content: ContentInput, cfg: CFConfig,
     return comp if cold_als is None else with_cold_factors(comp, history, cfg, cold_als)
 
 
+def cold_map_solver(comp: HybridComponents, cfg: CFConfig) -> RidgeSolver | None:
+    """The ridge solver of the content -> CF map on ``comp``'s warm items (``None`` without content or warm
+    items), to share among several :func:`with_cold_factors` calls on the same components."""
+    if comp.content is None or not comp.warm.any():
+        return None
+    return RidgeSolver(np.concatenate(comp.content, axis=1)[comp.warm], cfg.hybrid.mapping_l2)
+
+
 def with_cold_factors(comp: HybridComponents, history: History, cfg: CFConfig,
-                      settings: tuple[int, float, float]) -> HybridComponents:
+                      settings: tuple[int, float, float], solver: RidgeSolver | None = None) -> HybridComponents:
     """``comp`` plus the cold path's own factors: one ALS fit with ``settings`` ``(factors,
     regularization, alpha)`` on ``history`` (the one ``comp`` was fitted on), mapped from content for the
     items without events. ``comp`` unchanged when there is no content or no warm item (nothing to map from).
+
+    ``solver``: :func:`cold_map_solver` of ``comp``, when several settings are tried on the same ``comp``.
     """
     if comp.content is None or not comp.warm.any():
         return comp
     cold_cfg = cold_als_config(cfg, settings)
     _, factors = fit_factors(apply_confidence(history.matrix(), cold_cfg, comp.bm25), cold_cfg)
     x = np.concatenate(comp.content, axis=1)
-    mapping = fit_ridge(x[comp.warm], factors[comp.warm], cfg.hybrid.mapping_l2)
+    solver = solver if solver is not None else cold_map_solver(comp, cfg)
+    assert solver is not None  # content and warm items: checked above
+    mapping = solver.fit(factors[comp.warm])
     if (~comp.warm).any():
         factors[~comp.warm] = mapping(x[~comp.warm])
     return replace(comp, cold_factors=np.ascontiguousarray(factors, dtype=np.float32), cold_factor_map=mapping)

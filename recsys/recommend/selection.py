@@ -39,7 +39,7 @@ from recsys.ranking.hybrid import (
 )
 from recsys.ranking.metrics import ndcg_at_k, rank_top_k
 from recsys.ranking.scoring import BlockSimilarity
-from recsys.recommend.components import fit_components, with_cold_factors
+from recsys.recommend.components import cold_map_solver, fit_components, with_cold_factors
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +90,20 @@ class _Evaluator:
         self._cf: dict[tuple[float, ...], np.ndarray] = {}
         self._cold_cf: dict[tuple[Any, ...], np.ndarray | None] = {}
         self._seq: dict[tuple[str, float], np.ndarray] = {}
+        self._last_sum: tuple[tuple[float, ...], np.ndarray] | None = None
         self._content: dict[tuple[float, float, float], np.ndarray | None] = {}
         self._scores: dict[HybridParams, float] = {}
         self._sim: BlockSimilarity | None = None
 
     def _cf_scores(self, tau: float, beta: float, seq_weight: float = 0.0, seq_tau: float = 1.0) -> np.ndarray:
-        if seq_weight > 0 and self.comp.seq is not None:  # plain CF plus transitions: parts cached, sum not
-            if ("seq", seq_tau) not in self._seq:
-                self._seq[("seq", seq_tau)] = seq_component(self.comp, self.rows, seq_tau)
-            return with_sequence(self._cf_scores(tau, beta), self._seq[("seq", seq_tau)], seq_weight)
+        if seq_weight > 0 and self.comp.seq is not None:  # plain CF plus transitions: parts cached, and the
+            key_sum = (tau if beta else 0.0, beta, seq_weight, seq_tau)  # last sum (the cold stages keep one)
+            if self._last_sum is None or self._last_sum[0] != key_sum:
+                if ("seq", seq_tau) not in self._seq:
+                    self._seq[("seq", seq_tau)] = seq_component(self.comp, self.rows, seq_tau)
+                self._last_sum = (key_sum, with_sequence(self._cf_scores(tau, beta), self._seq[("seq", seq_tau)],
+                                                         seq_weight))
+            return self._last_sum[1]
         key = (tau if beta else 0.0, beta)
         if key not in self._cf:
             self._cf[key] = cf_component(self.comp, self.rows, tau, beta, self.cfg)
@@ -115,6 +120,7 @@ class _Evaluator:
         factors: the CF, transition and content scores cached so far are shared."""
         other = _Evaluator(comp, self.split, self.cfg, self.tie_cold)
         other.rows, other._cf, other._seq, other._content = self.rows, self._cf, self._seq, self._content
+        other._last_sum = self._last_sum
         other._sim = self._sim
         return other
 
@@ -230,11 +236,19 @@ def _select_cold(evals: list[_Evaluator], start: HybridParams, space: Mapping[st
     ``cold_cf`` 0 do not use the factors and are recorded as the warm ones (no extra fit)."""
     best: tuple[HybridParams, float] | None = None
     trials = []
-    for i, settings in enumerate(cold_als_candidates(cfg)):
+    candidates = cold_als_candidates(cfg)
+    # each carve's cold factors for every other setting, carve by carve (one ridge Gram matrix at a time)
+    cold_comps: list[list[HybridComponents]] = [[] for _ in candidates[1:]]
+    for e in evals:
+        solver = cold_map_solver(e.comp, cfg)
+        for j, settings in enumerate(candidates[1:]):
+            cold_comps[j].append(with_cold_factors(e.comp, e.split.train, cfg, settings, solver))
+        del solver
+    for i, settings in enumerate(candidates):
         if i == 0:
             evs, p0 = evals, start
         else:
-            evs = [e.with_components(with_cold_factors(e.comp, e.split.train, cfg, settings)) for e in evals]
+            evs = [e.with_components(c) for e, c in zip(evals, cold_comps[i - 1], strict=True)]
             p0 = replace(start, cold_als_factors=float(settings[0]), cold_als_regularization=settings[1],
                          cold_als_alpha=settings[2])
 
