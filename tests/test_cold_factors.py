@@ -14,7 +14,7 @@ from recsys.ranking.hybrid import HybridParams, cold_cf_component
 from recsys.ranking.ranker import FeedRanker
 from recsys.recommend.hybrid import HybridRecommender
 from recsys.recommend.model import FeedModel
-from recsys.recommend.selection import cold_als_candidates, select_params
+from recsys.recommend.selection import cold_als_candidates, score_on_item_carves, select_params
 
 GOOD = (8, 1.0, 1.0)
 
@@ -70,6 +70,21 @@ def test_the_cold_items_carve_chooses_factors_that_map_from_content() -> None:
     # without content there is no cold stage and no second fit
     params, report = select_params(h, None, _cfg())
     assert params.cold_als is None and "cold_items" not in report
+
+
+def test_fresh_carves_score_a_choice_like_the_carves_that_chose_it() -> None:
+    """score_on_item_carves on the selection's own seeds gives back the cold stage's validation score
+    (the same carves, the same evaluation); on other seeds it scores the chosen settings on items the
+    choice never saw, and the good cold factors still beat the warm ones there."""
+    h, x = _data(0)
+    cfg = _cfg()
+    params, report = select_params(h, (x,), cfg)
+    own = score_on_item_carves(params, h, (x,), cfg, [0, 1])
+    assert round(float(np.mean(own)), 5) == report["cold_items"]["ndcg@10"]
+    fresh = score_on_item_carves(params, h, (x,), cfg, [100, 101, 102])
+    warm_only, _ = select_params(h, (x,), _cfg(()))
+    fresh_warm = score_on_item_carves(warm_only, h, (x,), _cfg(()), [100, 101, 102])
+    assert len(fresh) == 3 and np.mean(fresh) > np.mean(fresh_warm) + 0.05
 
 
 def test_own_cold_factors_score_cold_items_in_the_fit_the_ranker_and_the_artifact(tmp_path: Path) -> None:

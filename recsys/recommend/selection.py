@@ -43,7 +43,8 @@ from recsys.recommend.components import cold_map_solver, fit_components, with_co
 
 log = logging.getLogger(__name__)
 
-__all__ = ["batched_ndcg", "cold_als_candidates", "coordinate_ascent", "select_params", "validation_ndcg"]
+__all__ = ["batched_ndcg", "cold_als_candidates", "coordinate_ascent", "score_on_item_carves", "select_params",
+           "validation_ndcg"]
 
 
 def coordinate_ascent(
@@ -214,6 +215,22 @@ def select_params(
         report["temporal_cold_offset"] = {"ndcg@10": round(score_c, 5)}
     report["params"] = asdict(params)
     return params, report
+
+
+def score_on_item_carves(params: HybridParams, history: History, content: tuple[np.ndarray, ...] | None,
+                         cfg: CFConfig, seeds: Sequence[int]) -> list[float]:
+    """Validation NDCG@10 of chosen ``params`` on item hold-out carves of ``history`` with ``seeds`` (pass
+    seeds :func:`select_params` did not use, i.e. ``>= cf.hybrid.cold_carves``): how well the cold stage's
+    choice holds on items it was not chosen on, still without a test split."""
+    h = cfg.hybrid
+    out = []
+    for seed in seeds:
+        carve = item_holdout(history, h.validation_fraction, h.max_validation_users, cfg.seed + seed)
+        comp = fit_components(carve.train, content, cfg)
+        if params.cold_als is not None:
+            comp = with_cold_factors(comp, carve.train, cfg, params.cold_als)
+        out.append(_Evaluator(comp, carve, cfg, tie_cold=False)(params))
+    return out
 
 
 def cold_als_candidates(cfg: CFConfig) -> list[tuple[int, float, float]]:
