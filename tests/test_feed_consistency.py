@@ -40,7 +40,7 @@ def _load(shared_data: Path, folder: str, preset: str, tmp: Path, tiny: Any) -> 
         f"data_dir: {data}\nencoders:\n  text:\n    name: {tiny[0]}\n    batch_size: 64\n    max_length: 32\n"
         # small grids keep the test quick; the selection and the scoring are the real code
         "cf:\n  iterations: 5\n  hybrid:\n    rounds: 1\n    profile_gamma: [0.0, 10.0]\n    profile_tau: [3.0, 1000.0]\n"
-        "    cold_offset: [0.0]\n    cold_scale: [1.0]\n"
+        "    cold_offset: [0.0]\n    cold_scale: [1.0]\n    cold_carves: 1\n"
     )
     env = {"RECSYS_CONFIG": str(cfg_file)}
     runner = CliRunner()
