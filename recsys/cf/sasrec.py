@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SasrecFit", "SasrecModel", "fit_sasrec", "sequences", "training_windows"]
 
+TRAINED = "__trained_items__"
+"""Key of the trained-items mask in the saved ``.npz`` (beside the state dict's tensors)."""
+
 
 @dataclass(frozen=True)
 class SasrecModel:
@@ -53,6 +56,8 @@ class SasrecModel:
         n_items: items of the model (embedding rows ``1 .. n_items``; row 0 is padding).
         state: the torch state dict as float32 numpy arrays.
         epochs: epochs it was trained for.
+        trained: ``(n_items,)`` bool, items seen in training (the others' embeddings are untrained noise:
+            they score the user's mean over the trained items, a neutral score once standardised).
         rows: ``(n_catalogue,)`` int64 model row of each catalogue row (``-1``: unknown to the model);
             ``None`` when the catalogue is the model's own rows.
     """
@@ -61,6 +66,7 @@ class SasrecModel:
     n_items: int
     state: dict[str, np.ndarray]
     epochs: int = 0
+    trained: np.ndarray | None = None
     rows: np.ndarray | None = None
     _net: list[Any] = field(default_factory=list, repr=False, compare=False)  # built once, lazily
 
@@ -77,7 +83,8 @@ class SasrecModel:
 
     def scores(self, rows: History, batch: int = 512) -> np.ndarray:
         """Raw next-item scores ``(rows.n_users, n_catalogue)`` float32 of users given by their histories
-        (catalogue rows); users without a known item score 0 everywhere."""
+        (catalogue rows); users without a known item score 0 everywhere, items the model was not trained on
+        (or never saw) score the user's mean over the trained items."""
         import torch
 
         hist = rows if self.rows is None else _to_model_rows(rows, self.rows)
@@ -89,10 +96,13 @@ class SasrecModel:
             for lo in range(0, seq.shape[0], batch):
                 part = torch.from_numpy(seq[lo : lo + batch])
                 out[lo : lo + batch] = (net(part)[:, -1] @ emb.T).numpy()
+        trained = np.ones(self.n_items, bool) if self.trained is None else self.trained
+        fill = out[:, trained].mean(axis=1, keepdims=True) if trained.any() else np.zeros((out.shape[0], 1), np.float32)
+        out[:, ~trained] = fill
         out[hist.counts == 0] = 0.0
         if self.rows is None:
             return out
-        full = np.zeros((rows.n_users, self.rows.shape[0]), np.float32)
+        full = np.repeat(np.where(hist.counts[:, None] > 0, fill, 0.0).astype(np.float32), self.rows.shape[0], axis=1)
         known = self.rows >= 0
         full[:, known] = out[:, self.rows[known]]
         return full
@@ -103,15 +113,16 @@ class SasrecModel:
         if self.rows is not None:
             model_rows = np.where(model_rows >= 0, self.rows[np.maximum(model_rows, 0)], -1)
         identity = model_rows.shape[0] == self.n_items and np.array_equal(model_rows, np.arange(self.n_items))
-        return SasrecModel(self.settings, self.n_items, self.state, self.epochs, None if identity else model_rows,
-                           self._net)
+        return SasrecModel(self.settings, self.n_items, self.state, self.epochs, self.trained,
+                           None if identity else model_rows, self._net)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path, name: str = "sasrec") -> list[str]:
         """Write ``<name>.npz`` (the weights) and ``<name>.json`` (settings, items, epochs)."""
         if self.rows is not None:
             raise ValueError("save the model's own SASRec weights, not ones laid over another catalogue")
-        np.savez(directory / f"{name}.npz", **self.state)
+        trained = np.ones(self.n_items, bool) if self.trained is None else self.trained
+        np.savez(directory / f"{name}.npz", **self.state, **{TRAINED: trained})
         (directory / f"{name}.json").write_text(json.dumps(
             {"settings": self.settings.model_dump(mode="json"), "n_items": self.n_items, "epochs": self.epochs}))
         return [f"{name}.npz", f"{name}.json"]
@@ -121,8 +132,10 @@ class SasrecModel:
         """Read what :meth:`save` wrote."""
         meta = json.loads((directory / f"{name}.json").read_text())
         with np.load(directory / f"{name}.npz") as z:
-            state = {k: z[k] for k in z.files}
-        return cls(SasrecConfig.model_validate(meta["settings"]), int(meta["n_items"]), state, int(meta["epochs"]))
+            state = {k: z[k] for k in z.files if k != TRAINED}
+            trained = z[TRAINED] if TRAINED in z.files else None
+        return cls(SasrecConfig.model_validate(meta["settings"]), int(meta["n_items"]), state, int(meta["epochs"]),
+                   trained)
 
 
 @dataclass
@@ -195,6 +208,7 @@ def fit_sasrec(history: History, settings: SasrecConfig, seed: int, *, max_secon
     report: dict[str, Any] = {"windows": int(inputs.shape[0]), "max_seconds": round(max_seconds, 2)}
     if inputs.shape[0] == 0:
         return SasrecFit(None, {**report, "trained": False, "skipped": "no user with two or more items"})
+    trained = _trained(inputs, targets, history.n_items)
     want = epochs if epochs is not None else settings.max_epochs
     need = epochs if epochs is not None else settings.min_epochs
     torch.manual_seed(seed)
@@ -226,7 +240,7 @@ def fit_sasrec(history: History, settings: SasrecConfig, seed: int, *, max_secon
                     log.info("SASRec skipped: %s", report["skipped"])
                     return SasrecFit(None, report)
             if validate is not None and (done % settings.eval_every == 0 or done == want):
-                score = validate(_snapshot(net, settings, history.n_items, done))
+                score = validate(_snapshot(net, settings, history.n_items, done, trained))
                 trace.append((done, round(score, 5)))
                 if best is None or score > best[0] + 1e-9:
                     best, stale = (score, done, _state(net)), 0
@@ -246,7 +260,7 @@ def fit_sasrec(history: History, settings: SasrecConfig, seed: int, *, max_secon
     report.update(trained=True, epochs=int(done), loss=round(loss, 4), seconds=round(time.perf_counter() - t0, 2))
     log.info("SASRec: %d epochs over %d windows in %.1fs (last loss %.3f)", done, inputs.shape[0],
              report["seconds"], loss)
-    return SasrecFit(SasrecModel(settings, history.n_items, state, int(done)), report)
+    return SasrecFit(SasrecModel(settings, history.n_items, state, int(done), trained), report)
 
 
 # ---------------------------------------------------------------------- internals
@@ -280,8 +294,16 @@ def _state(net: Any) -> dict[str, np.ndarray]:
     return {k: v.detach().numpy().astype(np.float32, copy=True) for k, v in net.state_dict().items()}
 
 
-def _snapshot(net: Any, settings: SasrecConfig, n_items: int, epochs: int) -> SasrecModel:
-    return SasrecModel(settings, n_items, _state(net), epochs)
+def _snapshot(net: Any, settings: SasrecConfig, n_items: int, epochs: int, trained: np.ndarray) -> SasrecModel:
+    return SasrecModel(settings, n_items, _state(net), epochs, trained)
+
+
+def _trained(inputs: np.ndarray, targets: np.ndarray, n_items: int) -> np.ndarray:
+    """``(n_items,)`` bool: items that appear in the training windows."""
+    seen = np.zeros(n_items + 1, bool)
+    seen[inputs.ravel()] = True
+    seen[targets.ravel()] = True
+    return seen[1:]
 
 
 def _epoch(net: Any, opt: Any, inputs: np.ndarray, targets: np.ndarray, n_items: int, settings: SasrecConfig,

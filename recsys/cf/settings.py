@@ -141,9 +141,9 @@ class SasrecConfig(_Section):
     heads: int = Field(1, gt=0)
     max_len: int = Field(50, gt=1)
     """Newest items of a user the model reads (and the length of the training windows)."""
-    dropout: float = Field(0.1, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
     learning_rate: float = Field(0.01, gt=0)
-    batch_size: int = Field(256, gt=0)
+    batch_size: int = Field(128, gt=0)
     max_windows: int = Field(0, ge=0)
     """Training windows per user, newest first (0: all; 1: only each user's newest ``max_len`` items)."""
     max_epochs: int = Field(20, gt=0)
@@ -153,7 +153,7 @@ class SasrecConfig(_Section):
     """Validation NDCG is computed every this many epochs (the carve's fit only)."""
     patience: int = Field(2, gt=0)
     """Validation scores without improvement before the carve's fit stops."""
-    max_seconds: float = Field(6.0, gt=0)
+    max_seconds: float = Field(7.0, gt=0)
     """Wall-clock limit of the carve's fit (the final fit runs its epoch count on the whole history)."""
     full_softmax_max_items: int = Field(20_000, gt=0)
     """Up to this many items the loss is a full softmax; above, the positive against sampled negatives."""
