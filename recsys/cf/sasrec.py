@@ -29,7 +29,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,22 +273,17 @@ def _to_model_rows(rows: History, model_rows: np.ndarray) -> History:
     return History(kept.n_users, n, kept.indptr, model_rows[kept.items], kept.rank, kept.weight)
 
 
-class _threads:
-    """Run torch on ``n`` threads (0: the machine's cores) and restore the previous number after."""
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Run torch on ``n`` threads (0: the machine's cores), restoring the previous number after."""
+    import torch
 
-    def __init__(self, n: int) -> None:
-        self.n, self.before = n if n > 0 else (os.cpu_count() or 1), 0
-
-    def __enter__(self) -> None:
-        import torch
-
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        import torch
-
-        torch.set_num_threads(self.before)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n if n > 0 else (os.cpu_count() or 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _state(net: Any) -> dict[str, np.ndarray]:
