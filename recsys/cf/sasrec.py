@@ -95,7 +95,7 @@ class SasrecModel:
         with torch.inference_mode(), _threads(self.settings.threads):
             emb = net.item.weight[1:]
             for lo in range(0, seq.shape[0], batch):
-                part = torch.from_numpy(seq[lo : lo + batch])
+                part = torch.from_numpy(_trim(seq[lo : lo + batch]))
                 out[lo : lo + batch] = (net(part)[:, -1] @ emb.T).numpy()
         trained = np.ones(self.n_items, bool) if self.trained is None else self.trained
         fill = out[:, trained].mean(axis=1, keepdims=True) if trained.any() else np.zeros((out.shape[0], 1), np.float32)
@@ -294,6 +294,13 @@ def _snapshot(net: Any, settings: SasrecConfig, n_items: int, epochs: int, train
     return SasrecModel(settings, n_items, _state(net), epochs, trained)
 
 
+def _trim(seq: np.ndarray) -> np.ndarray:
+    """``seq`` without the leading columns that are padding in every row (masked keys change nothing:
+    the positions keep their embeddings, counted from the right; at least one column is kept)."""
+    filled = np.flatnonzero((seq > 0).any(axis=0))
+    return seq[:, filled[0]:] if filled.size else seq[:, -1:]
+
+
 def _trained(inputs: np.ndarray, targets: np.ndarray, n_items: int) -> np.ndarray:
     """``(n_items,)`` bool: items that appear in the training windows."""
     seen = np.zeros(n_items + 1, bool)
@@ -317,8 +324,8 @@ def _epoch(net: Any, opt: Any, inputs: np.ndarray, targets: np.ndarray, n_items:
         if deadline is not None and time.perf_counter() > deadline:
             return None
         pick = order[lo : lo + settings.batch_size]
-        x = torch.from_numpy(inputs[pick])
-        y = torch.from_numpy(targets[pick])
+        x = torch.from_numpy(_trim(inputs[pick]))
+        y = torch.from_numpy(targets[pick][:, inputs.shape[1] - x.shape[1] :])
         valid = y > 0
         h = net(x)[valid]  # (m, dim) hidden states of the positions that have a next item
         t = y[valid] - 1  # their next items (model rows)
