@@ -193,8 +193,8 @@ def fit_sasrec(history: History, settings: SasrecConfig, seed: int, *, max_secon
     """Train SASRec on ``history`` for ``epochs`` (or up to ``settings.max_epochs``, the best epoch count
     by ``validate``), within ``max_seconds`` of wall time.
 
-    The first epoch is timed; when fewer than ``settings.min_epochs`` (or the requested ``epochs``) fit
-    into ``max_seconds`` the fit is skipped (``model`` ``None``, the report says why). With ``validate``
+    The first epoch is timed (with its validation); when fewer than ``settings.min_epochs`` (or the
+    requested ``epochs``) fit into ``max_seconds`` the fit is skipped (``model`` ``None``, the report says why). With ``validate``
     the model is scored every ``settings.eval_every`` epochs; training stops after ``settings.patience``
     scores without improvement (or when time runs out) and the best weights are kept.
 
@@ -233,13 +233,7 @@ def fit_sasrec(history: History, settings: SasrecConfig, seed: int, *, max_secon
                 return SasrecFit(None, report)
             loss = result
             done += 1
-            if done == 1:
-                report["epoch_seconds"] = round(epoch_s, 3)
-                if epochs is None and epoch_s * need > max_seconds:
-                    report.update(trained=False, seconds=round(time.perf_counter() - t0, 2),
-                                  skipped=f"out of budget: {need} epochs x {epoch_s:.2f}s > {max_seconds:.1f}s")
-                    log.info("SASRec skipped: %s", report["skipped"])
-                    return SasrecFit(None, report)
+            stop = False
             if validate is not None and (done % settings.eval_every == 0 or done == want):
                 score = validate(_snapshot(net, settings, history.n_items, done, trained))
                 trace.append((done, round(score, 5)))
@@ -247,8 +241,17 @@ def fit_sasrec(history: History, settings: SasrecConfig, seed: int, *, max_secon
                     best, stale = (score, done, _state(net)), 0
                 else:
                     stale += 1
-                    if stale >= settings.patience:
-                        break
+                    stop = stale >= settings.patience
+            epoch_s = time.perf_counter() - t_epoch  # with its validation
+            if done == 1:
+                report["epoch_seconds"] = round(epoch_s, 3)
+                if epochs is None and epoch_s * need > max_seconds:
+                    report.update(trained=False, seconds=round(time.perf_counter() - t0, 2),
+                                  skipped=f"out of budget: {need} epochs x {epoch_s:.2f}s > {max_seconds:.1f}s")
+                    log.info("SASRec skipped: %s", report["skipped"])
+                    return SasrecFit(None, report)
+            if stop:
+                break
             elapsed = time.perf_counter() - t0
             if epochs is None and elapsed + epoch_s > max_seconds:
                 report["stopped"] = "time"
