@@ -194,9 +194,10 @@ def fit_sasrec(history: History, settings: SasrecConfig, seed: int, *, max_secon
     by ``validate``), within ``max_seconds`` of wall time.
 
     The first epoch is timed (with its validation); when fewer than ``settings.min_epochs`` (or the
-    requested ``epochs``) fit into ``max_seconds`` the fit is skipped (``model`` ``None``, the report says why). With ``validate``
-    the model is scored every ``settings.eval_every`` epochs; training stops after ``settings.patience``
-    scores without improvement (or when time runs out) and the best weights are kept.
+    requested ``epochs``) fit into ``max_seconds`` the fit is skipped (``model`` ``None``, the report
+    says why). With ``validate`` the model is scored every ``settings.eval_every`` epochs; training stops
+    after ``settings.patience`` scores without improvement (or when time runs out) and the best weights
+    are kept.
 
     Returns:
         the model and a report: ``trained``, ``epochs``, ``seconds``, ``epoch_seconds``, ``windows``,
