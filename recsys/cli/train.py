@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -59,7 +60,8 @@ def train(  # type: ignore[no-untyped-def]
                                "params": asdict(fitted.params), "encoders": fitted.encoders, "cf": {
                                    k: getattr(fitted.cfg, k) for k in ("component", "factors", "regularization",
                                                                        "alpha", "ease_lambda", "knn_k", "knn_shrink")},
-                               "tuning": tuning, "cold_items": fitted.info.get("selection", {}).get("cold_items")}))
+                               "tuning": tuning, "cold_items": fitted.info.get("selection", {}).get("cold_items"),
+                               "sasrec": fitted.info.get("selection", {}).get("sasrec")}))
         return
     c = fitted.cfg
     chosen = {"als": f"ALS {c.factors} factors, regularization {c.regularization:g}, alpha {c.alpha:g}",
@@ -73,6 +75,9 @@ def train(  # type: ignore[no-untyped-def]
     click.echo(f"CF component: {chosen[c.component]}"
                + (f" (item factors: {chosen['als']})" if c.component != "als" else "")
                + (f"; transitions weight {fitted.params.seq_weight:g}" if fitted.params.seq_weight else ""))
+    sasrec = fitted.info.get("selection", {}).get("sasrec")
+    if sasrec:
+        click.echo(f"SASRec: {_sasrec_line(sasrec, fitted.params.sasrec_weight)}")
     click.echo(
         f"trained the feed model ({c.component} + "
         f"{'content ' + '/'.join(fitted.encoders) if fitted.encoders else 'no content'} + popularity) on "
@@ -90,3 +95,16 @@ def train(  # type: ignore[no-untyped-def]
         click.echo(f"cold items' factors: {'own ALS ' + '/'.join(f'{v:g}' for v in own) if own else 'the warm ALS ones'}"
                    f" (cold-items validation NDCG@10 per factors/regularization/alpha: {trials})")
     click.echo(f"artifact feed/{fitted.version} at {path}{' (active)' if activate else ''}")
+
+
+def _sasrec_line(report: dict[str, Any], weight: float) -> str:
+    """What became of the SASRec sequence model (trained or skipped, epochs, seconds, validation)."""
+    if not report.get("trained"):
+        return f"skipped ({report.get('skipped', 'not trained')})"
+    line = (f"trained on the validation carve, {report.get('epochs')} epochs in {report.get('seconds', 0):.1f}s "
+            f"(own validation NDCG@10 {report.get('best_ndcg@10', 0):.4f}); blend validation NDCG@10 "
+            f"{report.get('blend_ndcg@10_with', 0):.4f} with weight {weight:g}, "
+            f"{report.get('blend_ndcg@10_without', 0):.4f} without")
+    final = report.get("final_fit")
+    return line + (f"; final fit {final.get('epochs')} epochs in {final.get('seconds', 0):.1f}s" if final
+                   else "; not used (weight 0)")

@@ -15,7 +15,9 @@ Design (what one fitted model does):
   differ from the warm ones (a linear map from content reproduces smoother factors better), a second,
   small ALS fit gives the cold path its own factors (``HybridComponents.cold_factors``).
   Item-to-next-item transitions
-  (:mod:`recsys.cf.sequence`) can be added to the CF score with ``seq_weight``.
+  (:mod:`recsys.cf.sequence`) can be added to the CF score with ``seq_weight``, and the next-item scores
+  of a small SASRec-style transformer over the user's newest items (:mod:`recsys.cf.sasrec`) with
+  ``sasrec_weight``.
 - **Users are folded in** (implicit's ``recalculate_user``, the ALS least-squares solve against fixed
   item factors) from their history with recency weights ``1 + beta * exp(-rank / tau)`` (rank = how many
   distinct items the user touched since). The same path serves users unseen at training time.
@@ -53,6 +55,7 @@ from recsys.cf.itemitem import ItemItem
 from recsys.cf.matrix import Bm25Stats, apply_confidence
 from recsys.cf.model import fold_in
 from recsys.cf.ridge import RidgeMap
+from recsys.cf.sasrec import SasrecModel
 from recsys.cf.settings import CFConfig
 from recsys.ranking.scoring import (
     BlendWeights,
@@ -75,6 +78,7 @@ __all__ = [
     "content_component",
     "hybrid_scores",
     "normalised",
+    "sasrec_component",
     "seq_component",
     "with_sequence",
     "user_components",
@@ -104,6 +108,10 @@ class HybridParams:
     cold_scale: float = 1.0
     seq_weight: float = 0.0
     seq_tau: float = 1.0
+    sasrec_weight: float = 0.0
+    """Weight of the SASRec next-item score inside the CF score (0: off)."""
+    sasrec_epochs: float = 0.0
+    """Epochs of the SASRec fit (chosen on the temporal carve; the final fit runs as many); 0: not trained."""
     cold_als_factors: float = 0.0
     """ALS settings of the cold path's own factors (:func:`cold_als_config`); 0 factors: the warm factors."""
     cold_als_regularization: float = 0.0
@@ -149,6 +157,8 @@ class HybridComponents:
             settings (``HybridParams.cold_als``), mapped from content for items without events; they score
             the items without events (:func:`cold_cf_component`). ``None``: the cold path uses ``item_factors``.
         cold_factor_map: the content -> ``cold_factors`` ridge map (for items that arrive later).
+        sasrec: the SASRec sequence model (:mod:`recsys.cf.sasrec`), added to the CF score with the weight
+            ``HybridParams.sasrec_weight``; ``None`` when not trained (weight 0, disabled or out of budget).
     """
 
     item_factors: np.ndarray
@@ -165,6 +175,7 @@ class HybridComponents:
     seq: ItemItem | None = None
     cold_factors: np.ndarray | None = None
     cold_factor_map: RidgeMap | None = None
+    sasrec: SasrecModel | None = None
 
 
 def cold_als_config(cfg: CFConfig, settings: tuple[int, float, float]) -> CFConfig:
@@ -197,10 +208,11 @@ def content_component(
 
 
 def cf_component(comp: HybridComponents, rows: History, tau: float, beta: float, cfg: CFConfig,
-                 seq_weight: float = 0.0, seq_tau: float = 1.0) -> np.ndarray:
+                 seq_weight: float = 0.0, seq_tau: float = 1.0, sasrec_weight: float = 0.0) -> np.ndarray:
     """Standardised CF scores ``(rows.n_users, n_items)`` of users folded in with recency weights (an
     item-item component scores the recency-weighted history rows directly), plus ``seq_weight`` times the
-    standardised transition score (:func:`seq_component`), standardised again."""
+    standardised transition score (:func:`seq_component`), standardised again, plus ``sasrec_weight``
+    times the standardised SASRec score (:func:`sasrec_component`), standardised again."""
     if comp.item_item is not None:
         cf = zscore_rows(comp.item_item.scores(rows.matrix(recency_weights(rows, tau, beta))))
     else:
@@ -209,6 +221,8 @@ def cf_component(comp: HybridComponents, rows: History, tau: float, beta: float,
         cf = zscore_rows(user_vectors @ comp.item_factors.T)
     if seq_weight > 0 and comp.seq is not None:
         cf = with_sequence(cf, seq_component(comp, rows, seq_tau), seq_weight)
+    if sasrec_weight > 0 and comp.sasrec is not None:
+        cf = with_sequence(cf, sasrec_component(comp, rows), sasrec_weight)
     return cf
 
 
@@ -240,6 +254,12 @@ def seq_component(comp: HybridComponents, rows: History, tau: float) -> np.ndarr
     return zscore_rows(comp.seq.scores(rows.matrix(profile_weights(rows, tau))))
 
 
+def sasrec_component(comp: HybridComponents, rows: History) -> np.ndarray:
+    """Standardised SASRec next-item scores ``(rows.n_users, n_items)`` from the users' newest items."""
+    assert comp.sasrec is not None
+    return zscore_rows(comp.sasrec.scores(rows))
+
+
 def with_sequence(cf: np.ndarray, seq: np.ndarray, weight: float) -> np.ndarray:
     """``z(cf + weight * seq)`` of two standardised ``(n_users, n_items)`` scores."""
     return zscore_rows(cf + np.float32(weight) * seq)
@@ -267,7 +287,8 @@ class UserComponents:
 
 def user_components(comp: HybridComponents, rows: History, params: HybridParams, cfg: CFConfig) -> UserComponents:
     """CF, warm-item content and cold-item content scores of some users, and their CF-weight scale."""
-    cf = cf_component(comp, rows, params.recency_tau, params.recency_beta, cfg, params.seq_weight, params.seq_tau)
+    cf = cf_component(comp, rows, params.recency_tau, params.recency_beta, cfg, params.seq_weight, params.seq_tau,
+                      params.sasrec_weight)
     cold_cf = cold_cf_component(comp, rows, params, cfg) if params.cold_cf else None
     if comp.content is None or not (params.warm_content or params.cold_content):
         return UserComponents(cf, None, None, cf_scale(rows, params.cf_shrink), cold_cf)

@@ -168,6 +168,7 @@ class FeedRanker:
             components=HybridComponents(factors, warm, pop, blocks, comp.bm25, 0.0,
                                         item_item=None if comp.item_item is None else comp.item_item.laid_over(src),
                                         seq=None if comp.seq is None else comp.seq.laid_over(src),
+                                        sasrec=None if comp.sasrec is None else comp.sasrec.laid_over(src),
                                         cold_factors=cold_factors, cold_factor_map=comp.cold_factor_map),
             priority=priority, tie_rank=item_tie_rank(np.asarray(ids, dtype=object)),
             exact_max_items=exact_max_items, n_new=len(new),
@@ -237,9 +238,11 @@ class FeedRanker:
     # ------------------------------------------------------------------ the linear form (gamma = 0)
     @property
     def _item_item_cf(self) -> bool:
-        """Whether the CF score uses an item-item matrix (EASE, item-kNN, or transitions with a weight)."""
-        comp = self.components
-        return comp.item_item is not None or (comp.seq is not None and self.model.params.seq_weight > 0)
+        """Whether the CF score is not the fold-in's dot product: an item-item matrix (EASE, item-kNN, or
+        transitions with a weight) or SASRec with a weight."""
+        comp, p = self.components, self.model.params
+        return (comp.item_item is not None or (comp.seq is not None and p.seq_weight > 0)
+                or (comp.sasrec is not None and p.sasrec_weight > 0))
 
     @property
     def linear(self) -> bool:
@@ -251,7 +254,7 @@ class FeedRanker:
         the memory traffic (what makes large exports fast).
         """
         p = self.model.params
-        if self._item_item_cf:  # an item-item CF score (EASE, item-kNN, transitions) is not a dot product
+        if self._item_item_cf:  # an item-item CF score (EASE, item-kNN, transitions), SASRec: not a dot product
             return False
         if self.components.cold_factors is not None and p.cold_als is not None and p.cold_cf:
             return False  # cold items scored with their own factors: a second fold-in, the general path
@@ -439,8 +442,9 @@ class FeedRanker:
         cf_raw = np.einsum("uk,uck->uc", uvec, comp.item_factors[cols])
         cold_all = cold_cf_component(comp, rows, p, cfg) if p.cold_cf else None  # item-item CF / own cold factors
         cold_cf_z = None if cold_all is None else np.take_along_axis(cold_all, cols, axis=1)
-        if self._item_item_cf:  # the item-item score of every item is cheap: standardise exactly
-            cf_all = cf_component(comp, rows, p.recency_tau, p.recency_beta, cfg, p.seq_weight, p.seq_tau)
+        if self._item_item_cf:  # the item-item (or SASRec) score of every item is cheap: standardise exactly
+            cf_all = cf_component(comp, rows, p.recency_tau, p.recency_beta, cfg, p.seq_weight, p.seq_tau,
+                                  p.sasrec_weight)
             cf_z = np.take_along_axis(cf_all, cols, axis=1)
         elif self.linear:
             _f, f_mean, f_gram = self._space("cf", None)

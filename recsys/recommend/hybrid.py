@@ -2,7 +2,8 @@
 
 :class:`HybridRecommender` chooses the settings on validation splits of the training
 history (:mod:`recsys.recommend.selection`) unless they are given, fits the item side
-(:func:`recsys.recommend.components.fit_components`), and scores users with the
+(:func:`recsys.recommend.components.fit_components`, and SASRec when validation gave it a weight:
+:func:`recsys.cf.sasrec.fit_sasrec`), and scores users with the
 functions of :mod:`recsys.ranking.hybrid`. The evaluation and the served feed model both use it.
 """
 
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from recsys.cf.history import History
+from recsys.cf.sasrec import fit_sasrec
 from recsys.cf.settings import CFConfig
 from recsys.ranking.hybrid import HybridComponents, HybridParams, hybrid_scores, user_components
 from recsys.recommend.components import ContentInput, as_blocks, fit_components
@@ -35,7 +37,8 @@ class HybridRecommender:
         cfg: the ``cf`` section (factorisation and the ``hybrid`` search grids).
         params: fixed settings; ``None`` chooses them (and, with ``cf.tuning.enabled``, the CF component
             and its hyperparameters: :mod:`recsys.recommend.tuning`) on validation splits of the training history.
-        budget_s: time budget of the CF tuning (``train.budget_s``).
+        budget_s: time budget of the CF tuning and the SASRec fits (``train.budget_s``): SASRec gets what
+            the tuning leaves (:func:`~recsys.recommend.selection.select_params`).
     """
 
     cfg: CFConfig
@@ -57,11 +60,19 @@ class HybridRecommender:
             tuned = tune_cf(history, self.cfg, self.budget_s)  # the CF component, on validation
             self.cfg = tuned.cfg
             prefit = None if tuned.prefit is None else (tuned.prefit.item_factors, tuned.prefit.item_item)
-            self.params, self.selection = select_params(history, content, self.cfg, prefit=prefit)
+            left = self.budget_s - (time.perf_counter() - t0)
+            self.params, self.selection = select_params(history, content, self.cfg, prefit=prefit,
+                                                        sasrec_seconds=max(left, 0.0))
             self.selection["tuning"] = tuned.report
             self.selection["seconds"] = round(time.perf_counter() - t0, 2)
             log.info("hybrid settings chosen on validation: %s", asdict(self.params))
         self.components = fit_components(history, content, self.cfg, cold_als=self.params.cold_als)
+        if self.params.sasrec_weight > 0 and self.params.sasrec_epochs > 0:  # as many epochs as on the carve
+            fit = fit_sasrec(history, self.cfg.sasrec, self.cfg.seed, max_seconds=float("inf"),
+                             epochs=int(self.params.sasrec_epochs))
+            self.components = replace(self.components, sasrec=fit.model)
+            if "sasrec" in self.selection:
+                self.selection["sasrec"]["final_fit"] = {k: fit.report.get(k) for k in ("epochs", "seconds", "loss")}
         self.history = history
         return self
 

@@ -15,7 +15,9 @@ the ratios of its types (a purchase counts more than a view).
 Artifact layout (``<artifacts>/feed/<version>/``): ``manifest.json`` (settings, chosen parameters,
 encoder versions, metrics), ``item_ids.json``, and ``.npy`` arrays (item factors, warm mask,
 standardised popularity, content blocks, the content -> factor and content -> popularity maps, BM25
-statistics when used; the cold path's own factors and their map when ``params.cold_als`` chose them).
+statistics when used; the cold path's own factors and their map when ``params.cold_als`` chose them;
+``sasrec.npz`` / ``sasrec.json`` when validation gave the SASRec sequence model a weight; older
+artifacts load without it).
 The ``artifacts`` table gets a row of kind ``feed``.
 """
 
@@ -35,6 +37,7 @@ from recsys.cf.history import History, item_tie_rank
 from recsys.cf.itemitem import ItemItem
 from recsys.cf.matrix import Bm25Stats
 from recsys.cf.ridge import RidgeMap
+from recsys.cf.sasrec import SasrecModel
 from recsys.cf.settings import CFConfig
 from recsys.errors import ArtifactError, RecsysError
 from recsys.ranking.hybrid import HybridComponents, HybridParams
@@ -180,6 +183,8 @@ class FeedModel:
             comp.item_item.save(out)
         if comp.seq is not None:  # item-to-next-item transitions
             comp.seq.save(out, "transitions")
+        if comp.sasrec is not None:  # the SASRec sequence model (params.sasrec_weight > 0)
+            comp.sasrec.save(out, "sasrec")
         (out / "item_ids.json").write_text(json.dumps([str(i) for i in self.item_ids]))
         body = {
             "format": FORMAT,
@@ -196,6 +201,7 @@ class FeedModel:
             "weight_scale": self.weight_scale,
             "item_item": None if comp.item_item is None else comp.item_item.kind,
             "transitions": comp.seq is not None,
+            "sasrec": comp.sasrec is not None,
             "cold_factors": comp.cold_factors is not None,
             **self.info,
             **(manifest or {}),
@@ -229,17 +235,18 @@ class FeedModel:
                     with np.load(path) as z:
                         maps[name] = RidgeMap(z["coef"], z["intercept"])
             cold = np.load(src / "cold_item_factors.npy") if man.get("cold_factors") else None  # older: none
+            sasrec = SasrecModel.load(src, "sasrec") if man.get("sasrec") else None  # older: none
             comp = HybridComponents(
                 np.load(src / "item_factors.npy"), np.load(src / "warm.npy"), np.load(src / "pop.npy"),
                 content or None, bm25, 0.0, item_item=item_item, seq=seq, cold_factors=cold,
-                cold_factor_map=maps.get("cold_factor_map"),
+                cold_factor_map=maps.get("cold_factor_map"), sasrec=sasrec,
             )
         except (OSError, KeyError, ValueError) as exc:
             raise ArtifactError(f"cannot read the feed artifact in {src}: {exc}") from exc
         known = {f for f in HybridParams.__dataclass_fields__}
         params = HybridParams(**{k: v for k, v in man["params"].items() if k in known})
         skip = {"format", "kind", "version", "params", "cf", "n_items", "content_blocks", "encoders", "pop_mean",
-                "pop_std", "bm25_avg_len", "weight_scale", "item_item", "transitions", "cold_factors"}
+                "pop_std", "bm25_avg_len", "weight_scale", "item_item", "transitions", "sasrec", "cold_factors"}
         return cls(
             item_ids=item_ids, params=params, cfg=CFConfig.model_validate(man["cf"]), components=comp,
             factor_map=maps.get("factor_map"), pop_map=maps.get("pop_map"), pop_mean=float(man["pop_mean"]),

@@ -11,6 +11,12 @@ maximising validation NDCG@10:
    ``cf.hybrid.cold_als``; each other setting is one more ALS fit on the carve), the best kept;
 3. temporal hold-out again: the scale and offset that put cold items' scores beside warm ones.
 
+The SASRec sequence model (:mod:`recsys.cf.sasrec`) is trained on the temporal carve's training part
+(its epoch count chosen by its own validation NDCG on the carve) when the time left in ``train.budget_s``
+allows, and its weight in the CF score is one more setting of stage 1 (``sasrec_weight``, 0 = off). The
+item hold-out carves of stage 2 are scored without it (one more fit per carve would not fit the budget):
+their cold items have no SASRec score anyway.
+
 Nothing here sees a test split: the caller passes only its training history.
 """
 
@@ -24,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from recsys.cf.history import History
+from recsys.cf.sasrec import SasrecFit, SasrecModel, fit_sasrec
 from recsys.cf.settings import CFConfig
 from recsys.cf.validation import ValidationSplit, item_holdout, temporal_holdout
 from recsys.ranking.hybrid import (
@@ -34,6 +41,7 @@ from recsys.ranking.hybrid import (
     cold_cf_component,
     content_component,
     hybrid_scores,
+    sasrec_component,
     seq_component,
     with_sequence,
 )
@@ -92,18 +100,29 @@ class _Evaluator:
         self._cold_cf: dict[tuple[Any, ...], np.ndarray | None] = {}
         self._seq: dict[tuple[str, float], np.ndarray] = {}
         self._last_sum: tuple[tuple[float, ...], np.ndarray] | None = None
+        self._sasrec: np.ndarray | None = None
         self._content: dict[tuple[float, float, float], np.ndarray | None] = {}
         self._scores: dict[HybridParams, float] = {}
         self._sim: BlockSimilarity | None = None
 
-    def _cf_scores(self, tau: float, beta: float, seq_weight: float = 0.0, seq_tau: float = 1.0) -> np.ndarray:
-        if seq_weight > 0 and self.comp.seq is not None:  # plain CF plus transitions: parts cached, and the
-            key_sum = (tau if beta else 0.0, beta, seq_weight, seq_tau)  # last sum (the cold stages keep one)
+    def _cf_scores(self, tau: float, beta: float, seq_weight: float = 0.0, seq_tau: float = 1.0,
+                   sasrec_weight: float = 0.0) -> np.ndarray:
+        use_seq = seq_weight > 0 and self.comp.seq is not None
+        use_sasrec = sasrec_weight > 0 and self.comp.sasrec is not None
+        if use_seq or use_sasrec:  # as cf_component: plain CF, then transitions, then SASRec; the parts are
+            key_sum = (tau if beta else 0.0, beta, seq_weight if use_seq else 0.0,  # cached, and the last sum
+                       seq_tau if use_seq else 0.0, sasrec_weight if use_sasrec else 0.0)  # (cold stages keep one)
             if self._last_sum is None or self._last_sum[0] != key_sum:
-                if ("seq", seq_tau) not in self._seq:
-                    self._seq[("seq", seq_tau)] = seq_component(self.comp, self.rows, seq_tau)
-                self._last_sum = (key_sum, with_sequence(self._cf_scores(tau, beta), self._seq[("seq", seq_tau)],
-                                                         seq_weight))
+                cf = self._cf_scores(tau, beta)
+                if use_seq:
+                    if ("seq", seq_tau) not in self._seq:
+                        self._seq[("seq", seq_tau)] = seq_component(self.comp, self.rows, seq_tau)
+                    cf = with_sequence(cf, self._seq[("seq", seq_tau)], seq_weight)
+                if use_sasrec:
+                    if self._sasrec is None:
+                        self._sasrec = sasrec_component(self.comp, self.rows)
+                    cf = with_sequence(cf, self._sasrec, sasrec_weight)
+                self._last_sum = (key_sum, cf)
             return self._last_sum[1]
         key = (tau if beta else 0.0, beta)
         if key not in self._cf:
@@ -121,7 +140,7 @@ class _Evaluator:
         factors: the CF, transition and content scores cached so far are shared."""
         other = _Evaluator(comp, self.split, self.cfg, self.tie_cold)
         other.rows, other._cf, other._seq, other._content = self.rows, self._cf, self._seq, self._content
-        other._last_sum = self._last_sum
+        other._last_sum, other._sasrec = self._last_sum, self._sasrec
         other._sim = self._sim
         return other
 
@@ -137,7 +156,7 @@ class _Evaluator:
         if self.tie_cold:
             p = _tie_cold(p)
         if p not in self._scores:
-            cf = self._cf_scores(p.recency_tau, p.recency_beta, p.seq_weight, p.seq_tau)
+            cf = self._cf_scores(p.recency_tau, p.recency_beta, p.seq_weight, p.seq_tau, p.sasrec_weight)
             content = None
             if p.warm_content or p.cold_content:
                 content = self._content_scores(p.profile_tau, p.profile_gamma, p.content_mix)
@@ -153,11 +172,13 @@ class _Evaluator:
 
 def select_params(
     history: History, content: tuple[np.ndarray, ...] | None, cfg: CFConfig,
-    prefit: tuple[np.ndarray, Any] | None = None,
+    prefit: tuple[np.ndarray, Any] | None = None, sasrec_seconds: float = 0.0,
 ) -> tuple[HybridParams, dict[str, Any]]:
     """Choose :class:`HybridParams` on validation carves of ``history`` (see the module docstring).
 
     ``prefit``: the CF fit on the temporal carve's training part, when tuning made it already.
+    ``sasrec_seconds``: wall time left for SASRec's two fits (on the carve, then on ``history``); the
+    carve's fit gets its share by pairs (capped at ``cf.sasrec.max_seconds``); 0: not trained.
 
     Returns:
         the settings and a report (validation NDCG of each stage, number of validation users).
@@ -170,11 +191,16 @@ def select_params(
 
     temporal = temporal_holdout(history, h.validation_fraction, h.max_validation_users, cfg.seed)
     eval_t = _Evaluator(fit_components(temporal.train, content, cfg, prefit), temporal, cfg, tie_cold=True)
+    sasrec = _carve_sasrec(eval_t, history, cfg, sasrec_seconds)
+    report["sasrec"] = sasrec.report
+    if sasrec.model is not None:
+        eval_t.comp = replace(eval_t.comp, sasrec=sasrec.model)
     start = HybridParams(recency_tau=h.recency_tau[0], profile_tau=h.profile_tau[-1])
     space_a: dict[str, Sequence[float]] = {
         "recency_beta": h.recency_beta,
         "recency_tau": h.recency_tau,
         **({"seq_weight": h.seq_weight, "seq_tau": h.seq_tau} if eval_t.comp.seq is not None else {}),
+        **({"sasrec_weight": h.sasrec_weight} if eval_t.comp.sasrec is not None else {}),
         "warm_pop": grid,
     }
     if has_content:
@@ -188,6 +214,14 @@ def select_params(
         })
     params, score_a, _ = coordinate_ascent(eval_t, start, space_a, h.rounds)
     params = _tie_cold(params)
+    if sasrec.model is not None:  # the validation score with and without it, the rest as chosen
+        without = eval_t(replace(params, sasrec_weight=0.0))
+        report["sasrec"].update({"weight": params.sasrec_weight, "blend_ndcg@10_with": round(score_a, 5),
+                                 "blend_ndcg@10_without": round(without, 5)})
+        if params.sasrec_weight > 0:
+            params = replace(params, sasrec_epochs=float(sasrec.model.epochs))
+        log.info("validation: SASRec weight %g (ndcg@10 %.4f with it, %.4f without)", params.sasrec_weight,
+                 score_a, without)
     report["temporal"] = {"users": int(temporal.users.shape[0]), "ndcg@10": round(score_a, 5)}
     log.info("validation (temporal): ndcg@10 %.4f with %s", score_a, asdict(params))
 
@@ -231,6 +265,25 @@ def score_on_item_carves(params: HybridParams, history: History, content: tuple[
             comp = with_cold_factors(comp, carve.train, cfg, params.cold_als)
         out.append(_Evaluator(comp, carve, cfg, tie_cold=False)(params))
     return out
+
+
+def _carve_sasrec(eval_t: _Evaluator, history: History, cfg: CFConfig, seconds: float) -> SasrecFit:
+    """SASRec trained on the temporal carve's training part, its epochs chosen by its own validation NDCG
+    there, within the carve's share of ``seconds`` (see :func:`select_params`); a skipped fit says why."""
+    if not cfg.sasrec.enabled:
+        return SasrecFit(None, {"trained": False, "skipped": "cf.sasrec.enabled is false"})
+    train = eval_t.split.train
+    share = train.items.shape[0] / max(train.items.shape[0] + history.items.shape[0], 1)
+    cap = min(cfg.sasrec.max_seconds, seconds * share)
+    if cap <= 0:
+        return SasrecFit(None, {"trained": False, "skipped": "out of budget: no time left in train.budget_s"})
+    rows = eval_t.rows
+
+    def validate(model: SasrecModel) -> float:
+        scores = model.scores(rows)
+        return batched_ndcg(lambda pos: scores[pos], eval_t.split)
+
+    return fit_sasrec(train, cfg.sasrec, cfg.seed, max_seconds=cap, validate=validate)
 
 
 def cold_als_candidates(cfg: CFConfig) -> list[tuple[int, float, float]]:
