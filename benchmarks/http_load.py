@@ -50,9 +50,12 @@ import numpy as np
 Paths = Sequence[str] | Callable[[int], str]
 """Request paths: a sequence used round-robin, or ``f(i) -> path`` for request number ``i``."""
 
-SERVICE_GUNICORN_ARGS: tuple[str, ...] = ("-w", "4")
-"""The production command's worker settings (README, "The service"): 4 workers of gunicorn's default
-``sync`` class, one thread each. Both the service and the bare-Flask baseline are served with these."""
+SERVICE_GUNICORN_ARGS: tuple[str, ...] = ("-c", "python:services.gunicorn_conf", "-w", "4")
+"""The production command's settings (README, "The service"): the service's gunicorn config (the app preloaded
+in the master and the workers forked from it, sharing its memory; fork hooks) and 4 workers of gunicorn's
+default ``sync`` class, one thread each. Both the service and the bare-Flask baseline are served with these
+(:func:`gunicorn_server` puts the repository on the server's ``PYTHONPATH`` so that the config is found)."""
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine_note() -> str:
@@ -572,8 +575,10 @@ def gunicorn_server(
         cmd += ["--pythonpath", str(pythonpath)]
     cmd.append(app)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    run_env = dict(env if env is not None else os.environ)  # the repository importable (services.gunicorn_conf)
+    run_env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [run_env.get("PYTHONPATH")])])
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=dict(env) if env is not None else None, stdout=log,
+        proc = subprocess.Popen(cmd, cwd=cwd, env=run_env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
     server = GunicornServer(f"http://127.0.0.1:{port}", proc, log_path, cmd)
     try:

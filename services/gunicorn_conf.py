@@ -34,24 +34,28 @@ def _preloaded_app(server: Any) -> Any:
     return server.app.wsgi()  # loaded already: gunicorn keeps the preloaded callable
 
 
+def _is_service(app: Any) -> bool:
+    """Whether ``app`` is the service (``services.app.create_app``), not another WSGI app run with this config."""
+    return app is not None and "recsys.config" in getattr(app, "extensions", {})
+
+
 def when_ready(server: Any) -> None:
     app = _preloaded_app(server)
     if app is None:
         return
-    from services.app import before_fork
+    if _is_service(app):
+        from services.app import before_fork
 
-    if hasattr(app, "extensions"):
         before_fork(app)
     gc.freeze()
 
 
 def post_fork(server: Any, worker: Any) -> None:
     app = _preloaded_app(server)
-    if app is None or not hasattr(app, "extensions"):
-        return
-    from services.app import after_fork
+    if _is_service(app):
+        from services.app import after_fork
 
-    after_fork(app)
+        after_fork(app)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
