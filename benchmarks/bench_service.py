@@ -10,12 +10,15 @@
    (``gunicorn 'services.wsgi:app'`` with ``$RECSYS_CONFIG`` pointing at the prepared data directory), then
    the baseline again (its figures are the mean of the two runs, so that a drift in the machine's load
    favours neither side; ``--baseline-runs 1``: once, before). Both are served with the production worker
-   settings (README: ``gunicorn -w 4``, sync workers). It measures the baseline's endpoint and
+   settings (README: ``gunicorn -c python:services.gunicorn_conf -w 4``: the app preloaded in the master, 4 sync
+   workers forked from it; ``--workers`` changes the count). It measures the baseline's endpoint and
    ``GET /v1/items/<id>/similar?k=10`` and ``GET /v1/users/<id>/recommendations?k=10`` spread over the
    catalogue's items and users: p50 / p99 at ``--rate`` req/s (open loop, latency from the scheduled
    send time) and max req/s (closed loop, ``--concurrency`` connections).
 
-Prints a markdown table; ``--json PATH`` writes the figures. The load generator runs on the same machine
+Prints a markdown table, and the memory of the service's master and each worker (RSS and PSS from
+``/proc/<pid>/smaps_rollup``) and their total PSS when ready and after the load runs; ``--json PATH`` writes
+the figures. The load generator runs on the same machine
 as the server (2 cores on the development machine), which the output says.
 
     python benchmarks/bench_service.py                         # demo shop, 10 s per measurement
@@ -151,8 +154,8 @@ def prepare_synthetic(n_items: int, dim: int, data_dir: Path, *, n_users: int | 
     Limits: no alignment and no images (the runtime serves the raw synthetic vectors as the text space, so
     ``POST /v1/search`` is not measured and would fail when ``dim`` differs from the text encoder's); the text
     encoder's weights are loaded only to read its version string; ``ingest_items`` parses items row by row
-    (minutes at 1M rows). Each gunicorn worker loads the published indexes (memory-mapped) but holds its own
-    copy of the vectors.
+    (minutes at 1M rows). The service's gunicorn master loads the state once and its workers share it
+    (``preload_app``, see ``services/gunicorn_conf.py``) until one of them reloads.
 
     Returns:
         The configuration written to ``data_dir/config.yaml``.
