@@ -580,3 +580,28 @@ def _check_incremental_update(client: Any, rt: Any, config: Config) -> None:
         assert [i.id for i in rt.recommend(user, k=10).items] == [i.id for i in fresh.recommend(user, k=10).items]
     hits = client.post("/v1/search", json={"text": "Incremental oak side table", "k": 1}).json["items"]
     assert hits[0]["id"] == "INC-1"
+
+
+def _mapped(a: Any) -> bool:
+    """Whether ``a`` is (a view of) a memory-mapped file."""
+    import mmap
+
+    while isinstance(a, np.ndarray):
+        if isinstance(a, np.memmap) or isinstance(a.base, mmap.mmap):
+            return True
+        a = a.base
+    return False
+
+
+def test_a_loaded_state_maps_published_arrays_instead_of_copying_them(service: tuple[Any, Any, Config]) -> None:
+    """Processes that serve the same published versions share those pages (gunicorn workers after a reload):
+    the similar-items vectors are the published index's memory-mapped rows, and the feed ranker's content
+    block is the model's mapped block when the serving rows are the model's rows, not private copies."""
+    _, rt, _ = service
+    rt.reload()  # the index published by an earlier load is loaded from disk, as every other worker does
+    st = rt._st()
+    assert _mapped(st.similar_vectors)
+    assert np.shares_memory(st.similar_vectors, st.similar_index.base_vectors())
+    assert tuple(st.feed.model.item_ids) == st.ids  # the demo shop: the model knows every served item, in order
+    assert _mapped(st.feed.components.content[0])
+    assert rt.similar_items("D0005", k=4).items  # and they serve
