@@ -597,11 +597,17 @@ def test_a_loaded_state_maps_published_arrays_instead_of_copying_them(service: t
     """Processes that serve the same published versions share those pages (gunicorn workers after a reload):
     the similar-items vectors are the published index's memory-mapped rows, and the feed ranker's content
     block is the model's mapped block when the serving rows are the model's rows, not private copies."""
-    _, rt, _ = service
-    rt.reload()  # the index published by an earlier load is loaded from disk, as every other worker does
-    st = rt._st()
+    from recsys.recommend.model import train_feed
+    from recsys.serving import Runtime
+
+    _, rt, config = service
+    train_feed(rt.engine, config)  # a model of the catalogue as it is now (other tests put items)
+    other = Runtime(config, rt.engine, text_encoder=rt._text_encoder, image_encoder=rt._image_encoder)
+    other.reload()
+    other.rebuild_index()  # published without a side buffer, then loaded from disk as every other worker does
+    st = other._st()
     assert _mapped(st.similar_vectors)
     assert np.shares_memory(st.similar_vectors, st.similar_index.base_vectors())
     assert tuple(st.feed.model.item_ids) == st.ids  # the demo shop: the model knows every served item, in order
     assert _mapped(st.feed.components.content[0])
-    assert rt.similar_items("D0005", k=4).items  # and they serve
+    assert other.similar_items("D0005", k=4).items  # and they serve
