@@ -10,12 +10,15 @@
    (``gunicorn 'services.wsgi:app'`` with ``$RECSYS_CONFIG`` pointing at the prepared data directory), then
    the baseline again (its figures are the mean of the two runs, so that a drift in the machine's load
    favours neither side; ``--baseline-runs 1``: once, before). Both are served with the production worker
-   settings (README: ``gunicorn -w 4``, sync workers). It measures the baseline's endpoint and
+   settings (README: ``gunicorn -c python:services.gunicorn_conf -w 4``: the app preloaded in the master, 4 sync
+   workers forked from it; ``--workers`` changes the count). It measures the baseline's endpoint and
    ``GET /v1/items/<id>/similar?k=10`` and ``GET /v1/users/<id>/recommendations?k=10`` spread over the
    catalogue's items and users: p50 / p99 at ``--rate`` req/s (open loop, latency from the scheduled
    send time) and max req/s (closed loop, ``--concurrency`` connections).
 
-Prints a markdown table; ``--json PATH`` writes the figures. The load generator runs on the same machine
+Prints a markdown table, and the memory of the service's master and each worker (RSS and PSS from
+``/proc/<pid>/smaps_rollup``) and their total PSS when ready and after the load runs; ``--json PATH`` writes
+the figures. The load generator runs on the same machine
 as the server (2 cores on the development machine), which the output says.
 
     python benchmarks/bench_service.py                         # demo shop, 10 s per measurement
@@ -151,8 +154,8 @@ def prepare_synthetic(n_items: int, dim: int, data_dir: Path, *, n_users: int | 
     Limits: no alignment and no images (the runtime serves the raw synthetic vectors as the text space, so
     ``POST /v1/search`` is not measured and would fail when ``dim`` differs from the text encoder's); the text
     encoder's weights are loaded only to read its version string; ``ingest_items`` parses items row by row
-    (minutes at 1M rows). Each gunicorn worker loads the published indexes (memory-mapped) but holds its own
-    copy of the vectors.
+    (minutes at 1M rows). The service's gunicorn master loads the state once and its workers share it
+    (``preload_app``, see ``services/gunicorn_conf.py``) until one of them reloads.
 
     Returns:
         The configuration written to ``data_dir/config.yaml``.
@@ -343,9 +346,12 @@ def measure_upserts(base_url: str, n: int, *, workers: int, timeout_s: float = 3
 
 def measure_service(config: Config, items: list[str], users: list[str], *, rate: float, duration_s: float,
                     concurrency: int, connections: int, log_path: Path,
-                    worker_env: dict[str, str] | None = None, upserts: int = 0) -> dict[str, Any]:
+                    worker_env: dict[str, str] | None = None, upserts: int = 0,
+                    gunicorn_args: tuple[str, ...] = SERVICE_GUNICORN_ARGS) -> dict[str, Any]:
     """Serve ``services.wsgi:app`` on the prepared catalogue and load each endpoint open- then closed-loop;
     then (``upserts``) put new items and time until every worker serves them (:func:`measure_upserts`).
+    ``out["memory"]``: the master's and each worker's RSS and PSS (``GunicornServer.memory``) when ready, after
+    the load runs and after the upserts, and ``ready_s`` (start to every worker ready).
 
     Args:
         worker_env: extra environment variables for gunicorn (e.g. ``OPENBLAS_NUM_THREADS=1``).
@@ -355,10 +361,15 @@ def measure_service(config: Config, items: list[str], users: list[str], *, rate:
     env["RECSYS_CONFIG"] = str(Path(config.data_dir) / "config.yaml")
     env["RECSYS_SERVICE_API_KEYS"] = json.dumps([UPSERT_KEY])
     ids = {"similar": items, "recommendations": users}
-    out: dict[str, dict[str, LoadResult]] = {}
+    out: dict[str, Any] = {}
     t0 = time.perf_counter()
-    with gunicorn_server("services.wsgi:app", log_path=log_path, cwd=REPO, env=env, ready_path="/readyz") as server:
-        print(f"service ready in {time.perf_counter() - t0:.1f} s ({len(server.worker_pids())} workers)", file=sys.stderr)
+    memory: dict[str, Any] = {}
+    with gunicorn_server("services.wsgi:app", log_path=log_path, cwd=REPO, env=env, ready_path="/readyz",
+                         gunicorn_args=gunicorn_args, start_timeout_s=900.0) as server:
+        ready_s = time.perf_counter() - t0
+        print(f"service ready in {ready_s:.1f} s ({len(server.worker_pids())} workers)", file=sys.stderr)
+        memory["ready"] = server.memory()
+        print_memory("memory when ready", memory["ready"])
         for name, template in ENDPOINTS.items():
             paths = [template.format(id=i) for i in ids[name]]
             opened = open_loop(server.base_url, paths, rate=rate, duration_s=duration_s, connections=connections,
@@ -366,9 +377,24 @@ def measure_service(config: Config, items: list[str], users: list[str], *, rate:
             closed = closed_loop(server.base_url, paths, concurrency=concurrency, duration_s=duration_s,
                                  server_cpu=server.cpu_seconds)
             out[name] = {"open": opened, "closed": closed}
+        memory["loaded"] = server.memory()
+        print_memory("memory after the load runs", memory["loaded"])
         if upserts:
             out["upserts"] = measure_upserts(server.base_url, upserts, workers=len(server.worker_pids()))
+            memory["upserts"] = server.memory()
+            print_memory("memory after the upserts (every worker reloaded)", memory["upserts"])
+    out["memory"] = {**memory, "ready_s": ready_s}
     return out
+
+
+def print_memory(title: str, m: dict[str, Any]) -> None:
+    """One stderr line: master and per-worker RSS / PSS (MiB) and the service's total PSS."""
+    mib = 1 << 20
+    workers = ", ".join(f"{v['rss'] / mib:,.0f} / {v['pss'] / mib:,.0f}" for v in m["workers"].values())
+    master = m["master"] or {"rss": 0, "pss": 0}
+    print(f"{title}: master RSS / PSS {master['rss'] / mib:,.0f} / {master['pss'] / mib:,.0f} MiB; workers "
+          f"{workers} MiB; total PSS {m['total_pss'] / mib:,.0f} MiB (sum of RSS {m['total_rss'] / mib:,.0f})",
+          file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -400,6 +426,8 @@ def print_table(figures: dict[str, Any]) -> None:
         print(f"| GET {e['path']} | {fmt_ms(ip['p50_ms'])} / {fmt_ms(ip['p99_ms'])} | {fmt_ms(o['p50_ms'])} / "
               f"{fmt_ms(o['p99_ms'])} | {o['achieved_rps']:,.0f}, {o['errors']} | {c['achieved_rps']:,.0f} "
               f"({c['errors']} errors) | {fmt_ms(c['p50_ms'])} / {fmt_ms(c['p99_ms'])} | {share} |")
+    if figures.get("memory"):
+        print_memory_table(figures["memory"])
     cpu = [f"{name} {100 * e['closed']['client_cpu_s'] / e['closed']['duration_s']:.0f}%"
            for name, e in figures["endpoints"].items()]
     for u in figures.get("upserts") or []:
@@ -407,6 +435,36 @@ def print_table(figures: dict[str, Any]) -> None:
               f"every worker {u['all_workers_s']:.2f} s after the PUT.")
     print(f"\nLoad generator CPU during the closed-loop runs (of one core): {', '.join(cpu)}; "
           f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}.")
+
+
+def trim_memory() -> None:
+    """Collect garbage and give freed heap back to the system (glibc ``malloc_trim``), so that this process's
+    peak while preparing does not stay resident beside the servers it starts; a no-op elsewhere."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def print_memory_table(memory: dict[str, Any]) -> None:
+    """Per process RSS / PSS (MiB) at each point measured, and the service's total PSS."""
+    mib = 1 << 20
+    print("\n| service memory (MiB) | master RSS / PSS | each worker RSS / PSS | total PSS (master + workers) | sum of RSS |")
+    print("|---|---|---|---|---|")
+    for key, title in (("ready", "every worker ready"), ("loaded", "after the load runs"),
+                       ("upserts", "after the upserts (every worker reloaded)")):
+        m = memory.get(key)
+        if not m:
+            continue
+        master = m["master"] or {"rss": 0, "pss": 0}
+        workers = ", ".join(f"{v['rss'] / mib:,.0f} / {v['pss'] / mib:,.0f}" for v in m["workers"].values())
+        print(f"| {title} | {master['rss'] / mib:,.0f} / {master['pss'] / mib:,.0f} | {workers} | "
+              f"**{m['total_pss'] / mib:,.0f}** | {m['total_rss'] / mib:,.0f} |")
+    print(f"\nService start to every worker ready: {memory['ready_s']:.1f} s.")
 
 
 def summarise_baseline(runs: list[dict[str, LoadResult]]) -> dict[str, Any] | None:
@@ -452,6 +510,8 @@ def main() -> None:
                     help="after the load runs, PUT N new items (they stay in the catalogue) and time until every "
                          "worker serves each; a synthetic catalogue needs --dim equal to its text encoder's "
                          "dimension (e.g. --encoders tiny --dim 32)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="gunicorn workers of the service and the baseline (default: the production -w 4)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 100 items, tiny encoders, 2 s per measurement")
     ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures as JSON here")
     args = ap.parse_args()
@@ -463,6 +523,9 @@ def main() -> None:
         args.encoders = args.encoders or "tiny"
         args.baseline_runs = args.baseline_runs or 1
 
+    gunicorn_args = SERVICE_GUNICORN_ARGS
+    if args.workers is not None:
+        gunicorn_args = (*SERVICE_GUNICORN_ARGS[:SERVICE_GUNICORN_ARGS.index("-w")], "-w", str(args.workers))
     worker_env = {}
     for item in args.worker_env:
         key, sep, value = item.partition("=")
@@ -505,14 +568,16 @@ def main() -> None:
             if args.no_baseline:
                 return
             baseline_runs.append(measure_baseline(rate=args.rate, duration_s=args.duration, concurrency=args.concurrency,
-                                                  connections=args.connections))
+                                                  connections=args.connections, gunicorn_args=gunicorn_args))
 
+        trim_memory()  # the catalogue's preparation and the in-process runtime: given back before the servers start
         baseline()
         log_path = Path(tmp) / "gunicorn-service.log"
         service = measure_service(config, items, users, rate=args.rate, duration_s=args.duration,
                                   concurrency=args.concurrency, connections=args.connections, log_path=log_path,
-                                  worker_env=worker_env, upserts=args.upserts)
+                                  worker_env=worker_env, upserts=args.upserts, gunicorn_args=gunicorn_args)
         upserts = service.pop("upserts", [])
+        memory = service.pop("memory")
         if (args.baseline_runs or 2) == 2:
             baseline()
 
@@ -520,7 +585,8 @@ def main() -> None:
         "bench": "service",
         "machine": machine_note(),
         "catalogue": {"kind": args.catalogue, **counts, "prepare_s": prep_s},
-        "gunicorn": list(SERVICE_GUNICORN_ARGS),
+        "gunicorn": list(gunicorn_args),
+        "memory": memory,
         "worker_env": worker_env,
         "rate": args.rate,
         "concurrency": args.concurrency,

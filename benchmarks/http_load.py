@@ -50,9 +50,12 @@ import numpy as np
 Paths = Sequence[str] | Callable[[int], str]
 """Request paths: a sequence used round-robin, or ``f(i) -> path`` for request number ``i``."""
 
-SERVICE_GUNICORN_ARGS: tuple[str, ...] = ("-w", "4")
-"""The production command's worker settings (README, "The service"): 4 workers of gunicorn's default
-``sync`` class, one thread each. Both the service and the bare-Flask baseline are served with these."""
+SERVICE_GUNICORN_ARGS: tuple[str, ...] = ("-c", "python:services.gunicorn_conf", "-w", "4")
+"""The production command's settings (README, "The service"): the service's gunicorn config (the app preloaded
+in the master and the workers forked from it, sharing its memory; fork hooks) and 4 workers of gunicorn's
+default ``sync`` class, one thread each. Both the service and the bare-Flask baseline are served with these
+(:func:`gunicorn_server` puts the repository on the server's ``PYTHONPATH`` so that the config is found)."""
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine_note() -> str:
@@ -463,6 +466,30 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def process_memory(pid: int) -> dict[str, int] | None:
+    """``rss``, ``pss`` and their parts (bytes) of process ``pid`` from ``/proc/<pid>/smaps_rollup`` (Linux 4.14+),
+    ``None`` when it is gone or unreadable.
+
+    RSS counts every resident page the process maps, also those it shares with others (the gunicorn master's
+    preloaded app after ``fork``, the page cache of memory-mapped files); PSS divides each shared page by the
+    number of processes mapping it, so the PSS of all the processes of a service add up to what it holds.
+    ``private`` (``Private_Clean + Private_Dirty``) is what only this process holds; ``anonymous``: not file-backed.
+    """
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    kb: dict[str, int] = {}
+    for line in text.splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            kb[name.strip()] = int(parts[0])
+    return {"rss": kb.get("Rss", 0) * 1024, "pss": kb.get("Pss", 0) * 1024,
+            "private": (kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)) * 1024,
+            "anonymous": kb.get("Anonymous", 0) * 1024}
+
+
 @dataclass
 class GunicornServer:
     """A running gunicorn (see :func:`gunicorn_server`)."""
@@ -478,6 +505,16 @@ class GunicornServer:
     def cpu_seconds(self) -> float:
         """CPU seconds used so far by the master and its live workers (Linux ``/proc``; 0 elsewhere)."""
         return sum(_cpu_seconds(p) for p in [self.process.pid, *self.worker_pids()])
+
+    def memory(self) -> dict[str, Any]:
+        """Memory of the master and each worker (:func:`process_memory`, bytes) and the service ``total_pss``
+        (master + workers): ``{"master": {...}, "workers": {pid: {...}}, "total_pss": int, "total_rss": int}``.
+        ``total_rss`` counts shared pages once per process (what adding up RSS would claim)."""
+        master = process_memory(self.process.pid)
+        workers = {pid: m for pid in self.worker_pids() if (m := process_memory(pid)) is not None}
+        procs = [m for m in (master, *workers.values()) if m is not None]
+        return {"master": master, "workers": workers, "total_pss": sum(m["pss"] for m in procs),
+                "total_rss": sum(m["rss"] for m in procs)}
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -538,8 +575,10 @@ def gunicorn_server(
         cmd += ["--pythonpath", str(pythonpath)]
     cmd.append(app)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    run_env = dict(env if env is not None else os.environ)  # the repository importable (services.gunicorn_conf)
+    run_env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [run_env.get("PYTHONPATH")])])
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=dict(env) if env is not None else None, stdout=log,
+        proc = subprocess.Popen(cmd, cwd=cwd, env=run_env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
     server = GunicornServer(f"http://127.0.0.1:{port}", proc, log_path, cmd)
     try:

@@ -104,3 +104,27 @@ def create_app(config: Config, runtime: Any = None) -> Flask:
 
     register_ui(app)  # the web playground (/ui) and item pictures (/media)
     return app
+
+
+def before_fork(app: Flask) -> None:
+    """In gunicorn's master, after it loaded the app (``preload_app``) and before it forks the workers
+    (``services/gunicorn_conf.py``): stop what must not be copied into a child. The impression log's writer
+    thread is stopped and its (empty) spool removed, the database connections are closed; the loaded
+    models and indexes stay, shared with the workers copy-on-write."""
+    logger = app.extensions.get("recsys.impressions")
+    if logger is not None:
+        logger.close()
+    runtime = app.extensions.get("recsys")
+    if runtime is not None and hasattr(runtime, "before_fork"):
+        runtime.before_fork()
+
+
+def after_fork(app: Flask) -> None:
+    """In each forked worker, before it serves: its own database pool, locks and reloader
+    (``Runtime.after_fork``) and its own impression log (queue, spool file, writer thread)."""
+    runtime = app.extensions.get("recsys")
+    if runtime is not None and hasattr(runtime, "after_fork"):
+        runtime.after_fork()
+    logger = app.extensions.get("recsys.impressions")
+    if logger is not None:
+        logger.reopen()

@@ -255,3 +255,31 @@ def test_run_bench_align_tiny(runner: ModuleType, tmp_path: Path) -> None:
     rows = runner.rows_align(out.figures, True)
     assert len(rows) == 1 and "400 synthetic items; first 2 member-epochs only" in rows[0].metric
     assert float(rows[0].value) > 0
+
+
+def test_process_memory_reads_rss_and_pss_of_a_forked_child(http_load: ModuleType) -> None:
+    """``process_memory``: PSS splits pages shared with a forked child (what the preloaded service relies on),
+    so a child that touched nothing of its parent's has a PSS well below its RSS; gone processes give None."""
+    import os
+
+    import numpy as np
+
+    block = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB written by this process: shared with the child after fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only waits to be measured
+        os.close(write)
+        os.read(read, 1)
+        os._exit(0)
+    os.close(read)
+    try:
+        time.sleep(0.2)
+        child = http_load.process_memory(pid)
+        assert child is not None and child["rss"] >= 64 << 20
+        assert child["pss"] <= child["rss"] - (30 << 20)  # the block counts half in each process
+        assert child["private"] < child["rss"] / 2
+    finally:
+        os.write(write, b"x")
+        os.waitpid(pid, 0)
+    assert http_load.process_memory(pid) is None
+    assert int(block[-1]) == 1

@@ -674,3 +674,40 @@ def test_apply_rows_buffers_a_small_change_and_refuses_a_big_one(vectors: np.nda
     assert not index.apply_rows(shifted, max_buffered=10)
     assert not index.apply_rows(again[:-1], max_buffered=10)  # fewer rows
     np.testing.assert_array_equal(index.all_vectors(), again)  # refused: untouched
+
+
+FORK_CHILD = """
+import gc, os, sys
+import numpy as np
+from recsys.index.scann import ScannRetriever
+from recsys.index.settings import IndexConfig
+from recsys.index.synthetic import clustered_vectors
+
+vecs = clustered_vectors(2000, 16, seed=0)
+index = ScannRetriever.build(vecs, IndexConfig(backend="scann", recall_sample=50, brute_force_below=300))
+with index.batch_threads(2):  # the searcher gets its thread pool, as a neighbour table build gives it
+    index.search(vecs[:8], 5)
+pid = os.fork()
+if pid == 0:  # a worker forked from a preloaded gunicorn master
+    ids, _ = index.search(vecs[:1], 5)
+    del index
+    gc.collect()  # the worker's first reload drops the inherited state
+    sys.exit(0 if int(ids[0][0]) == 0 else 3)  # a normal interpreter exit
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+
+
+@needs_scann
+def test_a_forked_child_searches_and_drops_an_inherited_scann_index() -> None:
+    """A ScaNN searcher made before a ``fork`` (gunicorn's preloaded app) is searched in the child, dropped
+    and outlived by the child's exit without aborting it (its destructor would join threads that only
+    exist in the parent)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run([sys.executable, "-c", FORK_CHILD], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=60)  # without the fix the child aborts, or hangs joining
+    assert done.returncode == 0, f"child exit {done.returncode}\n{done.stderr[-2000:]}"

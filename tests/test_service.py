@@ -319,9 +319,37 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _readyz_by_pid(base: str, n: int = 48) -> dict[int, dict[str, Any]]:
+    """``n`` concurrent ``GET /readyz`` (8 at a time, so that every worker is kept busy): the last checks
+    answered by each serving process, by its pid."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_: int) -> dict[str, Any]:
+        r = requests.get(f"{base}/readyz", timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()["checks"]
+
+    with ThreadPoolExecutor(8) as pool:
+        return {c["pid"]: c for c in pool.map(one, range(n))}
+
+
+def _children(pid: int) -> set[int]:
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
 @pytest.mark.slow
 def test_live_gunicorn_server(db_url: str, tmp_path: Path, tiny_models: dict[str, Any]) -> None:
-    """The real deployment path: gunicorn workers over a real database, spoken to over TCP."""
+    """The real deployment path: gunicorn with the production settings (``services/gunicorn_conf.py``: the app
+    preloaded in the master, workers forked from it) over a real database, spoken to over TCP.
+
+    Beyond the answers: more than one worker answers; each uses database connections it opened itself (the
+    master's pool is never shared); every worker's impression log writes to SQL; a feed model trained and
+    activated while it runs is loaded by every worker."""
+    from sqlalchemy import select
+
+    from recsys.recommend.model import train_feed
+    from recsys.store.models import Impression
+
     config = _prepare(db_url, tmp_path / "data", tiny_models)
     port = _free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")},
@@ -329,7 +357,8 @@ def test_live_gunicorn_server(db_url: str, tmp_path: Path, tiny_models: dict[str
     gunicorn = Path(sys.executable).with_name("gunicorn")
     log = tmp_path / "gunicorn.log"
     proc = subprocess.Popen(
-        [str(gunicorn), "-w", "2", "-b", f"127.0.0.1:{port}", "--timeout", "120", "services.wsgi:app"],
+        [str(gunicorn), "-c", "python:services.gunicorn_conf", "-w", "2", "-b", f"127.0.0.1:{port}",
+         "--timeout", "120", "services.wsgi:app"],
         cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -370,6 +399,52 @@ def test_live_gunicorn_server(db_url: str, tmp_path: Path, tiny_models: dict[str
             if time.monotonic() > deadline:
                 pytest.fail(f"LIVE-1 not served by every worker after 60 s: {got.status_code} {got.text}")
             time.sleep(0.05)
+
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        seen = _readyz_by_pid(base)
+        assert set(seen) == workers, f"answered by {sorted(seen)}, workers {sorted(workers)}"
+        for pid, checks in seen.items():  # each worker's connection was opened by that worker, not the master
+            assert checks["database_pid"] == pid, checks
+
+        def served(i: int) -> str:
+            r = requests.get(f"{base}/v1/items/D{i % 50 + 1:04d}/similar", params={"k": 3}, timeout=30)
+            assert r.status_code == 200, r.text
+            return str(r.json()["request_id"])
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:
+            request_ids = set(pool.map(served, range(60)))
+        engine = make_engine(db_url)
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # written by the workers' own writer threads while they run (not at their exit)
+                with engine.connect() as conn:
+                    stored = set(conn.execute(select(Impression.request_id)).scalars())
+                if request_ids <= stored:
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{len(request_ids - stored)} of 60 served lists not in SQL after 30 s\n"
+                                f"{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+            counters = {pid: c["impressions"] for pid, c in _readyz_by_pid(base).items()}
+            assert set(counters) == workers
+            assert all(c["logged"] > 0 and c["written"] == c["logged"] and c["dropped"] == 0
+                       for c in counters.values()), counters
+
+            model = train_feed(engine, config)  # a publish: every worker loads it without a restart
+        finally:
+            engine.dispose()
+        deadline = time.monotonic() + 60
+        while True:
+            versions = {pid: c["model"] for pid, c in _readyz_by_pid(base).items()}
+            if set(versions) == workers and set(versions.values()) == {model.version}:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"model {model.version} not loaded by every worker after 60 s: {versions}")
+            time.sleep(0.5)
+        assert "checked out in process" not in log.read_text()  # no pooled connection crossed a fork
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -505,3 +580,34 @@ def _check_incremental_update(client: Any, rt: Any, config: Config) -> None:
         assert [i.id for i in rt.recommend(user, k=10).items] == [i.id for i in fresh.recommend(user, k=10).items]
     hits = client.post("/v1/search", json={"text": "Incremental oak side table", "k": 1}).json["items"]
     assert hits[0]["id"] == "INC-1"
+
+
+def _mapped(a: Any) -> bool:
+    """Whether ``a`` is (a view of) a memory-mapped file."""
+    import mmap
+
+    while isinstance(a, np.ndarray):
+        if isinstance(a, np.memmap) or isinstance(a.base, mmap.mmap):
+            return True
+        a = a.base
+    return False
+
+
+def test_a_loaded_state_maps_published_arrays_instead_of_copying_them(service: tuple[Any, Any, Config]) -> None:
+    """Processes that serve the same published versions share those pages (gunicorn workers after a reload):
+    the similar-items vectors are the published index's memory-mapped rows, and the feed ranker's content
+    block is the model's mapped block when the serving rows are the model's rows, not private copies."""
+    from recsys.recommend.model import train_feed
+    from recsys.serving import Runtime
+
+    _, rt, config = service
+    train_feed(rt.engine, config)  # a model of the catalogue as it is now (other tests put items)
+    other = Runtime(config, rt.engine, text_encoder=rt._text_encoder, image_encoder=rt._image_encoder)
+    other.reload()
+    other.rebuild_index()  # published without a side buffer, then loaded from disk as every other worker does
+    st = other._st()
+    assert _mapped(st.similar_vectors)
+    assert np.shares_memory(st.similar_vectors, st.similar_index.base_vectors())
+    assert tuple(st.feed.model.item_ids) == st.ids  # the demo shop: the model knows every served item, in order
+    assert _mapped(st.feed.components.content[0])
+    assert other.similar_items("D0005", k=4).items  # and they serve

@@ -194,6 +194,11 @@ class BaseRetriever(abc.ABC):
     def _base_vectors(self) -> np.ndarray:
         """``(n_base, dim)`` float32: the indexed rows."""
 
+    def base_vectors(self) -> np.ndarray:
+        """``(n_base, dim)`` float32: the rows the index was built from (memory-mapped when it was loaded from
+        a published version); rows replaced or added since are in the side buffer, not here."""
+        return np.asarray(self._base_vectors())
+
     # -- contract
     @property
     def size(self) -> int:

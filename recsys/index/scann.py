@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,28 @@ SCANN_DIR = "scann"
 MIN_AH_ROWS = 256
 """Below this many rows AH codebooks (16 or 256 centres per block) cannot be trained: brute force."""
 DEEP_LEAVES = 4
+
+_SEARCHERS: weakref.WeakSet[Any] = weakref.WeakSet()
+"""The ScaNN searchers of this process (see :func:`_keep_inherited_searchers`)."""
+
+
+def _keep_inherited_searchers() -> None:
+    """In a child after ``fork``: make sure no searcher the parent made is ever destroyed here.
+
+    A ScaNN searcher holds a thread pool; its destructor joins the pool's threads, which do not exist in a
+    forked child, and aborts the process (``std::system_error: Invalid argument``; seen when a gunicorn
+    worker forked from the preloaded master reloaded and dropped its first state, and again at its exit).
+    So each inherited searcher gets one reference that is never released: it outlives the interpreter's
+    own teardown. Its pages are shared with the parent, which keeps it anyway. Searching with it is safe:
+    single queries and ``search_batched`` run on the calling thread.
+    """
+    import ctypes
+
+    for searcher in list(_SEARCHERS):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(searcher))
+
+
+os.register_at_fork(after_in_child=_keep_inherited_searchers)
 
 
 @dataclass(frozen=True)
@@ -136,6 +159,7 @@ class ScannRetriever(BaseRetriever):
     ) -> None:
         super().__init__(vectors.shape[1], vectors.shape[0], buffer, cfg.buffer_warn)
         self._searcher = searcher
+        _SEARCHERS.add(searcher)
         self._vectors = vectors
         self.params = params
         self.cfg = cfg

@@ -144,7 +144,11 @@ class FeedRanker:
             cold_factors = np.zeros((n, comp.cold_factors.shape[1]), np.float32)
             cold_factors[known] = comp.cold_factors[src[known]]
         blocks = None
-        if comp.content is not None:
+        if comp.content is not None and n == model.n_items and bool((src == np.arange(n)).all()):
+            # the serving rows are the model's rows: its (memory-mapped, read-only) blocks as they are, so that
+            # processes serving the same model share their pages instead of each holding an (n, d) copy
+            blocks = tuple(np.asarray(b) for b in comp.content)
+        elif comp.content is not None:
             blocks = tuple(np.zeros((n, b.shape[1]), np.float32) for b in comp.content)
             for b, block in zip(blocks, comp.content):
                 b[known] = block[src[known]]

@@ -215,7 +215,14 @@ class ImpressionLog:
                  *, register_atexit: bool = True) -> None:
         self.engine = engine
         self.config = config
-        self._queue: queue.Queue[tuple[ImpressionRecord, int] | None] = queue.Queue(maxsize=config.queue_size)
+        self._spool_root = spool_dir if config.spool else None
+        self._start()
+        if register_atexit:
+            _LIVE.add(self)
+
+    def _start(self) -> None:
+        """A fresh queue, counters, spool file (named with this process's pid) and writer thread."""
+        self._queue: queue.Queue[tuple[ImpressionRecord, int] | None] = queue.Queue(maxsize=self.config.queue_size)
         self._queued_bytes = 0  # record_bytes of the lists in the queue (under the lock)
         self._lock = threading.Lock()  # spool appends, truncation and the counters
         self.logged = 0
@@ -226,17 +233,27 @@ class ImpressionLog:
         self._closed = False
         self._spool_fd: int | None = None
         self.spool_path: Path | None = None
-        if config.spool and spool_dir is not None:
-            spool_dir.mkdir(parents=True, exist_ok=True)
-            self.spool_dir: Path | None = spool_dir
-            self.spool_path = spool_dir / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.spool"
+        self.spool_dir: Path | None = self._spool_root
+        if self._spool_root is not None:
+            self._spool_root.mkdir(parents=True, exist_ok=True)
+            self.spool_path = self._spool_root / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.spool"
             self._spool_fd = os.open(self.spool_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        else:
-            self.spool_dir = None
         self._thread = threading.Thread(target=self._run, name="impression-writer", daemon=True)
         self._thread.start()
-        if register_atexit:
-            _LIVE.add(self)
+
+    def reopen(self) -> None:
+        """Start again in this process after a ``fork`` (gunicorn's preloaded app, ``services/gunicorn_conf.py``).
+
+        The parent :meth:`close`\ s its logger before it forks (a writer thread does not survive a ``fork``, and
+        a spool file must belong to one process); each child then gets its own queue, counters, spool file and
+        writer thread, which first recovers the spools of stopped processes.
+
+        Raises:
+            RuntimeError: the logger is not closed (reopening a running one would lose its queue).
+        """
+        if not self._closed:
+            raise RuntimeError("reopen() restarts a closed impression log (closed before the fork); this one is running")
+        self._start()
 
     # ------------------------------------------------------------------ the request's side
     def log(self, record: ImpressionRecord) -> bool:

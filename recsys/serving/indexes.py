@@ -60,6 +60,22 @@ def similar_vectors(config: Config, content: np.ndarray, factors: np.ndarray | N
     return v
 
 
+def shared_vectors(vectors: np.ndarray, index: Any) -> np.ndarray:
+    """``vectors``, or the same numbers as ``index``'s base rows when it has no side buffer.
+
+    A published index loaded from disk has its base memory-mapped, so the processes serving it share those
+    pages (page cache) instead of each holding an ``(n, d)`` copy of the vectors it was built from. The two are
+    compared in full (a fraction of a second at a million rows); any difference keeps ``vectors``.
+    """
+    base_of = getattr(index, "base_vectors", None)
+    if base_of is None or index.buffer_size != 0:
+        return vectors
+    base = base_of()
+    if base is vectors or base.shape != vectors.shape or base.dtype != vectors.dtype or not np.array_equal(base, vectors):
+        return vectors
+    return base
+
+
 def with_rows(index: Any, vectors: np.ndarray, rows: np.ndarray, n_old: int) -> Any:
     """A copy of ``index`` (sharing its base) with ``vectors[rows]`` replaced (rows < ``n_old``) or appended
     (the rows from ``n_old`` on, in order) through its side buffer; ``None`` in, ``None`` out."""

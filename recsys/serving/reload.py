@@ -19,6 +19,7 @@ from recsys.search.serving import lexical_changed
 from recsys.serving.indexes import (
     published_index,
     search_index,
+    shared_vectors,
     similar_fingerprint,
     similar_vectors,
     user_items_index,
@@ -107,6 +108,7 @@ def build_state(config: Config, engine: Engine, *, text_encoder: Any, image_enco
     align = active_artifact(engine, "align")
     index, index_version = published_index(config, engine, SIMILAR_INDEX, similar, similar_fingerprint(config, similar),
                                            table=config.service.similar_table_k)
+    similar = shared_vectors(similar, index)  # the published index's mapped rows rather than a private copy
     versions = {
         "model": model.version if model else None,
         "align": align.version if align else None,

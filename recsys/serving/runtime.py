@@ -17,6 +17,7 @@ Each is a function of the snapshot and its collaborators; the methods here wire 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -178,12 +179,33 @@ class Runtime:
             self._image_encoder = build_image_encoder(self.config.encoders.image, self.config.encoders.device)
         return self._image_encoder
 
+    # ------------------------------------------------------------------ fork (gunicorn's preloaded app)
+    def before_fork(self) -> None:
+        """In the process that loaded the state, before it forks serving processes from it: close its database
+        connections (a child must never use its parent's), so that the children start with an empty pool."""
+        self.engine.dispose()
+
+    def after_fork(self) -> None:
+        """In a process forked from the one that loaded the state (which keeps serving nothing): drop the
+        inherited database pool without closing its connections (the parent's), make the locks and the
+        background reloader anew (threads do not survive a fork), and check the registry at the next request,
+        so that a process forked after a publish loads it. The loaded state itself is shared with the parent
+        copy-on-write until a reload replaces it."""
+        self.engine.dispose(close=False)
+        self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._reloader = Reloader(self.update)
+        self._checked = 0.0
+
     # ------------------------------------------------------------------ status
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        checks: dict[str, Any] = {}
+        """``(ready, checks)``; ``checks["pid"]`` is this process's id and ``checks["database_pid"]`` that of the
+        process that opened the database connection the check used (the same, unless a pool is shared)."""
+        checks: dict[str, Any] = {"pid": os.getpid()}
         try:
             with self.engine.connect() as conn:
                 conn.execute(select(1))
+                checks["database_pid"] = conn.connection.info.get("pid")
             checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - reported as a failed check
             checks["database"] = f"unreachable: {type(exc).__name__}"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 
 from recsys.config import Config
 from recsys.errors import DatabaseError
@@ -27,10 +29,30 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.close()
 
 
+def _record_pid(_dbapi_conn: Any, record: Any) -> None:
+    record.info["pid"] = os.getpid()
+
+
+def _refuse_other_pid(_dbapi_conn: Any, record: Any, proxy: Any) -> None:
+    """A pooled connection opened by another process (the pool was copied by ``fork``) is never used here:
+    it is dropped from this process's pool without being closed (it is the other process's) and the pool
+    opens a new one. Serving processes dispose of an inherited pool right after the fork
+    (``Runtime.after_fork``); this is the guard for code that does not."""
+    pid = os.getpid()
+    owner = record.info.get("pid")
+    if owner is not None and owner != pid:
+        log.warning("database: a pooled connection of process %s was checked out in process %s (a pool copied "
+                    "by fork); opening a new one", owner, pid)
+        record.dbapi_connection = proxy.dbapi_connection = None
+        raise DisconnectionError(f"connection opened by process {owner}, checked out in process {pid}")
+
+
 def make_engine(url: str, echo: bool = False) -> Engine:
     """Create an engine; SQLite files get their folder created, WAL mode and foreign keys on.
 
-    ``postgresql://`` URLs use psycopg 3.
+    ``postgresql://`` URLs use psycopg 3. Each pooled connection records the pid of the process that opened it
+    (``connection.info["pid"]``); one checked out in another process (a pool inherited through ``fork``) is
+    replaced, never shared.
     """
     parsed = make_url(url)
     if parsed.drivername == "postgresql":
@@ -40,8 +62,11 @@ def make_engine(url: str, echo: bool = False) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, echo=echo)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(parsed, echo=echo, pool_pre_ping=True)
+    else:
+        engine = create_engine(parsed, echo=echo, pool_pre_ping=True)
+    event.listen(engine, "connect", _record_pid)
+    event.listen(engine, "checkout", _refuse_other_pid)
+    return engine
 
 
 def engine_from_config(config: Config) -> Engine:

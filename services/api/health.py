@@ -20,6 +20,9 @@ def healthz():  # type: ignore[no-untyped-def]
 @bp.get("/readyz")
 def readyz():  # type: ignore[no-untyped-def]
     ready, checks = runtime().readiness()
+    logger = current_app.extensions.get("recsys.impressions")
+    if logger is not None:  # this process's impression log (each serving process has its own)
+        checks["impressions"] = logger.stats()
     return jsonify({"ready": ready, "checks": checks}), (200 if ready else 503)
 
 
