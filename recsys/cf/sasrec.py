@@ -18,7 +18,8 @@ whose order carries nothing gets weight 0.
 
 Like :class:`~recsys.cf.itemitem.ItemItem`, one object serves fitting, the evaluation, the feed ranker and
 the artifact (:meth:`SasrecModel.scores`), and :meth:`SasrecModel.laid_over` maps a serving catalogue
-onto the model's rows: items the model never saw are left out of a user's sequence and score 0.
+onto the model's rows: items the model never saw are left out of a user's sequence and score the user's
+mean over the trained items (neutral once standardised).
 torch is imported where used, so importing this module stays cheap.
 """
 
