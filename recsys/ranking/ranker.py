@@ -1,8 +1,9 @@
 """Rank a catalogue for users with a fitted feed model (:class:`~recsys.recommend.model.FeedModel`): one
 code path for the service's home feed, ``recsys export`` and the offline check.
 
-:class:`FeedRanker` lays the model over the *serving* catalogue (its rows in the service's order; items
-that arrived after training get factors and popularity from the model's content maps, as cold items).
+:class:`FeedRanker` lays the model over the *serving* catalogue (:func:`recsys.ranking.overlay.lay_over`:
+its rows in the service's order; items that arrived after training get factors and popularity from the
+model's content maps, as cold items).
 A user is a :class:`~recsys.cf.history.History` row built from their events by :func:`user_history`,
 the same construction as training.
 
@@ -24,8 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,8 +33,7 @@ import scipy.sparse as sp
 from recsys.cf.history import History, item_tie_rank, profile_weights, recency_weights
 from recsys.cf.matrix import apply_confidence
 from recsys.cf.model import fold_in
-from recsys.cf.settings import CFConfig
-from recsys.ranking.hybrid import (HybridComponents, HybridParams, cf_component, cold_cf_component, hybrid_scores,
+from recsys.ranking.hybrid import (HybridComponents, cf_component, cold_cf_component, hybrid_scores,
                                    normalised, user_components)
 from recsys.ranking.scoring import (
     affine_stats,
@@ -46,7 +45,8 @@ from recsys.ranking.scoring import (
     z_affine,
     z_from_sample,
 )
-from recsys.ranking.topk import seen_mask, tie_order, top_k_rows, top_k_rows_2d
+from recsys.ranking.overlay import FeedModelLike, lay_over
+from recsys.ranking.topk import seen_mask, top_k_rows, top_k_rows_2d
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +57,6 @@ FEED_POOL = 300
 
 Neighbours = Callable[[np.ndarray, int], np.ndarray]
 """``(catalogue rows, n) -> rows``: similar items of some items (the service's item->item index)."""
-
-
-class FeedModelLike(Protocol):
-    """What the ranker reads of a fitted model (:class:`recsys.recommend.model.FeedModel` is one)."""
-
-    item_ids: np.ndarray  # (n_items,) external ids of the model's rows
-    params: HybridParams
-    cfg: CFConfig
-    components: HybridComponents
-    version: str
-
-    @property
-    def n_items(self) -> int: ...
-
-    def new_item_rows(self, blocks: tuple[np.ndarray, ...] | None, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(factors (n, k), pop_z (n,))`` float32 of items the model never saw, from their content blocks."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -127,60 +110,11 @@ class FeedRanker:
                 in memory.
         """
         ids = tuple(str(i) for i in ids)
+        laid = lay_over(model, ids, new_item_blocks)
+        ranker = cls(model=model, ids=ids, components=laid.components, priority=laid.priority,
+                     tie_rank=item_tie_rank(np.asarray(ids, dtype=object)), exact_max_items=exact_max_items,
+                     n_new=laid.n_new)
         n = len(ids)
-        model_row = {str(e): r for r, e in enumerate(model.item_ids)}
-        src = np.array([model_row.get(e, -1) for e in ids], dtype=np.int64)
-        known = src >= 0
-        comp = model.components
-        k = comp.item_factors.shape[1]
-        factors = np.zeros((n, k), np.float32)
-        warm = np.zeros(n, dtype=bool)
-        pop = np.zeros(n, np.float32)
-        factors[known] = comp.item_factors[src[known]]
-        warm[known] = comp.warm[src[known]]
-        pop[known] = comp.pop[src[known]]
-        cold_factors = None
-        if comp.cold_factors is not None:  # the cold path's own factors (HybridParams.cold_als)
-            cold_factors = np.zeros((n, comp.cold_factors.shape[1]), np.float32)
-            cold_factors[known] = comp.cold_factors[src[known]]
-        blocks = None
-        if comp.content is not None and n == model.n_items and bool((src == np.arange(n)).all()):
-            # the serving rows are the model's rows: its (memory-mapped, read-only) blocks as they are, so that
-            # processes serving the same model share their pages instead of each holding an (n, d) copy
-            blocks = tuple(np.asarray(b) for b in comp.content)
-        elif comp.content is not None:
-            blocks = tuple(np.zeros((n, b.shape[1]), np.float32) for b in comp.content)
-            for b, block in zip(blocks, comp.content):
-                b[known] = block[src[known]]
-        new = [ids[i] for i in np.flatnonzero(~known)]
-        if new:
-            nb = new_item_blocks(new) if new_item_blocks is not None else None
-            if nb is not None and blocks is not None:
-                for b, part in zip(blocks, nb):
-                    b[~known] = part
-            f, p = model.new_item_rows(nb if blocks is not None else None, len(new))
-            factors[~known], pop[~known] = f, p
-            if cold_factors is not None and nb is not None and blocks is not None and comp.cold_factor_map is not None:
-                cold_factors[~known] = comp.cold_factor_map(np.concatenate(nb, axis=1))
-            log.info("feed ranker: %d items arrived after model %s (scored as cold items)", len(new), model.version)
-        priority_model = tie_order(model.n_items)
-        priority = np.empty(n, dtype=np.int64)
-        priority[known] = priority_model[src[known]]
-        priority[~known] = model.n_items + np.arange(int((~known).sum()))
-        ranker = cls(
-            model=model, ids=ids,
-            components=HybridComponents(factors, warm, pop, blocks, comp.bm25, 0.0,
-                                        item_item=None if comp.item_item is None else comp.item_item.laid_over(src),
-                                        seq=None if comp.seq is None else comp.seq.laid_over(src),
-                                        sasrec=None if comp.sasrec is None else comp.sasrec.laid_over(src),
-                                        cold_factors=cold_factors, cold_factor_map=comp.cold_factor_map),
-            priority=priority, tie_rank=item_tie_rank(np.asarray(ids, dtype=object)),
-            exact_max_items=exact_max_items, n_new=len(new),
-        )
-        if comp.bm25 is not None and new:
-            idf = np.full(n, float(np.median(comp.bm25.idf)) if comp.bm25.idf.size else 1.0, np.float32)
-            idf[known] = comp.bm25.idf[src[known]]
-            ranker.components = replace(ranker.components, bm25=replace(comp.bm25, idf=idf))
         if n > exact_max_items:
             ranker._prepare_candidates(sample_size, index_config, index_builder)
         return ranker
