@@ -20,7 +20,7 @@ from recsys.cf.settings import CFConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ItemItem", "fit_item_item"]
+__all__ = ["ItemItem", "compose_rows", "fit_item_item"]
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,7 @@ class ItemItem:
 
     def laid_over(self, model_rows: np.ndarray) -> ItemItem:
         """The same model over another catalogue: ``model_rows`` ``(n,)`` int64, ``-1`` for unknown items."""
-        model_rows = np.asarray(model_rows, dtype=np.int64)
-        if self.rows is not None:
-            model_rows = np.where(model_rows >= 0, self.rows[np.maximum(model_rows, 0)], -1)
-        identity = model_rows.shape[0] == self.matrix.shape[0] and np.array_equal(
-            model_rows, np.arange(self.matrix.shape[0]))
-        return ItemItem(self.kind, self.matrix, None if identity else model_rows)
+        return ItemItem(self.kind, self.matrix, compose_rows(self.rows, model_rows, self.matrix.shape[0]))
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path, name: str = "item_item") -> list[str]:
@@ -107,3 +102,21 @@ def fit_item_item(weights: sp.csr_matrix, cfg: CFConfig) -> ItemItem | None:
     from recsys.cf.itemknn import fit_itemknn
 
     return ItemItem("itemknn", fit_itemknn(binary, cfg.knn_k, cfg.knn_shrink))
+
+
+def compose_rows(rows: np.ndarray | None, model_rows: np.ndarray, n_model: int) -> np.ndarray | None:
+    """Row map of a model laid over a catalogue, laid over another one (``-1``: unknown item).
+
+    Args:
+        rows: the current map (catalogue row -> model row), ``None`` for the model's own rows.
+        model_rows: ``(n,)`` the new catalogue's rows in the current catalogue (``-1``: unknown).
+        n_model: rows of the model.
+
+    Returns:
+        the composed ``(n,)`` int64 map, or ``None`` when it is the model's own rows in order.
+    """
+    model_rows = np.asarray(model_rows, dtype=np.int64)
+    if rows is not None:
+        model_rows = np.where(model_rows >= 0, rows[np.maximum(model_rows, 0)], -1)
+    identity = model_rows.shape[0] == n_model and np.array_equal(model_rows, np.arange(n_model))
+    return None if identity else model_rows

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from recsys.cf.history import History, filter_history
+from recsys.cf.itemitem import compose_rows
 from recsys.cf.settings import SasrecConfig
 
 log = logging.getLogger(__name__)
@@ -111,12 +112,8 @@ class SasrecModel:
 
     def laid_over(self, model_rows: np.ndarray) -> SasrecModel:
         """The same model over another catalogue: ``model_rows`` ``(n,)`` int64, ``-1`` for unknown items."""
-        model_rows = np.asarray(model_rows, dtype=np.int64)
-        if self.rows is not None:
-            model_rows = np.where(model_rows >= 0, self.rows[np.maximum(model_rows, 0)], -1)
-        identity = model_rows.shape[0] == self.n_items and np.array_equal(model_rows, np.arange(self.n_items))
         return SasrecModel(self.settings, self.n_items, self.state, self.epochs, self.trained,
-                           None if identity else model_rows, self._net)
+                           compose_rows(self.rows, model_rows, self.n_items), self._net)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path, name: str = "sasrec") -> list[str]:
