@@ -167,3 +167,18 @@ def test_hybrid_fit_skips_it_when_the_budget_is_spent() -> None:
     off = HybridRecommender(cfg.model_copy(update={"sasrec": SMALL.model_copy(update={"enabled": False})}),
                             params=HybridParams(sasrec_weight=1.0)).fit(h)  # no epochs chosen: nothing to fit
     assert off.components is not None and off.components.sasrec is None
+
+
+def test_the_thread_probe_leaves_the_training_as_it_was() -> None:
+    # train_threads 0 times a few steps on one thread and on all cores first; with dropout (torch's random
+    # stream) and sampled negatives (numpy's), the fit must equal a fit told that many threads outright
+    h = _cycles(n_users=60)
+    cfg = SMALL.model_copy(update={"dropout": 0.2, "full_softmax_max_items": 10, "negatives": 8,
+                                   "max_epochs": 3, "eval_every": 1})
+    probed = fit_sasrec(h, cfg.model_copy(update={"train_threads": 0}), seed=3, max_seconds=60.0, epochs=3)
+    threads = probed.report["threads"]
+    assert threads >= 1
+    told = fit_sasrec(h, cfg.model_copy(update={"train_threads": threads}), seed=3, max_seconds=60.0, epochs=3)
+    assert told.report["threads"] == threads and probed.model is not None and told.model is not None
+    for k, v in told.model.state.items():
+        np.testing.assert_array_equal(probed.model.state[k], v, err_msg=k)

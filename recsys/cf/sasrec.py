@@ -8,7 +8,8 @@ in time order (:class:`~recsys.cf.history.History` keeps them newest first) by n
 every position of a window of ``max_len`` items predicts the item after it, with a full softmax
 cross-entropy over the catalogue up to ``full_softmax_max_items`` items and over the positive and
 ``negatives`` shared uniform negatives above. Long histories are cut into consecutive windows, newest
-first. Training is seeded and deterministic on CPU; torch runs on ``threads`` threads.
+first. Training is seeded and deterministic on CPU; torch trains on ``train_threads`` threads (0: one or
+all cores, whichever a few timed steps find faster) and scores on ``threads``.
 
 How long it trains is chosen on validation (:func:`fit_sasrec` with a ``validate`` callback scores the
 model every ``eval_every`` epochs and keeps the best epoch count) within a wall-clock limit; the final
@@ -199,7 +200,8 @@ def fit_sasrec(history: History, settings: SasrecConfig, seed: int, *, max_secon
 
     Returns:
         the model and a report: ``trained``, ``epochs``, ``seconds``, ``epoch_seconds``, ``windows``,
-        ``loss`` and, with ``validate``, the validation trace ``ndcg@10`` per scored epoch and ``best``.
+        ``loss``, ``threads`` (of the training) and, with ``validate``, the validation trace ``ndcg@10`` per
+        scored epoch and ``best``.
     """
     import torch
 
@@ -213,8 +215,10 @@ def fit_sasrec(history: History, settings: SasrecConfig, seed: int, *, max_secon
     need = epochs if epochs is not None else settings.min_epochs
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    with _threads(settings.threads):
-        net = _build(settings, history.n_items)
+    net = _build(settings, history.n_items)
+    threads = settings.train_threads or _faster_threads(net, inputs, targets, history.n_items, settings)
+    report["threads"] = threads
+    with _threads(threads):
         opt = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
         best: tuple[float, int, dict[str, np.ndarray]] | None = None
         trace: list[tuple[int, float]] = []
@@ -315,38 +319,77 @@ def _epoch(net: Any, opt: Any, inputs: np.ndarray, targets: np.ndarray, n_items:
            rng: np.random.Generator, deadline: float | None = None) -> float | None:
     """One pass over the windows in a seeded random order; returns the mean loss (``None``: stopped when
     ``deadline``, a ``time.perf_counter()`` value, passed)."""
-    import torch
-    import torch.nn.functional as F
-
     net.train()
     order = rng.permutation(inputs.shape[0])
-    sampled = n_items > settings.full_softmax_max_items
     total, seen = 0.0, 0
     for lo in range(0, order.shape[0], settings.batch_size):
         if deadline is not None and time.perf_counter() > deadline:
             return None
         pick = order[lo : lo + settings.batch_size]
-        x = torch.from_numpy(_trim(inputs[pick]))
-        y = torch.from_numpy(targets[pick][:, inputs.shape[1] - x.shape[1] :])
-        valid = y > 0
-        h = net(x)[valid]  # (m, dim) hidden states of the positions that have a next item
-        t = y[valid] - 1  # their next items (model rows)
-        emb = net.item.weight[1:]
-        if sampled:
-            neg = torch.from_numpy(rng.integers(0, n_items, settings.negatives))
-            pos_logit = (h * emb[t]).sum(-1, keepdim=True)
-            neg_logit = h @ emb[neg].T
-            neg_logit = neg_logit.masked_fill(neg[None, :] == t[:, None], float("-inf"))  # accidental hits
-            loss = F.cross_entropy(torch.cat([pos_logit, neg_logit], dim=1), torch.zeros_like(t))
-        else:
-            loss = F.cross_entropy(h @ emb.T, t)
+        loss, m = _batch_loss(net, inputs[pick], targets[pick], n_items, settings, rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += float(loss.detach()) * int(t.shape[0])
-        seen += int(t.shape[0])
+        total += float(loss.detach()) * m
+        seen += m
     net.eval()
     return total / max(seen, 1)
+
+
+def _batch_loss(net: Any, inputs: np.ndarray, targets: np.ndarray, n_items: int, settings: SasrecConfig,
+                rng: np.random.Generator) -> tuple[Any, int]:
+    """The next-item loss of some windows (full or sampled softmax) and the number of positions it covers."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(_trim(inputs))
+    y = torch.from_numpy(targets[:, inputs.shape[1] - x.shape[1] :])
+    valid = y > 0
+    h = net(x)[valid]  # (m, dim) hidden states of the positions that have a next item
+    t = y[valid] - 1  # their next items (model rows)
+    emb = net.item.weight[1:]
+    if n_items > settings.full_softmax_max_items:
+        neg = torch.from_numpy(rng.integers(0, n_items, settings.negatives))
+        pos_logit = (h * emb[t]).sum(-1, keepdim=True)
+        neg_logit = h @ emb[neg].T
+        neg_logit = neg_logit.masked_fill(neg[None, :] == t[:, None], float("-inf"))  # accidental hits
+        return F.cross_entropy(torch.cat([pos_logit, neg_logit], dim=1), torch.zeros_like(t)), int(t.shape[0])
+    return F.cross_entropy(h @ emb.T, t), int(t.shape[0])
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _faster_threads(net: Any, inputs: np.ndarray, targets: np.ndarray, n_items: int, settings: SasrecConfig,
+                    steps: int = 2) -> int:
+    """``train_threads`` 0: one thread or all usable cores, whichever runs a training step's forward and
+    backward pass faster now (best of ``steps`` timed steps each, interleaved, after one untimed warm-up).
+    On an idle machine all cores win; when other work holds the cores, one thread does (torch's threads
+    then wait for each other). Nothing is learnt: the gradients are dropped and the random streams of
+    the training are left as they were."""
+    import torch
+
+    cores = _usable_cores()
+    if cores <= 1:
+        return 1
+    x, y = inputs[: settings.batch_size], targets[: settings.batch_size]
+    probe_rng = np.random.default_rng(0)
+    best = {1: math.inf, cores: math.inf}
+    with torch.random.fork_rng(devices=[]):
+        for i, n in enumerate([1] + [1, cores] * steps):
+            with _threads(n):
+                t0 = time.perf_counter()
+                _batch_loss(net, x, y, n_items, settings, probe_rng)[0].backward()
+                took = time.perf_counter() - t0
+            net.zero_grad(set_to_none=True)
+            if i > 0:
+                best[n] = min(best[n], took)
+    net.eval()
+    return cores if best[cores] < best[1] else 1
 
 
 def _build(settings: SasrecConfig, n_items: int) -> Any:

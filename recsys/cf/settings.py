@@ -161,8 +161,13 @@ class SasrecConfig(_Section):
     negatives: int = Field(256, gt=0)
     """Shared uniform negatives per batch above ``full_softmax_max_items``."""
     threads: int = Field(1, ge=0)
-    """torch threads for training and scoring (0: the machine's cores). 1 by default: on the shared 2-core
-    machine under load a training step took 1.28 s on 2 threads and 0.21 s on 1 (2026-11-30, load 6)."""
+    """torch threads for scoring (0: the machine's cores). 1 by default: the service scores in several
+    workers at once, and on the shared 2-core machine under load a training step took 1.28 s on 2 threads
+    and 0.21 s on 1 (2026-11-30, load 6)."""
+    train_threads: int = Field(0, ge=0)
+    """torch threads for training; 0: the faster of one thread and all the cores this process may use,
+    timed on a few training steps before each fit (quiet 2-core machine: 0.62 s an epoch on 2 threads
+    against 1.06 s on 1 on MovieLens; under load one thread wins, see ``threads``)."""
 
     @field_validator("heads")
     @classmethod
