@@ -8,7 +8,8 @@ Each choice is then scored on ``--fresh`` other item hold-out carves of the same
 100, 101, ...), which no choice saw (:func:`recsys.recommend.selection.score_on_item_carves`). A one-carve
 choice fits a few hundred validation users' noise; the fresh carves say whether averaging more carves
 picks settings that hold on items they were not chosen on. ``k:none`` tries ``k`` carves without the
-cold path's ALS candidates (``cf.hybrid.cold_als: []``).
+cold path's ALS candidates (``cf.hybrid.cold_als: []``), ``k:nolearned`` without the learned content score
+(``cf.hybrid.cold_bilinear: []``); flags combine (``3:none:nolearned``).
 
     python benchmarks/cold_carves_validation.py --items ../shared/data/hm-fashion-sample/items.csv \\
         --events ../shared/data/hm-fashion-sample/events.csv --protocol cold-items --carves 1,2,3
@@ -29,7 +30,7 @@ def main() -> None:
     ap.add_argument("--items", required=True)
     ap.add_argument("--events", required=True)
     ap.add_argument("--protocol", default="cold-items", choices=["temporal-20", "cold-items"])
-    ap.add_argument("--carves", default="1,2,3", help="comma-separated k, or k:none")
+    ap.add_argument("--carves", default="1,2,3", help="comma-separated k, k:none, k:nolearned")
     ap.add_argument("--fresh", type=int, default=5, help="fresh carves scoring each choice")
     ap.add_argument("--cache-dir", default=None, help="content feature cache (see recsys evaluate)")
     args = ap.parse_args()
@@ -61,8 +62,12 @@ def main() -> None:
     seeds = [100 + j for j in range(args.fresh)]
     for variant in args.carves.split(","):
         t0 = time.perf_counter()
-        k = int(variant.split(":")[0])
-        update = {"cold_carves": k, **({"cold_als": ()} if variant.endswith(":none") else {})}
+        k, *flags = variant.split(":")
+        unknown = set(flags) - {"none", "nolearned"}
+        if unknown:
+            raise SystemExit(f"--carves {variant}: unknown flag(s) {sorted(unknown)}; allowed: none, nolearned")
+        update = {"cold_carves": int(k), **({"cold_als": ()} if "none" in flags else {}),
+                  **({"cold_bilinear": ()} if "nolearned" in flags else {})}
         cfg_k = cfg.model_copy(update={"hybrid": cfg.hybrid.model_copy(update=update)})
         params, report = select_params(history, content, cfg_k, prefit=prefit)
         fresh = score_on_item_carves(params, history, content, cfg_k, seeds)

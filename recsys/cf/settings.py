@@ -87,6 +87,15 @@ class HybridConfig(_Section):
 
     mapping_l2: float = Field(10.0, gt=0)
     """Ridge penalty of the content -> CF item-factor mapping used for items without events."""
+    cold_bilinear: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
+    """Candidate weights of the learned content score in the cold content score, chosen on the item
+    hold-out carves (:func:`recsys.ranking.hybrid.bilinear_component`); ``[]`` or ``[0]``: never fitted."""
+    bilinear_l2: float = Field(0.1, gt=0)
+    """Ridge penalty of the learned content map, relative to the mean diagonal of each side's Gram matrix
+    (chosen on fresh item hold-out carves of H&M's training part: 0.1 over 0.01, 0.3, 1, 10, 100)."""
+    bilinear_max_users: int = Field(20_000, gt=0)
+    """The learned content map is fitted on at most this many users (a seeded sample): its cost is
+    ``users * d**2`` for ``d`` content dimensions."""
     validation_fraction: float = Field(0.2, gt=0, lt=1)
     """Share of each user's latest training events (and of the warm items) held out to choose weights."""
     max_validation_users: int = Field(2000, gt=0)

@@ -86,7 +86,8 @@ def train(  # type: ignore[no-untyped-def]
     )
     p = fitted.params
     click.echo(f"chosen weights: warm items cf {p.warm_cf:g} / content {p.warm_content:g} / popularity {p.warm_pop:g}; "
-               f"cold items cf {p.cold_cf:g} / content {p.cold_content:g} / popularity {p.cold_pop:g}")
+               f"cold items cf {p.cold_cf:g} / content {p.cold_content:g} / popularity {p.cold_pop:g} "
+               f"(learned content score {p.cold_bilinear:g} inside the cold content score)")
     cold = fitted.info.get("selection", {}).get("cold_items")
     if cold:  # the cold path's factors, chosen on the cold-items validation carve
         trials = ", ".join(f"{t['factors']}/{t['regularization']:g}/{t['alpha']:g} {t['ndcg@10']:.4f}"

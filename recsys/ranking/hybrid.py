@@ -28,6 +28,10 @@ Design (what one fitted model does):
   (text, image) whose shares in the cosine are a setting too. Cold items have their own ``tau_p``, ``gamma`` and
   share. For users with few events the CF weight is scaled by ``n / (n + cf_shrink)``, so a sparse user
   leans on their content profile.
+- **Learned content score (cold items).** The cosine only says which items *look* alike. A bilinear map
+  ``W`` fitted on the warm items' events (:func:`bilinear_component`) scores an item by what its content
+  predicts about who takes it: ``(sum of the user's item vectors) W (item vector)``. It joins the cold
+  content score with the weight ``cold_bilinear`` (chosen on the item hold-out carves; 0: off).
 - **Popularity.** ``log(1 + users)`` per item; for items without events, a ridge prediction from content.
 - **Score** = ``w_cf * z(cf) + w_content * z(content) + w_pop * z(pop)``, each component standardised per
   user over the catalogue and the weights scaled to sum to 1; items without events use their own
@@ -78,7 +82,12 @@ __all__ = [
     "content_component",
     "hybrid_scores",
     "normalised",
+    "bilinear_component",
+    "bilinear_input",
+    "bilinear_profiles",
+    "bilinear_raw",
     "sasrec_component",
+    "uses_bilinear",
     "seq_component",
     "with_sequence",
     "user_components",
@@ -116,6 +125,8 @@ class HybridParams:
     """ALS settings of the cold path's own factors (:func:`cold_als_config`); 0 factors: the warm factors."""
     cold_als_regularization: float = 0.0
     cold_als_alpha: float = 0.0
+    cold_bilinear: float = 0.0
+    """Weight of the learned content score (:func:`bilinear_component`) inside the cold content score (0: off)."""
 
     @property
     def cold_als(self) -> tuple[int, float, float] | None:
@@ -159,6 +170,8 @@ class HybridComponents:
         cold_factor_map: the content -> ``cold_factors`` ridge map (for items that arrive later).
         sasrec: the SASRec sequence model (:mod:`recsys.cf.sasrec`), added to the CF score with the weight
             ``HybridParams.sasrec_weight``; ``None`` when not trained (weight 0, disabled or out of budget).
+        content_map: ``(d, d)`` float32 bilinear map of the learned content score (:func:`bilinear_component`;
+            ``d`` the width of :func:`bilinear_input`), fitted on the warm items' events; ``None``: not fitted.
     """
 
     item_factors: np.ndarray
@@ -176,6 +189,7 @@ class HybridComponents:
     cold_factors: np.ndarray | None = None
     cold_factor_map: RidgeMap | None = None
     sasrec: SasrecModel | None = None
+    content_map: np.ndarray | None = None
 
 
 def cold_als_config(cfg: CFConfig, settings: tuple[int, float, float]) -> CFConfig:
@@ -260,8 +274,51 @@ def sasrec_component(comp: HybridComponents, rows: History) -> np.ndarray:
     return zscore_rows(comp.sasrec.scores(rows))
 
 
+def bilinear_input(blocks: tuple[np.ndarray, ...]) -> np.ndarray:
+    """The item side of the learned content score: the blocks side by side, each with an equal share
+    (:func:`~recsys.ranking.scoring.mix_blocks`), ``(n_items, d)`` float32."""
+    return mix_blocks(blocks, block_shares(len(blocks), 0.5))
+
+
+def bilinear_profiles(comp: HybridComponents, rows: History) -> np.ndarray:
+    """The user side of the learned content score: each user's history vectors summed with their event
+    weights, through the map (``(rows.n_users, d)`` float32; zeros without history). Reads the rows of the
+    history items only."""
+    assert comp.content is not None and comp.content_map is not None
+    m = rows.matrix()
+    used = np.unique(m.indices)
+    x_used = bilinear_input(tuple(b[used] for b in comp.content))
+    prof = np.asarray(m[:, used] @ x_used, dtype=np.float32)
+    return prof @ comp.content_map
+
+
+def bilinear_raw(profiles: np.ndarray, blocks: tuple[np.ndarray, ...]) -> np.ndarray:
+    """``profiles @ bilinear_input(blocks).T`` block by block, without the ``(n_items, d)`` copy."""
+    out = np.zeros((profiles.shape[0], blocks[0].shape[0]), np.float32)
+    start = 0
+    for block, share in zip(blocks, block_shares(len(blocks), 0.5)):
+        width = block.shape[1]
+        if share > 0:
+            out += np.float32(np.sqrt(share)) * (profiles[:, start : start + width] @ np.asarray(block).T)
+            start += width
+    return out
+
+
+def bilinear_component(comp: HybridComponents, rows: History) -> np.ndarray:
+    """Standardised learned content scores ``(rows.n_users, n_items)``: ``(sum_j w_uj x_j) W x_i``.
+
+    Where the content kernel compares items by the encoders' cosine, ``W`` (``comp.content_map``) is
+    learnt from the events (:func:`recsys.recommend.components.fit_content_map`): which content the
+    items a user took predict in the other items they took, so a new item is scored by what its text and
+    picture say about who takes it (a bilinear regression, as in pairwise preference regression for cold
+    start), not only by its resemblance to the user's items."""
+    assert comp.content is not None
+    return zscore_rows(bilinear_raw(bilinear_profiles(comp, rows), comp.content))
+
+
 def with_sequence(cf: np.ndarray, seq: np.ndarray, weight: float) -> np.ndarray:
-    """``z(cf + weight * seq)`` of two standardised ``(n_users, n_items)`` scores."""
+    """``z(cf + weight * seq)`` of two standardised ``(n_users, n_items)`` scores (also how the learned
+    content score joins the cold content score)."""
     return zscore_rows(cf + np.float32(weight) * seq)
 
 
@@ -298,7 +355,15 @@ def user_components(comp: HybridComponents, rows: History, params: HybridParams,
     sim = BlockSimilarity.build(rows.matrix(), comp.content) if need_cold else None
     content = content_component(comp, rows, *warm_key, similarity=sim)
     cold_content = content_component(comp, rows, *cold_key, similarity=sim) if need_cold else content
+    if uses_bilinear(comp, params) and cold_content is not None:
+        cold_content = with_sequence(cold_content, bilinear_component(comp, rows), params.cold_bilinear)
     return UserComponents(cf, content, cold_content, cf_scale(rows, params.cf_shrink), cold_cf)
+
+
+def uses_bilinear(comp: HybridComponents, params: HybridParams) -> bool:
+    """Whether the cold content score includes the learned content score (weight, map and cold items)."""
+    return bool(params.cold_bilinear > 0 and params.cold_content > 0 and comp.content_map is not None
+                and comp.content is not None and not comp.warm.all())
 
 
 def hybrid_scores(

@@ -103,7 +103,8 @@ def lay_over(model: FeedModelLike, ids: Sequence[str],
                                   item_item=None if comp.item_item is None else comp.item_item.laid_over(src),
                                   seq=None if comp.seq is None else comp.seq.laid_over(src),
                                   sasrec=None if comp.sasrec is None else comp.sasrec.laid_over(src),
-                                  cold_factors=cold_factors, cold_factor_map=comp.cold_factor_map)
+                                  cold_factors=cold_factors, cold_factor_map=comp.cold_factor_map,
+                                  content_map=comp.content_map if blocks is not None else None)
     if comp.bm25 is not None and new:
         idf = np.full(n, float(np.median(comp.bm25.idf)) if comp.bm25.idf.size else 1.0, np.float32)
         idf[known] = comp.bm25.idf[src[known]]

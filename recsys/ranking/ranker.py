@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,8 +34,8 @@ import scipy.sparse as sp
 from recsys.cf.history import History, item_tie_rank, profile_weights, recency_weights
 from recsys.cf.matrix import apply_confidence
 from recsys.cf.model import fold_in
-from recsys.ranking.hybrid import (HybridComponents, cf_component, cold_cf_component, hybrid_scores,
-                                   normalised, user_components)
+from recsys.ranking.hybrid import (HybridComponents, bilinear_profiles, bilinear_raw, cf_component,
+                                   cold_cf_component, hybrid_scores, normalised, user_components, uses_bilinear)
 from recsys.ranking.scoring import (
     affine_stats,
     block_shares,
@@ -196,6 +197,8 @@ class FeedRanker:
             return False
         if self.components.cold_factors is not None and p.cold_als is not None and p.cold_cf:
             return False  # cold items scored with their own factors: a second fold-in, the general path
+        if uses_bilinear(self.components, p):
+            return False  # the learned content score joins the cold content score standardised: not affine
         return self.use_linear and (self.components.content is None or (p.profile_gamma == 0 and p.cold_profile_gamma == 0))
 
     def _space(self, key: str, mix: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -394,8 +397,11 @@ class FeedRanker:
             content_z = self._content_z(rows, cols, p.profile_tau, p.profile_gamma, p.content_mix)
             same = (p.cold_profile_tau, p.cold_profile_gamma, p.cold_content_mix) == (
                 p.profile_tau, p.profile_gamma, p.content_mix)
-            cold_z = content_z if same else self._content_z(rows, cols, p.cold_profile_tau, p.cold_profile_gamma,
-                                                            p.cold_content_mix)
+            if uses_bilinear(comp, p):
+                cold_z = self._cold_content_z(rows, cols)
+            else:
+                cold_z = content_z if same else self._content_z(rows, cols, p.cold_profile_tau, p.cold_profile_gamma,
+                                                                p.cold_content_mix)
         n = rows.counts.astype(np.float32)
         scale = n / (n + p.cf_shrink) if p.cf_shrink > 0 else np.ones_like(n)
         s = np.empty(cols.shape, np.float32)
@@ -407,7 +413,29 @@ class FeedRanker:
         s[dup] = -np.inf
         return s, cols, (cf_z, content_z if content_z is not None else np.zeros_like(cf_z))
 
-    def _content_z(self, rows: History, cols: np.ndarray, tau: float, gamma: float, mix: float) -> np.ndarray:
+    def _cold_content_z(self, rows: History, cols: np.ndarray) -> np.ndarray:
+        """The cold content score with the learned content score (:func:`recsys.ranking.hybrid.user_components`),
+        each part and their sum standardised with the catalogue sample, as :meth:`_content_z`."""
+        p, comp = self.model.params, self.components
+        assert comp.content is not None and self.sample is not None
+        kernel, kernel_sample = self._content_z(rows, cols, p.cold_profile_tau, p.cold_profile_gamma,
+                                                p.cold_content_mix, with_sample=True)
+        sample_blocks = tuple(self._spaces[f"sample_content_{b}"] for b in range(len(comp.content)))
+        prof = bilinear_profiles(comp, rows)
+        w = np.float32(p.cold_bilinear)
+        out = np.empty(cols.shape, np.float32)
+        for u in range(rows.n_users):
+            raw = bilinear_raw(prof[u : u + 1], tuple(block[cols[u]] for block in comp.content))
+            raw_sample = bilinear_raw(prof[u : u + 1], sample_blocks)
+            total = kernel[u : u + 1] + w * z_from_sample(raw, raw_sample)
+            total_sample = kernel_sample[u : u + 1] + w * z_from_sample(raw_sample, raw_sample)
+            out[u] = z_from_sample(total, total_sample)[0]
+        return out
+
+    def _content_z(self, rows: History, cols: np.ndarray, tau: float, gamma: float, mix: float,
+                   with_sample: bool = False) -> Any:
+        """The content score of ``cols`` standardised with the catalogue sample (``with_sample``: and of
+        the sample itself, as a pair; the general path only)."""
         comp = self.components
         assert comp.content is not None and self.sample is not None
         if self.linear:  # gamma = 0: cosine to the weighted mean profile, standardised exactly (Gram matrix)
@@ -421,6 +449,7 @@ class FeedRanker:
         shares = block_shares(len(comp.content), mix)
         weights = rows.matrix(profile_weights(rows, tau))
         out = np.empty(cols.shape, np.float32)
+        out_sample = np.zeros((rows.n_users, len(self.sample)), np.float32)
         n_cols = cols.shape[1]
         for u in range(rows.n_users):
             w = weights[u]
@@ -437,4 +466,6 @@ class FeedRanker:
                 sim_total = sim if sim_total is None else sim_total + sim
             raw = kernel_one_user(w.data, sim_total, gamma) if sim_total is not None else np.zeros((1, n_cols + len(self.sample)), np.float32)
             out[u] = z_from_sample(raw[:, :n_cols], raw[:, n_cols:])[0]
-        return out
+            if with_sample:
+                out_sample[u] = z_from_sample(raw[:, n_cols:], raw[:, n_cols:])[0]
+        return (out, out_sample) if with_sample else out

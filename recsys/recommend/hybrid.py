@@ -66,7 +66,8 @@ class HybridRecommender:
             self.selection["tuning"] = tuned.report
             self.selection["seconds"] = round(time.perf_counter() - t0, 2)
             log.info("hybrid settings chosen on validation: %s", asdict(self.params))
-        self.components = fit_components(history, content, self.cfg, cold_als=self.params.cold_als)
+        self.components = fit_components(history, content, self.cfg, cold_als=self.params.cold_als,
+                                         bilinear=self.params.cold_bilinear > 0)
         if self.params.sasrec_weight > 0 and self.params.sasrec_epochs > 0:  # as many epochs as on the carve
             fit = fit_sasrec(history, self.cfg.sasrec, self.cfg.seed, max_seconds=float("inf"),
                              epochs=int(self.params.sasrec_epochs))

@@ -176,6 +176,8 @@ class FeedModel:
             np.save(out / "bm25_idf.npy", comp.bm25.idf)
         if comp.cold_factors is not None:  # the cold path's own factors (params.cold_als)
             np.save(out / "cold_item_factors.npy", comp.cold_factors)
+        if comp.content_map is not None:  # the learned content score's map (params.cold_bilinear)
+            np.save(out / "content_map.npy", comp.content_map)
         for name, m in (("factor_map", self.factor_map), ("pop_map", self.pop_map), ("cold_factor_map", comp.cold_factor_map)):
             if m is not None:
                 np.savez(out / f"{name}.npz", coef=m.coef, intercept=m.intercept)
@@ -203,6 +205,7 @@ class FeedModel:
             "transitions": comp.seq is not None,
             "sasrec": comp.sasrec is not None,
             "cold_factors": comp.cold_factors is not None,
+            "content_map": comp.content_map is not None,
             **self.info,
             **(manifest or {}),
         }
@@ -236,17 +239,18 @@ class FeedModel:
                         maps[name] = RidgeMap(z["coef"], z["intercept"])
             cold = np.load(src / "cold_item_factors.npy") if man.get("cold_factors") else None  # older: none
             sasrec = SasrecModel.load(src, "sasrec") if man.get("sasrec") else None  # older: none
+            content_map = np.load(src / "content_map.npy") if man.get("content_map") else None  # older: none
             comp = HybridComponents(
                 np.load(src / "item_factors.npy"), np.load(src / "warm.npy"), np.load(src / "pop.npy"),
                 content or None, bm25, 0.0, item_item=item_item, seq=seq, cold_factors=cold,
-                cold_factor_map=maps.get("cold_factor_map"), sasrec=sasrec,
+                cold_factor_map=maps.get("cold_factor_map"), sasrec=sasrec, content_map=content_map,
             )
         except (OSError, KeyError, ValueError) as exc:
             raise ArtifactError(f"cannot read the feed artifact in {src}: {exc}") from exc
         known = {f for f in HybridParams.__dataclass_fields__}
         params = HybridParams(**{k: v for k, v in man["params"].items() if k in known})
         skip = {"format", "kind", "version", "params", "cf", "n_items", "content_blocks", "encoders", "pop_mean",
-                "pop_std", "bm25_avg_len", "weight_scale", "item_item", "transitions", "sasrec", "cold_factors"}
+                "pop_std", "bm25_avg_len", "weight_scale", "item_item", "transitions", "sasrec", "cold_factors", "content_map"}
         return cls(
             item_ids=item_ids, params=params, cfg=CFConfig.model_validate(man["cf"]), components=comp,
             factor_map=maps.get("factor_map"), pop_map=maps.get("pop_map"), pop_mean=float(man["pop_mean"]),

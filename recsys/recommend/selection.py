@@ -36,6 +36,7 @@ from recsys.cf.validation import ValidationSplit, item_holdout, temporal_holdout
 from recsys.ranking.hybrid import (
     HybridComponents,
     HybridParams,
+    bilinear_component,
     cf_component,
     cf_scale,
     cold_cf_component,
@@ -43,11 +44,12 @@ from recsys.ranking.hybrid import (
     hybrid_scores,
     sasrec_component,
     seq_component,
+    uses_bilinear,
     with_sequence,
 )
 from recsys.ranking.metrics import ndcg_at_k, rank_top_k
 from recsys.ranking.scoring import BlockSimilarity
-from recsys.recommend.components import cold_map_solver, fit_components, with_cold_factors
+from recsys.recommend.components import cold_map_solver, fit_components, with_cold_factors, with_content_map
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,7 @@ class _Evaluator:
         self._content: dict[tuple[float, float, float], np.ndarray | None] = {}
         self._scores: dict[HybridParams, float] = {}
         self._sim: BlockSimilarity | None = None
+        self._bil: np.ndarray | None = None
 
     def _cf_scores(self, tau: float, beta: float, seq_weight: float = 0.0, seq_tau: float = 1.0,
                    sasrec_weight: float = 0.0) -> np.ndarray:
@@ -142,7 +145,18 @@ class _Evaluator:
         other.rows, other._cf, other._seq, other._content = self.rows, self._cf, self._seq, self._content
         other._last_sum, other._sasrec = self._last_sum, self._sasrec
         other._sim = self._sim
+        if comp.content_map is self.comp.content_map:  # the learned content score too
+            other._bil = self._bil
         return other
+
+    def _cold_content_scores(self, p: HybridParams) -> np.ndarray | None:
+        """The cold content score: the kernel's, with the learned content score when ``p`` weighs it in."""
+        kernel = self._content_scores(p.cold_profile_tau, p.cold_profile_gamma, p.cold_content_mix)
+        if kernel is None or not uses_bilinear(self.comp, p):
+            return kernel
+        if self._bil is None:
+            self._bil = bilinear_component(self.comp, self.rows)
+        return with_sequence(kernel, self._bil, p.cold_bilinear)  # not cached: one more (users, items) array each
 
     def _content_scores(self, tau: float, gamma: float, mix: float) -> np.ndarray | None:
         key = (tau, gamma, mix)
@@ -162,7 +176,7 @@ class _Evaluator:
                 content = self._content_scores(p.profile_tau, p.profile_gamma, p.content_mix)
             cold_content = None
             if p.cold_content:
-                cold_content = self._content_scores(p.cold_profile_tau, p.cold_profile_gamma, p.cold_content_mix)
+                cold_content = self._cold_content_scores(p)
             cold_cf = self._cold_cf_scores(p) if p.cold_cf else None
             scale = cf_scale(self.rows, p.cf_shrink)
             scores = hybrid_scores(cf, content, self.comp.pop, self.comp.warm, p, scale, cold_content, cold_cf)
@@ -230,7 +244,8 @@ def select_params(
                   for i in range(h.cold_carves)]
         carves = [c for c in carves if c.users.shape[0] > 0]
         if carves:
-            evals = [_Evaluator(fit_components(c.train, content, cfg), c, cfg, tie_cold=False) for c in carves]
+            evals = [_Evaluator(fit_components(c.train, content, cfg, bilinear=True), c, cfg, tie_cold=False)
+                     for c in carves]
             space_b = {
                 "cold_content": grid,
                 "cold_profile_tau": h.profile_tau,
@@ -238,11 +253,15 @@ def select_params(
                 **({"cold_content_mix": h.content_mix} if n_blocks > 1 else {}),
                 "cold_cf": (0.0, 1.0),
                 "cold_pop": grid,
+                **({"cold_bilinear": h.cold_bilinear} if evals[0].comp.content_map is not None else {}),
             }
             params, score_b, report["cold_items"] = _select_cold(evals, params, space_b, cfg)
-            log.info("validation (cold items): ndcg@10 %.4f, cold ALS %s", score_b, params.cold_als)
+            log.info("validation (cold items): ndcg@10 %.4f, cold ALS %s, learned content weight %g", score_b,
+                     params.cold_als, params.cold_bilinear)
             if params.cold_als is not None:  # the temporal carve's cold items get the same kind of factors
                 eval_t = eval_t.with_components(with_cold_factors(eval_t.comp, temporal.train, cfg, params.cold_als))
+            if params.cold_bilinear > 0:  # and the learned content score
+                eval_t = eval_t.with_components(with_content_map(eval_t.comp, temporal.train, cfg))
         eval_t.tie_cold = False
         space_c = {"cold_scale": h.cold_scale, "cold_offset": h.cold_offset}
         params, score_c, _ = coordinate_ascent(eval_t, params, space_c, h.rounds)
@@ -260,7 +279,7 @@ def score_on_item_carves(params: HybridParams, history: History, content: tuple[
     out = []
     for seed in seeds:
         carve = item_holdout(history, h.validation_fraction, h.max_validation_users, cfg.seed + seed)
-        comp = fit_components(carve.train, content, cfg)
+        comp = fit_components(carve.train, content, cfg, bilinear=params.cold_bilinear > 0)
         if params.cold_als is not None:
             comp = with_cold_factors(comp, carve.train, cfg, params.cold_als)
         out.append(_Evaluator(comp, carve, cfg, tie_cold=False)(params))
