@@ -8,11 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from recsys.cf.history import History
 from recsys.cf.settings import CFConfig, HybridConfig, TuningConfig
 from recsys.ranking.hybrid import HybridParams, bilinear_component, content_component
 from recsys.ranking.ranker import FeedRanker
+from recsys.recommend import components
 from recsys.recommend.components import fit_components
 from recsys.recommend.hybrid import HybridRecommender
 from recsys.recommend.model import FeedModel
@@ -69,14 +71,19 @@ def test_the_learned_score_finds_what_the_cosine_cannot() -> None:
     rows = h.select(only_a)
     assert _hits(bilinear_component(comp, rows), only_a, group, cold) > 0.8  # chance: 1/6
     assert _hits(content_component(comp, rows, 1000.0, 0.0), only_a, group, cold) < 0.5
-    # without a candidate weight the map is not fitted (no cost)
-    assert fit_components(h, (x,), _cfg((0.0,)), bilinear=True).content_map is None
+    assert fit_components(h, (x,), _cfg()).content_map is None  # fitted only when asked for
 
 
-def test_validation_weighs_it_in_on_the_item_carves() -> None:
+def test_validation_weighs_it_in_on_the_item_carves(monkeypatch: pytest.MonkeyPatch) -> None:
     h, x, _, _ = _data(1)
     params, report = select_params(h, (x,), _cfg())
     assert params.cold_content > 0 and params.cold_bilinear == 1.0, report["cold_items"]
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the map was fitted without a candidate weight above 0")
+
+    # without a candidate weight above 0 no carve fits the map (no cost) and the weight stays 0
+    monkeypatch.setattr(components, "fit_content_map", refuse)
     assert select_params(h, (x,), _cfg((0.0,)))[0].cold_bilinear == 0.0
 
 

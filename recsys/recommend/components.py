@@ -131,9 +131,9 @@ def fit_content_map(history: History, blocks: tuple[np.ndarray, ...], warm: np.n
 
 def with_content_map(comp: HybridComponents, history: History, cfg: CFConfig) -> HybridComponents:
     """``comp`` plus the learned content map fitted on ``history`` (the one ``comp`` was fitted on);
-    unchanged without content, warm items or candidate weights (``cf.hybrid.cold_bilinear``)."""
+    unchanged without content or warm items."""
     h = cfg.hybrid
-    if comp.content is None or not comp.warm.any() or not any(w > 0 for w in h.cold_bilinear):
+    if comp.content is None or not comp.warm.any():
         return comp
     w = fit_content_map(history, comp.content, comp.warm, h.bilinear_l2, h.bilinear_max_users, cfg.seed)
     return replace(comp, content_map=w)

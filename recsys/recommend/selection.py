@@ -244,7 +244,8 @@ def select_params(
                   for i in range(h.cold_carves)]
         carves = [c for c in carves if c.users.shape[0] > 0]
         if carves:
-            evals = [_Evaluator(fit_components(c.train, content, cfg, bilinear=True), c, cfg, tie_cold=False)
+            learned = any(w > 0 for w in h.cold_bilinear)  # the learned content score is a candidate
+            evals = [_Evaluator(fit_components(c.train, content, cfg, bilinear=learned), c, cfg, tie_cold=False)
                      for c in carves]
             space_b = {
                 "cold_content": grid,
